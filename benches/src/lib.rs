@@ -1,0 +1,1 @@
+//! Benchmarks of curio against its peers.

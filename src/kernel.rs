@@ -1,0 +1,864 @@
+//! The kernel: one loop on one OS thread that runs tasks, executes their traps,
+//! polls for I/O and expires deadlines.
+//!
+//! ```text
+//!   loop {
+//!       run, once each, the tasks that were ready when this pass began
+//!       if main has ended: shut down (cancel the rest, newest first) and return
+//!       tick: every POLL_INTERVAL switches, or whenever nothing is ready,
+//!             poll I/O and the inbox, then expire deadlines;
+//!             nothing ready and nothing that could wake anyone: deadlock
+//!   }
+//! ```
+//!
+//! # Invariants
+//!
+//! - This module is the only code that mutates scheduler state (slots, ready
+//!   queue, timer heap, waits). Task-side modules call its functions through the
+//!   trap boundary (`trap.rs`); it never names a `Queue` or a socket.
+//! - Spawning and waking never switch tasks: they only append to the ready queue.
+//! - A task is *parked* exactly when its header's `wait_id` is non-zero. Waking,
+//!   cancelling and timing out all clear it first, so each wait ends once.
+//! - No `RefCell` borrow of scheduler state is held across a resume.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! let kernel = curio::Kernel::builder().virtual_clock(true).build();
+//! let v = kernel.run(|| {
+//!     curio::sleep(Duration::from_secs(3600)).unwrap(); // instant on the virtual clock
+//!     7
+//! });
+//! assert_eq!(v.unwrap(), 7);
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::poller::{InboxSender, Message, Poller};
+use crate::stack::{self, DEFAULT_STACK_SIZE};
+use crate::sys;
+use crate::task::{self, AnyTask, Header, State, TaskCell};
+use crate::timer::TimerHeap;
+use crate::trap::{self, Reply, TaskCoroutine, Trap};
+use crate::wait::Waiter;
+
+/// How many task switches may pass between two looks at I/O and the clock while
+/// tasks stay ready. See `arch-notes/io-readiness.md`.
+///
+/// Discussion: Curio polls (zero timeout) between every two passes over the ready
+/// queue, so a task spinning on `sleep(0)` never starves I/O. A zero-timeout
+/// `epoll_wait` costs ~260 ns here and a clock read 35–60 ns, against ~10 ns for a
+/// switch, so doing both on every pass would make switching 10× slower. Looking
+/// every 64 switches keeps the guarantee (I/O and deadlines are seen within 64
+/// switches, a microsecond or so) at under 5 ns per switch.
+const POLL_INTERVAL: u32 = 64;
+
+/// When the virtual clock has tasks waiting on I/O or other threads, how long to
+/// wait for real before jumping to the next deadline.
+const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// Settings for a [`Kernel`]. Start from [`Kernel::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    stack_size: usize,
+    virtual_clock: bool,
+}
+
+impl Builder {
+    /// The default settings: 256 KiB stacks and the real clock (or the virtual
+    /// clock when the environment variable `CURIO_CLOCK=virtual` is set, which is
+    /// how the example tests run the tutorial's programs instantly).
+    pub fn new() -> Builder {
+        let virtual_clock = std::env::var("CURIO_CLOCK").is_ok_and(|v| v == "virtual");
+        Builder { stack_size: DEFAULT_STACK_SIZE, virtual_clock }
+    }
+
+    /// The usable stack size of each task unless its own builder says otherwise.
+    /// Rounded up to whole pages, at least 16 KiB. Stacks are committed lazily, so
+    /// a big size costs address space, not memory.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Runs the kernel on a virtual clock: time stands still while tasks run, and
+    /// when every task waits on time alone the clock jumps to the next deadline.
+    /// Timeout tests become exact and instant.
+    pub fn virtual_clock(mut self, on: bool) -> Builder {
+        self.virtual_clock = on;
+        self
+    }
+
+    /// Builds the kernel.
+    pub fn build(self) -> Kernel {
+        Kernel { config: self }
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+/// A kernel: runs a main task, and every task it spawns, on the calling thread.
+///
+/// `curio::run(main)` is `Kernel::builder().build().run(main)` with errors turned
+/// into panics.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    config: Builder,
+}
+
+impl Kernel {
+    /// Starts configuring a kernel.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Runs `main` as the first task (id 1) and returns its value once it has
+    /// ended and every other task has been cancelled and driven to completion,
+    /// newest first.
+    ///
+    /// `main` may borrow from the caller. If `main` panics, the panic resumes out
+    /// of `run` after shutdown.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::NestedKernel`] if this thread is already running a kernel.
+    /// - [`ErrorKind::Deadlock`] if every task blocked with nothing that could wake
+    ///   one; the message lists who waits on what. The tasks were cancelled first.
+    pub fn run<F, T>(&self, main: F) -> Result<T>
+    where
+        F: FnOnce() -> T,
+    {
+        task::install_panic_hook();
+        sys::install_overflow_handler();
+        let core = Core::new(&self.config)?;
+        if !trap::enter_kernel(&core) {
+            return Err(Error::new(ErrorKind::NestedKernel, ""));
+        }
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                trap::leave_kernel();
+            }
+        }
+        let _leave = Leave;
+
+        let out: Rc<RefCell<Option<std::thread::Result<T>>>> = Rc::new(RefCell::new(None));
+        let main_task = core.spawn_main(main, out.clone())?;
+        let deadlock = core.run_until_main_ends(&main_task);
+        core.shutdown();
+        drop(core);
+        let outcome = out.borrow_mut().take();
+        match (deadlock, outcome) {
+            (Some(report), _) => Err(Error::new(ErrorKind::Deadlock, report)),
+            (None, Some(Ok(v))) => Ok(v),
+            (None, Some(Err(payload))) => panic::resume_unwind(payload),
+            (None, None) => Err(Error::new(ErrorKind::Deadlock, "main task never finished")),
+        }
+    }
+}
+
+/// Runs `main` in a new kernel on this thread and returns its value.
+///
+/// Shorthand for `Kernel::builder().build().run(main)`.
+///
+/// # Panics
+///
+/// Panics if called inside a running kernel, or if the program deadlocks (the
+/// message lists which task waits on what). A panic in `main` resumes here.
+///
+/// # Example
+///
+/// ```
+/// let answer = curio::run(|| {
+///     let kid = curio::spawn(|| 6 * 7);
+///     kid.join().unwrap()
+/// });
+/// assert_eq!(answer, 42);
+/// ```
+pub fn run<F, T>(main: F) -> T
+where
+    F: FnOnce() -> T,
+{
+    match Kernel::builder().build().run(main) {
+        Ok(v) => v,
+        Err(e) => panic!("curio::run: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The clock
+// ---------------------------------------------------------------------------
+
+/// Kernel time: nanoseconds since the kernel started, real or virtual.
+struct Clock {
+    epoch: Instant,
+    virtual_now: Option<Cell<u64>>,
+}
+
+impl Clock {
+    #[inline]
+    fn now(&self) -> u64 {
+        match &self.virtual_now {
+            Some(v) => v.get(),
+            None => self.epoch.elapsed().as_nanos() as u64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduler state
+// ---------------------------------------------------------------------------
+
+/// What a timer entry is for.
+#[derive(Debug, Clone, Copy)]
+enum TimerItem {
+    /// Wake this waiter (a sleeping task).
+    Sleep(Waiter),
+    /// Deliver a timeout to this task if its armed deadline is still this one.
+    Timeout { slot: u32, task_id: u64 },
+}
+
+struct Slot {
+    task: Option<Rc<dyn AnyTask>>,
+    coro: Option<TaskCoroutine>,
+    reply: Reply,
+}
+
+pub(crate) struct Core {
+    slots: RefCell<Vec<Slot>>,
+    free_slots: RefCell<Vec<u32>>,
+    ready: RefCell<VecDeque<u32>>,
+    timers: RefCell<TimerHeap<TimerItem>>,
+    clock: Clock,
+    poller: RefCell<Poller>,
+    next_task_id: Cell<u64>,
+    next_wait_id: Cell<u64>,
+    /// Tasks alive (spawned, not yet terminated).
+    live: Cell<usize>,
+    /// Tasks parked in waits that something outside the kernel loop can end
+    /// (I/O readiness, another thread, a signal).
+    external: Cell<usize>,
+    since_poll: Cell<u32>,
+    /// Set while tasks are being force-unwound, so their unwinding is not
+    /// reported as a crash.
+    unwinding: Cell<bool>,
+    stack_size: usize,
+}
+
+impl Core {
+    fn new(config: &Builder) -> Result<Core> {
+        let poller = Poller::new()?;
+        Ok(Core {
+            slots: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(TimerHeap::new()),
+            clock: Clock {
+                epoch: Instant::now(),
+                virtual_now: config.virtual_clock.then(|| Cell::new(0)),
+            },
+            poller: RefCell::new(poller),
+            next_task_id: Cell::new(1),
+            next_wait_id: Cell::new(1),
+            live: Cell::new(0),
+            external: Cell::new(0),
+            since_poll: Cell::new(0),
+            unwinding: Cell::new(false),
+            stack_size: stack::round_size(config.stack_size),
+        })
+    }
+
+    // ----- tasks -----------------------------------------------------------
+
+    /// A fresh id for a task about to be spawned.
+    pub(crate) fn next_task_id(&self) -> u64 {
+        let id = self.next_task_id.get();
+        self.next_task_id.set(id + 1);
+        id
+    }
+
+    /// The stack size tasks get when their builder names none.
+    pub(crate) fn default_stack_size(&self) -> usize {
+        self.stack_size
+    }
+
+    pub(crate) fn is_unwinding(&self) -> bool {
+        self.unwinding.get()
+    }
+
+    /// Adds a task whose header lives in `task` and whose code is `coro`, at the
+    /// back of the ready queue. Never switches.
+    pub(crate) fn spawn(&self, task: Rc<dyn AnyTask>, make: impl FnOnce(stack::PooledStack) -> TaskCoroutine) -> Result<()> {
+        let h = task.header();
+        let st = stack::take(h.stack_size)?;
+        let (lo, hi) = st.guard();
+        h.overflow.set(sys::OverflowInfo {
+            guard_lo: lo,
+            guard_hi: hi,
+            task_id: h.id,
+            stack_size: st.size(),
+            name_ptr: h.name.as_ptr() as usize,
+            name_len: h.name.len(),
+        });
+        let coro = make(st);
+        let slot = match self.free_slots.borrow_mut().pop() {
+            Some(i) => {
+                let mut slots = self.slots.borrow_mut();
+                let s = &mut slots[i as usize];
+                s.task = Some(task.clone());
+                s.coro = Some(coro);
+                s.reply = Ok(());
+                i
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(Slot { task: Some(task.clone()), coro: Some(coro), reply: Ok(()) });
+                (slots.len() - 1) as u32
+            }
+        };
+        let h = task.header();
+        h.slot.set(slot);
+        h.state.set(State::Ready);
+        self.live.set(self.live.get() + 1);
+        self.ready.borrow_mut().push_back(slot);
+        Ok(())
+    }
+
+    fn spawn_main<F, T>(&self, main: F, out: Rc<RefCell<Option<std::thread::Result<T>>>>) -> Result<Rc<TaskCell<()>>>
+    where
+        F: FnOnce() -> T,
+    {
+        let header = Header::new(self.next_task_id(), None, "main".into(), false, self.stack_size, true);
+        let cell = Rc::new(TaskCell::<()>::new(header));
+        let hp: *const Header = &cell.header;
+        let body = move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(main));
+            *out.borrow_mut() = Some(r);
+        };
+        #[allow(unsafe_code)]
+        self.spawn(cell.clone(), |st| {
+            // SAFETY: `run` does not return before this task has ended: it drives
+            // main to completion, and shutdown ends or force-unwinds every task
+            // before the borrowed `main` and `out` go out of scope. The header is
+            // kept alive by `cell`, which the slot holds until the task ends.
+            unsafe { trap::new_coroutine_unchecked(st, hp, body) }
+        })?;
+        Ok(cell)
+    }
+
+    /// Resumes the task in `slot` once and executes the trap it suspends with.
+    fn step(&self, slot: u32) {
+        let (mut coro, reply, task) = {
+            let mut slots = self.slots.borrow_mut();
+            let s = &mut slots[slot as usize];
+            let Some(coro) = s.coro.take() else { return };
+            let task = s.task.clone().expect("occupied slot");
+            (coro, std::mem::replace(&mut s.reply, Ok(())), task)
+        };
+        let h = task.header();
+        h.state.set(State::Running);
+        h.cycles.set(h.cycles.get() + 1);
+        trap::set_task(Some(h));
+        sys::set_running(h.overflow.get());
+        let result = coro.resume(reply);
+        sys::set_running(sys::OverflowInfo::NONE);
+        trap::set_task(None);
+        self.since_poll.set(self.since_poll.get() + 1);
+        match result {
+            corosensei::CoroutineResult::Yield(trap) => {
+                self.slots.borrow_mut()[slot as usize].coro = Some(coro);
+                if trap == Trap::Yield {
+                    h.state.set(State::Ready);
+                    self.ready.borrow_mut().push_back(slot);
+                }
+            }
+            corosensei::CoroutineResult::Return(()) => self.finish(slot, coro),
+        }
+    }
+
+    /// Cleans up after a task whose coroutine has returned: wakes joiners, runs
+    /// its exit hook, recycles its stack and slot.
+    fn finish(&self, slot: u32, coro: TaskCoroutine) {
+        stack::give(coro.into_stack());
+        let task = {
+            let mut slots = self.slots.borrow_mut();
+            let s = &mut slots[slot as usize];
+            s.reply = Ok(());
+            s.task.take().expect("finished task had a slot")
+        };
+        self.free_slots.borrow_mut().push(slot);
+        self.live.set(self.live.get() - 1);
+        let h = task.header();
+        h.state.set(State::Terminated);
+        h.terminated.set(true);
+        h.timeout.set(None);
+        let joiners: Vec<Waiter> = h.joiners.borrow_mut().drain().collect();
+        for w in joiners {
+            self.wake(w, Ok(()));
+        }
+        if let Some(hook) = h.exit_hook.borrow_mut().take() {
+            hook(&task);
+        }
+    }
+
+    // ----- waiting and waking -----------------------------------------------
+
+    /// Cancel point: returns the pending cancellation or timeout, if delivery is allowed.
+    #[inline]
+    pub(crate) fn cancel_point(&self, h: &Header) -> Result<()> {
+        if h.mask.get() == 0 {
+            if let Some(e) = h.pending.take() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the running task parked in `state` and returns the waiter that ends the wait.
+    pub(crate) fn begin_wait(&self, h: &Header, state: State) -> Waiter {
+        let id = self.next_wait_id.get();
+        self.next_wait_id.set(id + 1);
+        h.wait_id.set(id);
+        h.state.set(state);
+        if state.is_external() {
+            self.external.set(self.external.get() + 1);
+        }
+        Waiter { slot: h.slot.get(), wait_id: id }
+    }
+
+    /// The task in `slot`, if any.
+    pub(crate) fn header_at(&self, slot: u32) -> Option<Rc<dyn AnyTask>> {
+        self.slots.borrow().get(slot as usize).and_then(|s| s.task.clone())
+    }
+
+    /// True if `w` is a wait that has not ended yet.
+    pub(crate) fn is_waiting(&self, w: Waiter) -> bool {
+        let slots = self.slots.borrow();
+        match slots.get(w.slot as usize).and_then(|s| s.task.as_ref()) {
+            Some(t) => t.header().wait_id.get() == w.wait_id,
+            None => false,
+        }
+    }
+
+    /// Ends wait `w` and queues its task with `reply`. Returns false (and does
+    /// nothing) if that wait already ended. Never switches.
+    pub(crate) fn wake(&self, w: Waiter, reply: Reply) -> bool {
+        let Some(task) = self.header_at(w.slot) else { return false };
+        let h = task.header();
+        if h.wait_id.get() != w.wait_id {
+            return false;
+        }
+        self.end_wait(h);
+        self.make_ready(w.slot, h, reply);
+        true
+    }
+
+    /// Like [`Core::wake`], returning the woken task's id.
+    pub(crate) fn wake_task(&self, w: Waiter, reply: Reply) -> Option<u64> {
+        let task = self.header_at(w.slot)?;
+        let h = task.header();
+        if h.wait_id.get() != w.wait_id {
+            return None;
+        }
+        self.end_wait(h);
+        self.make_ready(w.slot, h, reply);
+        Some(h.id)
+    }
+
+    fn end_wait(&self, h: &Header) {
+        h.wait_id.set(0);
+        if h.state.get().is_external() {
+            self.external.set(self.external.get() - 1);
+        }
+    }
+
+    /// Ends a wait early (cancellation, timeout): its timer entry, if any, is now stale.
+    fn abort_wait(&self, h: &Header) {
+        if h.state.get() == State::TimeSleep {
+            self.timers.borrow_mut().mark_stale(|d, item| self.timer_is_live(d, item));
+        }
+        self.end_wait(h);
+    }
+
+    fn make_ready(&self, slot: u32, h: &Header, reply: Reply) {
+        self.slots.borrow_mut()[slot as usize].reply = reply;
+        h.state.set(State::Ready);
+        self.ready.borrow_mut().push_back(slot);
+    }
+
+    /// Requests cancellation of a task: delivered at most once, clears its armed
+    /// timeout, and aborts its current wait if it is parked at a cancel point.
+    pub(crate) fn cancel(&self, h: &Header) {
+        if h.terminated.get() || h.cancelled.get() {
+            return;
+        }
+        h.cancelled.set(true);
+        self.disarm_timeout(h);
+        self.deliver(h, Error::cancelled());
+    }
+
+    /// Raises `err` in the task now if it is parked and unmasked, else leaves it pending.
+    fn deliver(&self, h: &Header, err: Error) {
+        if h.wait_id.get() != 0 && h.mask.get() == 0 {
+            self.abort_wait(h);
+            self.make_ready(h.slot.get(), h, Err(err));
+            return;
+        }
+        // A pending cancellation outranks a pending timeout.
+        let new = match h.pending.take() {
+            Some(old) if old.is_cancelled() => old,
+            _ => err,
+        };
+        h.pending.set(Some(new));
+    }
+
+    // ----- time --------------------------------------------------------------
+
+    /// Kernel clock, in nanoseconds since the kernel started.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Converts kernel time to an `Instant`.
+    pub(crate) fn instant(&self, t: u64) -> Instant {
+        self.clock.epoch + Duration::from_nanos(t)
+    }
+
+    /// Converts an `Instant` to kernel time (earlier instants become 0).
+    pub(crate) fn ticks(&self, i: Instant) -> u64 {
+        i.saturating_duration_since(self.clock.epoch).as_nanos().min(u64::MAX as u128 - 1) as u64
+    }
+
+    /// Parks the running task until kernel time `deadline`.
+    pub(crate) fn register_sleep(&self, w: Waiter, deadline: u64) {
+        self.timers.borrow_mut().push(deadline, TimerItem::Sleep(w));
+    }
+
+    /// Arms `deadline` for the running task if it is earlier than the armed one
+    /// (Curio's `_set_timeout`). A deadline already passed becomes a pending
+    /// timeout at once, so it fires at the first cancel point. Returns the
+    /// deadline armed before.
+    pub(crate) fn set_timeout(&self, h: &Header, deadline: Option<u64>) -> Option<u64> {
+        let prev = h.timeout.get();
+        if let Some(d) = deadline {
+            if prev.is_none_or(|p| d < p) {
+                self.arm_timeout(h, d, self.now());
+            }
+        }
+        prev
+    }
+
+    /// Makes `d` the task's armed deadline. Its heap entry is pushed unless the
+    /// deadline has passed, in which case the timeout is made pending now.
+    fn arm_timeout(&self, h: &Header, d: u64, now: u64) {
+        h.timeout.set(Some(d));
+        if d <= now {
+            self.deliver(h, Error::timeout_kind(ErrorKind::Timeout, self.instant(now)));
+        } else {
+            self.timers.borrow_mut().push(d, TimerItem::Timeout { slot: h.slot.get(), task_id: h.id });
+        }
+    }
+
+    fn disarm_timeout(&self, h: &Header) {
+        h.timeout.set(None);
+    }
+
+    /// Restores the deadline that was armed before a timeout block (Curio's
+    /// `_unset_timeout`). An already-passed deadline is re-armed, so it fires at
+    /// the next cancel point; otherwise a timeout still pending from the block is
+    /// dropped. Returns the clock.
+    ///
+    /// Discussion: a restored future deadline needs no new heap entry. It was
+    /// pushed when its own block armed it, and entries for deadlines still on a
+    /// task's block stack are never swept (see `timer_is_live`), only skipped
+    /// when they pop while another deadline is armed.
+    pub(crate) fn unset_timeout(&self, h: &Header, prev: Option<u64>) -> u64 {
+        let now = self.now();
+        match prev {
+            Some(p) if p <= now => self.arm_timeout(h, p, now),
+            _ => {
+                h.timeout.set(prev);
+                match h.pending.take() {
+                    Some(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::TimeoutCancelled) => {
+                    }
+                    other => h.pending.set(other),
+                }
+            }
+        }
+        now
+    }
+
+    /// Whether a heap entry may still matter: a sleep still waiting, or a
+    /// timeout that is armed or belongs to a block still open (it may be
+    /// restored when an inner block ends).
+    fn timer_is_live(&self, deadline: u64, item: &TimerItem) -> bool {
+        match *item {
+            TimerItem::Sleep(w) => self.is_waiting(w),
+            TimerItem::Timeout { slot, task_id } => match self.header_at(slot) {
+                Some(t) => {
+                    let h = t.header();
+                    h.id == task_id
+                        && (h.timeout.get() == Some(deadline)
+                            || h.deadlines.borrow().contains(&deadline))
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Expires every deadline at or before now. Reads the clock only if there are timers.
+    fn expire_timers(&self) {
+        if self.timers.borrow().is_empty() {
+            return;
+        }
+        let now = self.now();
+        loop {
+            let next = self.timers.borrow_mut().pop_expired(now);
+            let Some((deadline, item)) = next else { break };
+            match item {
+                TimerItem::Sleep(w) => {
+                    if !self.wake(w, Ok(())) {
+                        self.timers.borrow_mut().discarded_stale();
+                    }
+                }
+                TimerItem::Timeout { slot, task_id } => {
+                    let task = self.header_at(slot);
+                    match task {
+                        Some(t) if t.header().id == task_id && t.header().timeout.get() == Some(deadline) => {
+                            let h = t.header();
+                            h.timeout.set(None);
+                            self.deliver(h, Error::timeout_kind(ErrorKind::Timeout, self.instant(now)));
+                        }
+                        _ => self.timers.borrow_mut().discarded_stale(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest deadline that still matters, dropping stale ones on top.
+    fn next_deadline(&self) -> Option<u64> {
+        loop {
+            let top = self.timers.borrow().peek().map(|(d, item)| (d, *item));
+            let (d, item) = top?;
+            if self.timer_is_live(d, &item) {
+                return Some(d);
+            }
+            self.timers.borrow_mut().pop();
+            self.timers.borrow_mut().discarded_stale();
+        }
+    }
+
+    // ----- the loop ------------------------------------------------------------
+
+    /// A sender other threads can use to wake tasks of this kernel.
+    #[allow(dead_code)]
+    pub(crate) fn inbox(&self) -> InboxSender {
+        self.poller.borrow().sender()
+    }
+
+    /// Runs passes over the ready queue until `done` holds. Returns a deadlock
+    /// report if everything blocked first.
+    fn run_until(&self, done: impl Fn() -> bool) -> Option<String> {
+        loop {
+            let batch = self.ready.borrow().len();
+            for _ in 0..batch {
+                let next = self.ready.borrow_mut().pop_front();
+                match next {
+                    Some(slot) => self.step(slot),
+                    None => break,
+                }
+            }
+            if done() {
+                return None;
+            }
+            if let Err(report) = self.tick() {
+                return Some(report);
+            }
+        }
+    }
+
+    fn run_until_main_ends(&self, main: &Rc<TaskCell<()>>) -> Option<String> {
+        self.run_until(|| main.header.terminated.get())
+    }
+
+    /// Looks at the outside world: cheaply skipped while tasks are ready and fewer
+    /// than POLL_INTERVAL switches have passed; blocks when nothing is ready.
+    fn tick(&self) -> std::result::Result<(), String> {
+        let idle = self.ready.borrow().is_empty();
+        if !idle && self.since_poll.get() < POLL_INTERVAL {
+            return Ok(());
+        }
+        self.since_poll.set(0);
+        if !idle {
+            if self.external.get() > 0 || self.poller.borrow().inbox_pending() {
+                self.poll(Some(Duration::ZERO));
+            }
+            self.expire_timers();
+            return Ok(());
+        }
+        loop {
+            let next = self.next_deadline();
+            let outside = self.external.get() > 0 || self.poller.borrow().inbox_pending();
+            match (next, &self.clock.virtual_now) {
+                (None, _) if !outside => return Err(self.deadlock_report()),
+                (None, _) => {
+                    self.poll(None);
+                }
+                (Some(d), Some(v)) => {
+                    if outside && self.poll(Some(AUTOJUMP_GRACE)) > 0 {
+                        // Something real happened; run it before jumping.
+                    } else if d > v.get() {
+                        v.set(d);
+                    }
+                }
+                (Some(d), None) => {
+                    let now = self.now();
+                    let wait = Duration::from_nanos(d.saturating_sub(now));
+                    self.poll(Some(wait));
+                }
+            }
+            self.expire_timers();
+            if !self.ready.borrow().is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll(&self, timeout: Option<Duration>) -> usize {
+        let mut wakes = Vec::new();
+        let r = self.poller.borrow_mut().poll(
+            timeout,
+            |_token, _event| {},
+            |m| match m {
+                Message::Wake(w) => wakes.push(w),
+            },
+        );
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => panic!("curio: the kernel's poller failed: {e}"),
+        };
+        for w in wakes {
+            self.wake(w, Ok(()));
+        }
+        n
+    }
+
+    fn live_tasks(&self) -> Vec<Rc<dyn AnyTask>> {
+        let mut v: Vec<_> = self.slots.borrow().iter().filter_map(|s| s.task.clone()).collect();
+        v.sort_by_key(|t| t.header().id);
+        v
+    }
+
+    fn deadlock_report(&self) -> String {
+        let mut s = String::from("every task is blocked and nothing can wake one:");
+        for t in self.live_tasks() {
+            let h = t.header();
+            let _ = write!(s, "\n  {}", h.describe());
+            if h.state.get() == State::TaskJoin && h.join_target.get() != 0 {
+                let _ = write!(s, " waits for task {}", h.join_target.get());
+            }
+        }
+        s
+    }
+
+    /// Curio 1.x shutdown: cancel every remaining task, newest first, each driven
+    /// to completion before the next. If that deadlocks, force-unwind the rest.
+    fn shutdown(&self) {
+        loop {
+            let victims = self.live_tasks();
+            if victims.is_empty() {
+                return;
+            }
+            for t in victims.iter().rev() {
+                let h = t.header();
+                if h.terminated.get() {
+                    continue;
+                }
+                self.cancel(h);
+                if let Some(report) = self.run_until(|| h.terminated.get()) {
+                    eprintln!("curio: shutdown blocked, unwinding the remaining tasks: {report}");
+                    self.force_unwind_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Last resort: unwind every remaining task's stack (newest first), running
+    /// its destructors, without resuming it normally.
+    fn force_unwind_all(&self) {
+        self.unwinding.set(true);
+        for t in self.live_tasks().iter().rev() {
+            let h = t.header();
+            let slot = h.slot.get();
+            let coro = self.slots.borrow_mut()[slot as usize].coro.take();
+            if let Some(mut coro) = coro {
+                trap::set_task(Some(h));
+                let r = panic::catch_unwind(AssertUnwindSafe(|| coro.force_unwind()));
+                trap::set_task(None);
+                if r.is_err() {
+                    eprintln!("curio: task {} panicked while being unwound", h.id);
+                }
+                if h.wait_id.get() != 0 {
+                    self.abort_wait(h);
+                }
+                self.finish(slot, coro);
+            }
+        }
+        self.unwinding.set(false);
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Only reached with tasks alive if the kernel itself panicked.
+        if self.live.get() > 0 {
+            self.force_unwind_all();
+        }
+    }
+}
+
+/// Cancel point for the running task.
+#[inline]
+pub(crate) fn cancel_point() -> Result<()> {
+    trap::with_current(|core, h| core.cancel_point(h))
+}
+
+/// Parks the running task in `state` until the waiter handed to `register` is
+/// woken (`Ok`) or the wait is aborted by cancellation or a timeout (`Err`).
+///
+/// A cancel point: a pending cancellation is returned before registering.
+#[inline]
+pub(crate) fn park(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
+    trap::with_current(|core, h| {
+        core.cancel_point(h)?;
+        let w = core.begin_wait(h, state);
+        register(core, w);
+        Ok::<(), Error>(())
+    })?;
+    trap::suspend(Trap::Wait)
+}
+
+/// Moves the running task to the back of the ready queue. A cancel point.
+#[inline]
+pub(crate) fn yield_now() -> Result<()> {
+    cancel_point()?;
+    trap::suspend(Trap::Yield)
+}

@@ -1,0 +1,74 @@
+//! # curio: Curio's model of concurrency, as stackful green threads
+//!
+//! Tasks are plain closures running on their own small stacks. They call
+//! blocking-looking functions (`sleep`, `join`, `Queue::get`, `recv` …) that
+//! suspend back to a single-threaded kernel loop; a poller and a timer heap
+//! resume them. No `async`, no `await`: task code reads like thread code, and
+//! cancellation and timeouts reach every blocking call.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! fn countdown(mut n: u32) -> curio::Result<()> {
+//!     while n > 0 {
+//!         println!("T-minus {n}");
+//!         curio::sleep(Duration::from_millis(1))?;
+//!         n -= 1;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! curio::run(|| -> curio::Result<()> {
+//!     let kid = curio::spawn(|| curio::sleep(Duration::from_secs(1000)));
+//!     let count = curio::spawn(|| countdown(3));
+//!     count.join()??;
+//!     if curio::timeout_after(Duration::from_millis(10), || kid.wait()).is_err() {
+//!         println!("I warned you!");
+//!         kid.cancel()?;
+//!     }
+//!     Ok(())
+//! })
+//! .unwrap();
+//! ```
+//!
+//! prints
+//!
+//! ```text
+//! T-minus 3
+//! T-minus 2
+//! T-minus 1
+//! I warned you!
+//! ```
+//!
+//! ## Where to look
+//!
+//! - [`run`], [`Kernel`]: start a kernel; what happens at shutdown.
+//! - [`spawn`], [`Task`], [`current_task`], [`TaskLocal`]: tasks.
+//! - [`sleep`], [`timeout_after`], [`ignore_after`], [`disable_cancellation`]:
+//!   time and cancellation, with Curio's exact nesting rules.
+//! - [`TaskGroup`]: supervise a set of tasks; no member outlives its group.
+//! - [`Error`]: one error type; cancellation survives a trip through `io::Error`.
+//!
+//! The design is written up in the repository's `arch-notes/`.
+
+pub mod error;
+pub mod kernel;
+pub mod task;
+pub mod task_group;
+pub mod time;
+
+mod poller;
+mod stack;
+mod sys;
+mod timer;
+mod trap;
+mod wait;
+
+pub use error::{CurioError, Error, ErrorKind, Result};
+pub use kernel::{Kernel, run};
+pub use stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
+pub use task::{State, Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
+pub use time::{
+    check_cancellation, clock, disable_cancellation, ignore_after, ignore_at, sleep, sleep_until,
+    timeout_after, timeout_at,
+};

@@ -1,0 +1,240 @@
+//! libc behind safe functions: memory mappings for stacks and the stack-overflow signal handler.
+//!
+//! # Invariants
+//!
+//! Every function here is safe to call with any arguments: the unsafe blocks only
+//! pass plain integers and pointers to memory this module owns to the kernel.
+//! Anything that dereferences memory the caller owns lives in `stack.rs`.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::sync::Once;
+
+/// `MADV_GUARD_INSTALL` (Linux 6.13): turn a range into guard pages without
+/// splitting the mapping. Not yet in the `libc` crate.
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The size of a memory page.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+/// Reserves `len` bytes of read-write address space, committed lazily by touch
+/// (`MAP_NORESERVE`): untouched pages cost nothing.
+pub(crate) fn map_reserve(len: usize) -> io::Result<usize> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choice
+    // aliases no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(p as usize) }
+}
+
+/// How guard pages are installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GuardMode {
+    /// `madvise(MADV_GUARD_INSTALL)`: no extra mapping per guard.
+    Madvise,
+    /// `mprotect(PROT_NONE)`: splits the mapping, so each guard costs map entries.
+    Mprotect,
+}
+
+/// Makes `[addr, addr+len)` a guard region (any access faults). Tries
+/// `MADV_GUARD_INSTALL` when `mode` says so, and reports which mode worked.
+///
+/// `addr` must be a page inside a mapping made by [`map_reserve`] that no live
+/// stack uses; the pages' contents are discarded.
+pub(crate) fn install_guard(addr: usize, len: usize, mode: GuardMode) -> io::Result<GuardMode> {
+    if mode == GuardMode::Madvise {
+        // SAFETY: the range lies in our own anonymous mapping and holds no live data.
+        let r = unsafe { libc::madvise(addr as *mut libc::c_void, len, MADV_GUARD_INSTALL) };
+        if r == 0 {
+            return Ok(GuardMode::Madvise);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+    }
+    // SAFETY: as above; PROT_NONE only removes access to memory nobody uses.
+    check(unsafe { libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) })?;
+    Ok(GuardMode::Mprotect)
+}
+
+/// The kernel's limit on memory mappings per process (`vm.max_map_count`).
+pub(crate) fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// Stack overflow reporting.
+//
+// Discussion: a task that runs off the end of its stack touches its guard page
+// and gets SIGSEGV. The handler below runs on an alternate signal stack, checks
+// whether the faulting address lies in the guard page of the task running on
+// this thread, and if so writes one line naming the task and its stack size,
+// then aborts. Anything else is handed to the handler that was installed before
+// ours (Rust's own, which reports main-thread overflows) or to the default action.
+//
+// We end the process rather than fail only the task: the overflowing task may be
+// half-way through updating state that other tasks share (a RefCell borrow, a
+// queue); resuming them would expose broken invariants, which is undefined
+// behaviour in Rust. Rust itself aborts on a thread's stack overflow for the
+// same reason.
+// ---------------------------------------------------------------------------
+
+/// What the signal handler needs to know about the running task, kept in plain
+/// integers so that reading it is async-signal-safe.
+#[derive(Clone, Copy)]
+pub(crate) struct OverflowInfo {
+    pub guard_lo: usize,
+    pub guard_hi: usize,
+    pub task_id: u64,
+    pub stack_size: usize,
+    pub name_ptr: usize,
+    pub name_len: usize,
+}
+
+impl OverflowInfo {
+    pub(crate) const NONE: OverflowInfo =
+        OverflowInfo { guard_lo: 0, guard_hi: 0, task_id: 0, stack_size: 0, name_ptr: 0, name_len: 0 };
+}
+
+thread_local! {
+    static RUNNING: std::cell::Cell<OverflowInfo> = const { std::cell::Cell::new(OverflowInfo::NONE) };
+}
+
+/// Records the task now running on this thread (the kernel calls this before each resume).
+#[inline]
+pub(crate) fn set_running(info: OverflowInfo) {
+    RUNNING.with(|r| r.set(info));
+}
+
+static mut PREVIOUS: Option<libc::sigaction> = None;
+static INSTALL: Once = Once::new();
+
+/// Installs the SIGSEGV/SIGBUS handler once per process, and an alternate signal
+/// stack on the calling thread if it has none.
+pub(crate) fn install_overflow_handler() {
+    INSTALL.call_once(|| {
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            // SAFETY: a zeroed sigaction is a valid "no handler" value; we fill in a
+            // handler that only does async-signal-safe work, and PREVIOUS is written
+            // here, once, before the handler can run.
+            unsafe {
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = on_fault as usize;
+                new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut new.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, &new, &mut old) == 0 && sig == libc::SIGSEGV {
+                    PREVIOUS = Some(old);
+                }
+            }
+        }
+    });
+    ensure_alt_stack();
+}
+
+fn ensure_alt_stack() {
+    const ALT_SIZE: usize = 64 * 1024;
+    // SAFETY: querying the current alternate stack writes only into `old`.
+    let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::sigaltstack(std::ptr::null(), &mut old) } != 0 {
+        return;
+    }
+    if old.ss_flags & libc::SS_DISABLE == 0 {
+        return; // this thread already has one (Rust installs one on its threads)
+    }
+    let Ok(mem) = map_reserve(ALT_SIZE) else { return };
+    let st = libc::stack_t { ss_sp: mem as *mut libc::c_void, ss_flags: 0, ss_size: ALT_SIZE };
+    // SAFETY: `mem` is a fresh mapping of ALT_SIZE bytes that we never free, so it
+    // outlives the thread that uses it as its signal stack.
+    unsafe { libc::sigaltstack(&st, std::ptr::null_mut()) };
+}
+
+fn write_stderr(bytes: &[u8]) {
+    // SAFETY: write(2) reads `bytes` only; it is async-signal-safe.
+    unsafe { libc::write(2, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+}
+
+fn write_number(mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    write_stderr(&buf[i..]);
+}
+
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let running = RUNNING.with(|r| r.get());
+    if running.guard_hi != 0 && addr >= running.guard_lo && addr < running.guard_hi {
+        write_stderr(b"\ncurio: task ");
+        write_number(running.task_id);
+        if running.name_len > 0 {
+            write_stderr(b" '");
+            // SAFETY: name_ptr/len describe the task's name, which its header keeps
+            // alive while the task runs; the handler runs on that task's thread.
+            let name = unsafe {
+                std::slice::from_raw_parts(running.name_ptr as *const u8, running.name_len)
+            };
+            write_stderr(name);
+            write_stderr(b"'");
+        }
+        write_stderr(b" overflowed its stack of ");
+        write_number(running.stack_size as u64);
+        write_stderr(
+            b" bytes; give it a bigger one with task::Builder::stack_size or Builder::stack_size\n",
+        );
+        // SAFETY: abort is async-signal-safe.
+        unsafe { libc::abort() };
+    }
+    // Not ours: hand over to the previous handler, or restore the default and return
+    // so that the fault repeats with the default action.
+    // SAFETY: PREVIOUS was written once before this handler was installed.
+    let prev = unsafe { *std::ptr::addr_of!(PREVIOUS) };
+    match prev {
+        Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
+            if p.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: the previous handler was installed as an SA_SIGINFO handler.
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(p.sa_sigaction) };
+                f(sig, info, ctx);
+            } else {
+                // SAFETY: the previous handler was installed as a plain handler.
+                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(p.sa_sigaction) };
+                f(sig);
+            }
+        }
+        _ => {
+            // SAFETY: a zeroed sigaction with SIG_DFL restores the default action.
+            unsafe {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}

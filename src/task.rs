@@ -1,0 +1,754 @@
+//! Tasks: spawning, handles, states, the current task, crash reports and task-local storage.
+//!
+//! # Invariants
+//!
+//! - A task's [`Header`] is shared by the kernel (through its slot) and by every
+//!   handle; only the kernel changes scheduling fields (state, wait, timeout).
+//! - A task's closure runs inside `catch_unwind` on its own stack: a panic ends
+//!   that task only. It is reported to stderr as a task crash and handed to the
+//!   joiner as [`ErrorKind::TaskPanicked`].
+//! - Dropping a [`Task`] handle detaches the task; it runs on and is cancelled at
+//!   shutdown if still alive.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! curio::run(|| {
+//!     let kid = curio::spawn(|| curio::sleep(Duration::from_secs(1000)));
+//!     if curio::timeout_after(Duration::from_millis(10), || kid.wait()).is_err() {
+//!         kid.cancel().unwrap();
+//!     }
+//!     assert!(kid.join().unwrap().unwrap_err().is_cancelled());
+//! });
+//! ```
+
+use std::any::Any;
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Once;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel;
+use crate::sys::OverflowInfo;
+use crate::trap;
+use crate::wait::WaitQueue;
+
+/// What a task is doing, with Curio's state names (shown by `Display`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// In the ready queue.
+    Ready,
+    /// Running now.
+    Running,
+    /// In `sleep`.
+    TimeSleep,
+    /// Waiting for another task to end (`join`, `wait`, `cancel`).
+    TaskJoin,
+    /// Waiting on an event.
+    EventWait,
+    /// Waiting to acquire a lock.
+    LockAcquire,
+    /// Waiting to acquire a semaphore.
+    SemaAcquire,
+    /// Waiting on a condition.
+    CondWait,
+    /// Waiting in `Queue::get`.
+    QueueGet,
+    /// Waiting in `Queue::put`.
+    QueuePut,
+    /// Waiting in `Queue::join`.
+    QueueJoin,
+    /// Waiting for work done elsewhere (a thread, a process).
+    FutureWait,
+    /// Waiting for a file descriptor to become readable.
+    ReadWait,
+    /// Waiting for a file descriptor to become writable.
+    WriteWait,
+    /// Waiting for a signal.
+    SignalWait,
+    /// Waiting in a task group for a member to finish.
+    GroupWait,
+    /// Parked on some other primitive.
+    Suspend,
+    /// Finished.
+    Terminated,
+}
+
+impl State {
+    /// Curio's name for the state (`"TIME_SLEEP"` …).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "READY",
+            State::Running => "RUNNING",
+            State::TimeSleep => "TIME_SLEEP",
+            State::TaskJoin => "TASK_JOIN",
+            State::EventWait => "EVENT_WAIT",
+            State::LockAcquire => "LOCK_ACQUIRE",
+            State::SemaAcquire => "SEMA_ACQUIRE",
+            State::CondWait => "COND_WAIT",
+            State::QueueGet => "QUEUE_GET",
+            State::QueuePut => "QUEUE_PUT",
+            State::QueueJoin => "QUEUE_JOIN",
+            State::FutureWait => "FUTURE_WAIT",
+            State::ReadWait => "READ_WAIT",
+            State::WriteWait => "WRITE_WAIT",
+            State::SignalWait => "SIGNAL_WAIT",
+            State::GroupWait => "GROUP_WAIT",
+            State::Suspend => "SUSPEND",
+            State::Terminated => "TERMINATED",
+        }
+    }
+
+    /// Waits that something outside the kernel loop (the poller, another
+    /// thread) may end; the kernel cannot call these a deadlock.
+    pub(crate) fn is_external(self) -> bool {
+        matches!(self, State::FutureWait | State::ReadWait | State::WriteWait | State::SignalWait)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The shared header
+// ---------------------------------------------------------------------------
+
+type ExitHook = Box<dyn FnOnce(&Rc<dyn AnyTask>)>;
+
+/// Everything about a task that is not its result: identity, scheduling state,
+/// cancellation and timeouts. Shared by the kernel and the handles.
+pub(crate) struct Header {
+    pub(crate) id: u64,
+    pub(crate) parent: Option<u64>,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) daemon: bool,
+    pub(crate) is_main: bool,
+    pub(crate) stack_size: usize,
+    /// Kernel slot, valid while the task lives.
+    pub(crate) slot: Cell<u32>,
+    pub(crate) state: Cell<State>,
+    pub(crate) cycles: Cell<u64>,
+    /// Cancellation was requested (Curio's `cancelled`).
+    pub(crate) cancelled: Cell<bool>,
+    pub(crate) terminated: Cell<bool>,
+    /// Cancellation or timeout waiting for the next unmasked cancel point.
+    pub(crate) pending: Cell<Option<Error>>,
+    /// Depth of `disable_cancellation` blocks.
+    pub(crate) mask: Cell<u32>,
+    /// Id of the wait the task is parked in; 0 when not parked.
+    pub(crate) wait_id: Cell<u64>,
+    /// For reports: the task this one joins.
+    pub(crate) join_target: Cell<u64>,
+    /// The armed timeout deadline (kernel ticks).
+    pub(crate) timeout: Cell<Option<u64>>,
+    /// Deadlines of the open timeout blocks, outermost first (`u64::MAX`: none).
+    pub(crate) deadlines: RefCell<Vec<u64>>,
+    pub(crate) joiners: RefCell<WaitQueue>,
+    pub(crate) locals: RefCell<Locals>,
+    pub(crate) exit_hook: RefCell<Option<ExitHook>>,
+    pub(crate) panic_message: RefCell<Option<String>>,
+    /// The task's corosensei yielder, recorded when it first runs.
+    pub(crate) yielder: Cell<*const ()>,
+    pub(crate) overflow: Cell<OverflowInfo>,
+}
+
+impl Header {
+    pub(crate) fn new(
+        id: u64,
+        parent: Option<u64>,
+        name: Cow<'static, str>,
+        daemon: bool,
+        stack_size: usize,
+        is_main: bool,
+    ) -> Header {
+        Header {
+            id,
+            parent,
+            name,
+            daemon,
+            is_main,
+            stack_size,
+            slot: Cell::new(u32::MAX),
+            state: Cell::new(State::Ready),
+            cycles: Cell::new(0),
+            cancelled: Cell::new(false),
+            terminated: Cell::new(false),
+            pending: Cell::new(None),
+            mask: Cell::new(0),
+            wait_id: Cell::new(0),
+            join_target: Cell::new(0),
+            timeout: Cell::new(None),
+            deadlines: RefCell::new(Vec::new()),
+            joiners: RefCell::new(WaitQueue::new()),
+            locals: RefCell::new(Locals::default()),
+            exit_hook: RefCell::new(None),
+            panic_message: RefCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            overflow: Cell::new(OverflowInfo::NONE),
+        }
+    }
+
+    /// `Task(id=3, name='kid', state=TIME_SLEEP)`, as Curio prints tasks.
+    pub(crate) fn describe(&self) -> String {
+        format!("Task(id={}, name='{}', state={})", self.id, self.name, self.state.get())
+    }
+}
+
+/// A task's header behind a type-erased handle (the kernel does not know `T`).
+pub(crate) trait AnyTask {
+    fn header(&self) -> &Header;
+}
+
+/// A task's header and its result slot, in one allocation.
+pub(crate) struct TaskCell<T> {
+    pub(crate) header: Header,
+    result: RefCell<Option<std::thread::Result<T>>>,
+}
+
+impl<T> TaskCell<T> {
+    pub(crate) fn new(header: Header) -> Self {
+        TaskCell { header, result: RefCell::new(None) }
+    }
+
+    /// Takes the result of a terminated task.
+    pub(crate) fn take_result(&self) -> Result<T> {
+        match self.result.borrow_mut().take() {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(payload)) => {
+                let msg = panic_message(&*payload);
+                *self.header.panic_message.borrow_mut() = Some(msg.clone());
+                Err(Error::new(ErrorKind::TaskPanicked, msg))
+            }
+            None => match &*self.header.panic_message.borrow() {
+                Some(msg) => Err(Error::new(ErrorKind::TaskPanicked, msg.clone())),
+                None if self.header.terminated.get() => Err(Error::new(ErrorKind::ResultTaken, "")),
+                None => Err(Error::usage("the task has not finished")),
+            },
+        }
+    }
+
+    /// True if the task ended by panicking (or its result was taken after it did).
+    pub(crate) fn panicked(&self) -> bool {
+        matches!(&*self.result.borrow(), Some(Err(_))) || self.header.panic_message.borrow().is_some()
+    }
+
+    /// Looks at the result without taking it.
+    pub(crate) fn with_result<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        match &*self.result.borrow() {
+            Some(Ok(v)) => f(Some(v)),
+            _ => f(None),
+        }
+    }
+}
+
+impl<T> AnyTask for TaskCell<T> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Handles
+// ---------------------------------------------------------------------------
+
+/// An untyped handle to a task: what [`current_task`] returns, and what every
+/// [`Task`] dereferences to. Not `Send`: tasks never leave their kernel's thread.
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// curio::run(|| needs_send(curio::current_task()));
+/// ```
+#[derive(Clone)]
+pub struct TaskRef {
+    task: Rc<dyn AnyTask>,
+}
+
+impl TaskRef {
+    pub(crate) fn from_rc(task: Rc<dyn AnyTask>) -> TaskRef {
+        TaskRef { task }
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        self.task.header()
+    }
+
+    pub(crate) fn rc(&self) -> &Rc<dyn AnyTask> {
+        &self.task
+    }
+
+    /// The task's id: 1 for main, then increasing in spawn order.
+    pub fn id(&self) -> u64 {
+        self.header().id
+    }
+
+    /// The id of the task that spawned it (`None` for main).
+    pub fn parent_id(&self) -> Option<u64> {
+        self.header().parent
+    }
+
+    /// Its name: the builder's, or the type name of the closure it runs.
+    pub fn name(&self) -> &str {
+        &self.header().name
+    }
+
+    /// What it is doing now.
+    pub fn state(&self) -> State {
+        self.header().state.get()
+    }
+
+    /// How many times the kernel has resumed it.
+    pub fn cycles(&self) -> u64 {
+        self.header().cycles.get()
+    }
+
+    /// True for a daemon task (a background task whose result nobody collects).
+    pub fn is_daemon(&self) -> bool {
+        self.header().daemon
+    }
+
+    /// True once it has finished.
+    pub fn is_terminated(&self) -> bool {
+        self.header().terminated.get()
+    }
+
+    /// True once cancellation has been requested, whether or not the task then
+    /// ended because of it.
+    pub fn is_cancelled(&self) -> bool {
+        self.header().cancelled.get()
+    }
+
+    /// Waits until the task has finished, without taking its result.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point (unless the task has already finished). If the caller is
+    /// cancelled or times out here, it stops waiting; the task runs on, untouched.
+    pub fn wait(&self) -> Result<()> {
+        let target = self.header();
+        if target.terminated.get() {
+            return Ok(());
+        }
+        let id = target.id;
+        trap::with_current(|_, me| me.join_target.set(id));
+        let r = kernel::park(State::TaskJoin, |core, w| {
+            target.joiners.borrow_mut().push(w, |w| core.is_waiting(w));
+        });
+        trap::with_current(|_, me| me.join_target.set(0));
+        r
+    }
+
+    /// Requests cancellation and returns at once. The task receives
+    /// [`ErrorKind::Cancelled`] at its current or next cancel point (once only;
+    /// later requests do nothing). Its armed timeout is cleared. A task may
+    /// cancel itself this way.
+    pub fn cancel_nowait(&self) {
+        trap::with_core(|core| core.cancel(self.header()));
+    }
+
+    /// Requests cancellation, then waits until the task has finished.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`] if a task cancels itself this way (use
+    /// [`TaskRef::cancel_nowait`]).
+    ///
+    /// # Cancellation
+    ///
+    /// The request is made at once and is not withdrawn. The wait for the task to
+    /// finish is a cancel point: a caller cancelled or timed out there returns the
+    /// error while the task goes on with its cleanup.
+    pub fn cancel(&self) -> Result<()> {
+        let me = trap::with_current(|_, h| h.id);
+        if me == self.id() {
+            return Err(Error::usage(
+                "a task cannot cancel itself and wait for its own end; use cancel_nowait",
+            ));
+        }
+        self.cancel_nowait();
+        self.wait()
+    }
+}
+
+impl fmt::Display for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.header().describe())
+    }
+}
+
+impl fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A handle to a task that returns a `T`. Dereferences to [`TaskRef`] for the
+/// untyped operations (`id`, `cancel`, `wait` …). Dropping it detaches the task.
+pub struct Task<T> {
+    any: TaskRef,
+    cell: Rc<TaskCell<T>>,
+}
+
+impl<T> Task<T> {
+    /// Waits for the task to finish and takes its value.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::TaskPanicked`] if it panicked (the message is the panic's).
+    /// - [`ErrorKind::ResultTaken`] if an earlier `join` took the value.
+    /// - The caller's own cancellation or timeout while waiting.
+    ///
+    /// A task that was cancelled returns whatever its closure returned; for a
+    /// closure returning `curio::Result`, that is usually `Err(Cancelled)`.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point. A caller cancelled or timed out here takes nothing: the
+    /// task runs on and a later `join` still gets its value.
+    pub fn join(&self) -> Result<T> {
+        self.any.wait()?;
+        self.cell.take_result()
+    }
+
+    /// The untyped handle.
+    pub fn as_task_ref(&self) -> &TaskRef {
+        &self.any
+    }
+
+    pub(crate) fn cell(&self) -> &Rc<TaskCell<T>> {
+        &self.cell
+    }
+}
+
+impl<T> Deref for Task<T> {
+    type Target = TaskRef;
+    fn deref(&self) -> &TaskRef {
+        &self.any
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.any, f)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spawning
+// ---------------------------------------------------------------------------
+
+/// Options for a new task: name, daemon flag, stack size.
+///
+/// ```
+/// curio::run(|| {
+///     let t = curio::task::Builder::new().name("worker").daemon(true).spawn(|| 1).unwrap();
+///     assert_eq!(t.name(), "worker");
+///     assert!(t.is_daemon());
+/// });
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// Default options: the closure's type name as name, not a daemon, the
+    /// kernel's stack size.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the task (shown in reports and the monitor).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Marks it a daemon: a background task whose result nobody collects. Daemons
+    /// are still cancelled at shutdown and when their task group ends.
+    pub fn daemon(mut self, daemon: bool) -> Builder {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Its usable stack size in bytes (rounded up to pages, at least 16 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns `f` as a new task at the back of the ready queue. Never switches:
+    /// the caller runs on until it blocks.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error if no stack could be mapped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a curio task.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<Task<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let cell = self.make_cell::<F, T>();
+        let weak_hp: *const Header = &cell.header;
+        let c2 = cell.clone();
+        let body = move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(f));
+            if let Err(payload) = &r {
+                report_crash(&c2.header, &**payload);
+            }
+            *c2.result.borrow_mut() = Some(r);
+        };
+        trap::with_core(|core| core.spawn(cell.clone(), |st| trap::new_coroutine(st, weak_hp, body)))
+            .map_err(io::Error::from)?;
+        Ok(Task { any: TaskRef::from_rc(cell.clone()), cell })
+    }
+
+    pub(crate) fn make_cell<F, T>(&self) -> Rc<TaskCell<T>> {
+        trap::with_current(|core, parent| {
+            let name: Cow<'static, str> = match &self.name {
+                Some(n) => Cow::Owned(n.clone()),
+                None => Cow::Borrowed(std::any::type_name::<F>()),
+            };
+            let size = self.stack_size.map_or(core.default_stack_size(), crate::stack::round_size);
+            let h = Header::new(core.next_task_id(), Some(parent.id), name, self.daemon, size, false);
+            *h.locals.borrow_mut() = parent.locals.borrow().inherit();
+            Rc::new(TaskCell::new(h))
+        })
+    }
+}
+
+/// Spawns `f` as a new task and returns its handle. Never switches: the new task
+/// goes to the back of the ready queue and the caller runs on.
+///
+/// The closure must be `'static` but need not be `Send`: tasks never leave
+/// their kernel's thread, so `Rc` and `RefCell` work across tasks.
+///
+/// # Panics
+///
+/// Outside a curio task, or if no stack could be mapped (see [`Builder::spawn`]).
+///
+/// # Example
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// curio::run(|| {
+///     let log = Rc::new(RefCell::new(Vec::new()));
+///     let l = log.clone();
+///     let kid = curio::spawn(move || l.borrow_mut().push("kid"));
+///     log.borrow_mut().push("parent"); // spawn did not switch
+///     kid.join().unwrap();
+///     assert_eq!(*log.borrow(), ["parent", "kid"]);
+/// });
+/// ```
+pub fn spawn<F, T>(f: F) -> Task<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    match Builder::new().spawn(f) {
+        Ok(t) => t,
+        Err(e) => panic!("curio::spawn: could not allocate a task stack: {e}"),
+    }
+}
+
+/// The task calling this.
+///
+/// # Panics
+///
+/// Outside a curio task.
+pub fn current_task() -> TaskRef {
+    trap::with_current(|core, h| {
+        TaskRef::from_rc(core.header_at(h.slot.get()).expect("the running task has a slot"))
+    })
+}
+
+/// Moves the caller to the back of the ready queue, letting every other ready
+/// task run first (Curio's `sleep(0)`).
+///
+/// # Cancellation
+///
+/// A cancel point: a pending cancellation or timeout is returned instead of yielding.
+pub fn yield_now() -> Result<()> {
+    kernel::yield_now()
+}
+
+// ---------------------------------------------------------------------------
+// Crash reports
+// ---------------------------------------------------------------------------
+
+struct Captured {
+    location: String,
+    backtrace: Backtrace,
+}
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that keeps panics inside curio
+/// tasks quiet at the panic site: the kernel reports them as task crashes at
+/// the task boundary instead. Panics elsewhere, and in main (which resumes out
+/// of `run`), go to the hook that was installed before.
+pub(crate) fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let in_plain_task = trap::in_task() && !trap::with_current(|_, h| h.is_main);
+            if !in_plain_task {
+                return previous(info);
+            }
+            let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+            let backtrace = Backtrace::capture();
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(Captured { location, backtrace }));
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+fn report_crash(h: &Header, payload: &(dyn Any + Send)) {
+    if trap::with_core(|core| core.is_unwinding()) {
+        return; // a forced unwind at shutdown, not a crash
+    }
+    let captured = LAST_PANIC.with(|p| p.borrow_mut().take());
+    let msg = panic_message(payload);
+    let mut report = format!("curio: task crash: {}", h.describe());
+    if let Some(c) = &captured {
+        report.push_str(&format!(" panicked at {}:\n{msg}", c.location));
+        match c.backtrace.status() {
+            BacktraceStatus::Captured => report.push_str(&format!("\nstack backtrace:\n{}", c.backtrace)),
+            _ => report.push_str(
+                "\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+            ),
+        }
+    } else {
+        report.push_str(&format!(" panicked:\n{msg}"));
+    }
+    eprintln!("{report}");
+}
+
+// ---------------------------------------------------------------------------
+// Task-local storage
+// ---------------------------------------------------------------------------
+
+trait LocalValue: Any {
+    fn clone_box(&self) -> Box<dyn LocalValue>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Clone + 'static> LocalValue for T {
+    fn clone_box(&self) -> Box<dyn LocalValue> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The task-local values of one task.
+#[derive(Default)]
+pub(crate) struct Locals {
+    values: Vec<(usize, Box<dyn LocalValue>)>,
+}
+
+impl Locals {
+    /// A copy for a child task (copy-on-spawn inheritance).
+    fn inherit(&self) -> Locals {
+        Locals { values: self.values.iter().map(|(k, v)| (*k, (**v).clone_box())).collect() }
+    }
+}
+
+/// A value private to each task, inherited by a child as a copy of the parent's
+/// at spawn time. Declare one as a `static`.
+///
+/// ```
+/// use curio::TaskLocal;
+/// static REQUEST: TaskLocal<u32> = TaskLocal::new(|| 0);
+///
+/// curio::run(|| {
+///     REQUEST.set(7);
+///     let kid = curio::spawn(|| {
+///         let inherited = REQUEST.get();
+///         REQUEST.set(99); // changes the kid's copy only
+///         inherited
+///     });
+///     assert_eq!(kid.join().unwrap(), 7);
+///     assert_eq!(REQUEST.get(), 7);
+/// });
+/// ```
+pub struct TaskLocal<T: 'static> {
+    init: fn() -> T,
+}
+
+impl<T: Clone + 'static> TaskLocal<T> {
+    /// A task-local whose value starts as `init()` in a task that never set it.
+    pub const fn new(init: fn() -> T) -> TaskLocal<T> {
+        TaskLocal { init }
+    }
+
+    fn key(&'static self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// The calling task's value (a clone).
+    ///
+    /// # Panics
+    ///
+    /// Outside a curio task.
+    pub fn get(&'static self) -> T {
+        let key = self.key();
+        let found = trap::with_current(|_, h| {
+            let locals = h.locals.borrow();
+            locals
+                .values
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| (**v).as_any().downcast_ref::<T>().cloned())
+        });
+        found.unwrap_or_else(self.init)
+    }
+
+    /// Sets the calling task's value; returns the previous one.
+    pub fn set(&'static self, value: T) -> T {
+        let key = self.key();
+        let old = trap::with_current(|_, h| {
+            let mut locals = h.locals.borrow_mut();
+            match locals.values.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, slot)) => {
+                    let old = std::mem::replace(slot, Box::new(value));
+                    (*old).as_any().downcast_ref::<T>().cloned()
+                }
+                None => {
+                    locals.values.push((key, Box::new(value)));
+                    None
+                }
+            }
+        });
+        old.unwrap_or_else(self.init)
+    }
+}

@@ -1,0 +1,126 @@
+//! Wait queues: FIFO lists of parked tasks whose cancelled members are dropped lazily, in O(1).
+//!
+//! # Invariants
+//!
+//! - A [`Waiter`] names one particular wait of one task: the task's slot and the
+//!   kernel-wide unique id of that wait. When the task is woken, cancelled or
+//!   times out, the kernel forgets the id, so every copy of the waiter left in a
+//!   queue (or the timer heap) becomes stale at once. That is the whole of
+//!   "removal" (Curio's `sched.py` tombstones, without touching the queue).
+//! - Stale entries are skipped when popped and swept out when they outnumber the
+//!   live ones, so a task that waits with a timeout in a loop cannot grow a queue
+//!   without bound.
+//! - This module knows nothing of the kernel: liveness and waking are passed in.
+//!
+//! # Example
+//!
+//! ```ignore
+//! let mut q = WaitQueue::new();
+//! q.push(w1, |w| kernel.is_waiting(w));
+//! q.push(w2, |w| kernel.is_waiting(w));
+//! // w1 is cancelled: the kernel forgets its wait id; nothing touches `q`.
+//! assert_eq!(q.pop_live(|w| kernel.is_waiting(w)), Some(w2));
+//! ```
+
+use std::collections::VecDeque;
+
+/// One wait of one task: its kernel slot and the unique id of the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Waiter {
+    pub(crate) slot: u32,
+    pub(crate) wait_id: u64,
+}
+
+/// A FIFO of waiters with lazy removal.
+#[derive(Debug, Default)]
+pub(crate) struct WaitQueue {
+    entries: VecDeque<Waiter>,
+    /// Sweep stale entries when the queue grows past this.
+    sweep_at: usize,
+}
+
+const MIN_SWEEP: usize = 32;
+
+impl WaitQueue {
+    pub(crate) const fn new() -> WaitQueue {
+        WaitQueue { entries: VecDeque::new(), sweep_at: MIN_SWEEP }
+    }
+
+    /// Appends a waiter. When the queue has doubled since the last sweep, drops the
+    /// entries `is_live` rejects first (amortised O(1) per push).
+    pub(crate) fn push(&mut self, w: Waiter, is_live: impl Fn(Waiter) -> bool) {
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|&w| is_live(w));
+            self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP);
+        }
+        self.entries.push_back(w);
+    }
+
+    /// Removes and returns the oldest waiter still live.
+    pub(crate) fn pop_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
+        while let Some(w) = self.entries.pop_front() {
+            if is_live(w) {
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// The oldest live waiter, left in place (stale ones in front are dropped).
+    pub(crate) fn first_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
+        while let Some(&w) = self.entries.front() {
+            if is_live(w) {
+                return Some(w);
+            }
+            self.entries.pop_front();
+        }
+        None
+    }
+
+    /// Removes every entry, live or not, oldest first.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Waiter> + '_ {
+        self.entries.drain(..)
+    }
+
+    /// Number of live waiters (O(n); for reports and tests).
+    pub(crate) fn count_live(&self, is_live: impl Fn(Waiter) -> bool) -> usize {
+        self.entries.iter().filter(|&&w| is_live(w)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    fn w(n: u64) -> Waiter {
+        Waiter { slot: n as u32, wait_id: n }
+    }
+
+    #[test]
+    fn pops_in_fifo_order_skipping_stale() {
+        let live = RefCell::new(HashSet::from([1, 2, 3]));
+        let is_live = |x: Waiter| live.borrow().contains(&x.wait_id);
+        let mut q = WaitQueue::new();
+        for i in 1..=3 {
+            q.push(w(i), is_live);
+        }
+        live.borrow_mut().remove(&1);
+        assert_eq!(q.pop_live(is_live), Some(w(2)));
+        assert_eq!(q.first_live(is_live), Some(w(3)));
+        assert_eq!(q.pop_live(is_live), Some(w(3)));
+        assert_eq!(q.pop_live(is_live), None);
+    }
+
+    #[test]
+    fn stale_entries_do_not_accumulate() {
+        let mut q = WaitQueue::new();
+        // One live waiter; a million waits that were each cancelled before the next.
+        q.push(w(0), |_| true);
+        for i in 1..1_000_000u64 {
+            q.push(w(i), |x| x.wait_id == 0 || x.wait_id == i - 1);
+        }
+        assert!(q.entries.len() < 100, "queue grew to {}", q.entries.len());
+    }
+}
