@@ -74,7 +74,14 @@ struct Inner {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { inner: Box::new(Inner { kind, message: message.into(), clock: None, io: None }) }
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                clock: None,
+                io: None,
+            }),
+        }
     }
 
     pub(crate) fn cancelled() -> Error {
@@ -259,7 +266,8 @@ impl CurioError for io::Error {
         e.into()
     }
     fn as_curio(&self) -> Option<&Error> {
-        self.get_ref().and_then(|inner| inner.downcast_ref::<Error>())
+        self.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Error>())
     }
 }
 
@@ -287,6 +295,9 @@ mod tests {
     #[test]
     fn messages_are_lowercase_and_suggest_a_fix() {
         let e = Error::new(ErrorKind::NestedKernel, "");
-        assert!(e.to_string().starts_with("a curio kernel is already running"));
+        assert!(
+            e.to_string()
+                .starts_with("a curio kernel is already running")
+        );
     }
 }

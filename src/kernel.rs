@@ -81,7 +81,10 @@ impl Builder {
     /// how the example tests run the tutorial's programs instantly).
     pub fn new() -> Builder {
         let virtual_clock = std::env::var("CURIO_CLOCK").is_ok_and(|v| v == "virtual");
-        Builder { stack_size: DEFAULT_STACK_SIZE, virtual_clock }
+        Builder {
+            stack_size: DEFAULT_STACK_SIZE,
+            virtual_clock,
+        }
     }
 
     /// The usable stack size of each task unless its own builder says otherwise.
@@ -303,7 +306,11 @@ impl Core {
 
     /// Adds a task whose header lives in `task` and whose code is `coro`, at the
     /// back of the ready queue. Never switches.
-    pub(crate) fn spawn(&self, task: Rc<dyn AnyTask>, make: impl FnOnce(stack::PooledStack) -> TaskCoroutine) -> Result<()> {
+    pub(crate) fn spawn(
+        &self,
+        task: Rc<dyn AnyTask>,
+        make: impl FnOnce(stack::PooledStack) -> TaskCoroutine,
+    ) -> Result<()> {
         let h = task.header();
         let st = stack::take(h.stack_size)?;
         let (lo, hi) = st.guard();
@@ -327,7 +334,11 @@ impl Core {
             }
             None => {
                 let mut slots = self.slots.borrow_mut();
-                slots.push(Slot { task: Some(task.clone()), coro: Some(coro), reply: Ok(()) });
+                slots.push(Slot {
+                    task: Some(task.clone()),
+                    coro: Some(coro),
+                    reply: Ok(()),
+                });
                 (slots.len() - 1) as u32
             }
         };
@@ -339,11 +350,22 @@ impl Core {
         Ok(())
     }
 
-    fn spawn_main<F, T>(&self, main: F, out: Rc<RefCell<Option<std::thread::Result<T>>>>) -> Result<Rc<TaskCell<()>>>
+    fn spawn_main<F, T>(
+        &self,
+        main: F,
+        out: Rc<RefCell<Option<std::thread::Result<T>>>>,
+    ) -> Result<Rc<TaskCell<()>>>
     where
         F: FnOnce() -> T,
     {
-        let header = Header::new(self.next_task_id(), None, "main".into(), false, self.stack_size, true);
+        let header = Header::new(
+            self.next_task_id(),
+            None,
+            "main".into(),
+            false,
+            self.stack_size,
+            true,
+        );
         let cell = Rc::new(TaskCell::<()>::new(header));
         let hp: *const Header = &cell.header;
         let body = move || {
@@ -438,12 +460,18 @@ impl Core {
         if state.is_external() {
             self.external.set(self.external.get() + 1);
         }
-        Waiter { slot: h.slot.get(), wait_id: id }
+        Waiter {
+            slot: h.slot.get(),
+            wait_id: id,
+        }
     }
 
     /// The task in `slot`, if any.
     pub(crate) fn header_at(&self, slot: u32) -> Option<Rc<dyn AnyTask>> {
-        self.slots.borrow().get(slot as usize).and_then(|s| s.task.clone())
+        self.slots
+            .borrow()
+            .get(slot as usize)
+            .and_then(|s| s.task.clone())
     }
 
     /// True if `w` is a wait that has not ended yet.
@@ -458,7 +486,9 @@ impl Core {
     /// Ends wait `w` and queues its task with `reply`. Returns false (and does
     /// nothing) if that wait already ended. Never switches.
     pub(crate) fn wake(&self, w: Waiter, reply: Reply) -> bool {
-        let Some(task) = self.header_at(w.slot) else { return false };
+        let Some(task) = self.header_at(w.slot) else {
+            return false;
+        };
         let h = task.header();
         if h.wait_id.get() != w.wait_id {
             return false;
@@ -469,6 +499,7 @@ impl Core {
     }
 
     /// Like [`Core::wake`], returning the woken task's id.
+    #[allow(dead_code)] // used by RLock
     pub(crate) fn wake_task(&self, w: Waiter, reply: Reply) -> Option<u64> {
         let task = self.header_at(w.slot)?;
         let h = task.header();
@@ -490,7 +521,9 @@ impl Core {
     /// Ends a wait early (cancellation, timeout): its timer entry, if any, is now stale.
     fn abort_wait(&self, h: &Header) {
         if h.state.get() == State::TimeSleep {
-            self.timers.borrow_mut().mark_stale(|d, item| self.timer_is_live(d, item));
+            self.timers
+                .borrow_mut()
+                .mark_stale(|d, item| self.timer_is_live(d, item));
         }
         self.end_wait(h);
     }
@@ -542,7 +575,9 @@ impl Core {
 
     /// Converts an `Instant` to kernel time (earlier instants become 0).
     pub(crate) fn ticks(&self, i: Instant) -> u64 {
-        i.saturating_duration_since(self.clock.epoch).as_nanos().min(u64::MAX as u128 - 1) as u64
+        i.saturating_duration_since(self.clock.epoch)
+            .as_nanos()
+            .min(u64::MAX as u128 - 1) as u64
     }
 
     /// Parks the running task until kernel time `deadline`.
@@ -569,9 +604,18 @@ impl Core {
     fn arm_timeout(&self, h: &Header, d: u64, now: u64) {
         h.timeout.set(Some(d));
         if d <= now {
-            self.deliver(h, Error::timeout_kind(ErrorKind::Timeout, self.instant(now)));
+            self.deliver(
+                h,
+                Error::timeout_kind(ErrorKind::Timeout, self.instant(now)),
+            );
         } else {
-            self.timers.borrow_mut().push(d, TimerItem::Timeout { slot: h.slot.get(), task_id: h.id });
+            self.timers.borrow_mut().push(
+                d,
+                TimerItem::Timeout {
+                    slot: h.slot.get(),
+                    task_id: h.id,
+                },
+            );
         }
     }
 
@@ -595,7 +639,8 @@ impl Core {
             _ => {
                 h.timeout.set(prev);
                 match h.pending.take() {
-                    Some(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::TimeoutCancelled) => {
+                    Some(e)
+                        if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::TimeoutCancelled) => {
                     }
                     other => h.pending.set(other),
                 }
@@ -640,10 +685,16 @@ impl Core {
                 TimerItem::Timeout { slot, task_id } => {
                     let task = self.header_at(slot);
                     match task {
-                        Some(t) if t.header().id == task_id && t.header().timeout.get() == Some(deadline) => {
+                        Some(t)
+                            if t.header().id == task_id
+                                && t.header().timeout.get() == Some(deadline) =>
+                        {
                             let h = t.header();
                             h.timeout.set(None);
-                            self.deliver(h, Error::timeout_kind(ErrorKind::Timeout, self.instant(now)));
+                            self.deliver(
+                                h,
+                                Error::timeout_kind(ErrorKind::Timeout, self.instant(now)),
+                            );
                         }
                         _ => self.timers.borrow_mut().discarded_stale(),
                     }
@@ -761,7 +812,12 @@ impl Core {
     }
 
     fn live_tasks(&self) -> Vec<Rc<dyn AnyTask>> {
-        let mut v: Vec<_> = self.slots.borrow().iter().filter_map(|s| s.task.clone()).collect();
+        let mut v: Vec<_> = self
+            .slots
+            .borrow()
+            .iter()
+            .filter_map(|s| s.task.clone())
+            .collect();
         v.sort_by_key(|t| t.header().id);
         v
     }

@@ -68,6 +68,7 @@ pub use error::{CurioError, Error, ErrorKind, Result};
 pub use kernel::{Kernel, run};
 pub use stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
 pub use task::{State, Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
+pub use task_group::{Outcome, Scope, TaskGroup, Wait};
 pub use time::{
     check_cancellation, clock, disable_cancellation, ignore_after, ignore_at, sleep, sleep_until,
     timeout_after, timeout_at,

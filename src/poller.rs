@@ -26,12 +26,14 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// A request from another thread to the kernel.
 #[derive(Debug)]
+#[allow(dead_code)] // posted by the worker threads
 pub(crate) enum Message {
     /// Resume a task parked in an external wait (thread result ready, signal …).
     /// Ignored if the task has stopped waiting (cancelled, timed out).
     Wake(Waiter),
 }
 
+#[allow(dead_code)] // senders live in the worker and signal layers
 struct Inbox {
     messages: Mutex<Vec<Message>>,
     pending: AtomicBool,
@@ -40,14 +42,20 @@ struct Inbox {
 
 /// A cloneable, `Send` handle that posts messages to one kernel.
 #[derive(Clone)]
+#[allow(dead_code)]
 pub(crate) struct InboxSender {
     inbox: Arc<Inbox>,
 }
 
 impl InboxSender {
     /// Posts `m`; wakes the kernel if it may be blocked in `poll`.
+    #[allow(dead_code)]
     pub(crate) fn send(&self, m: Message) {
-        self.inbox.messages.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+        self.inbox
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(m);
         if !self.inbox.pending.swap(true, Ordering::AcqRel) {
             // A failed wake means the kernel is gone; the message is moot then.
             let _ = self.inbox.waker.wake();
@@ -72,11 +80,18 @@ impl Poller {
             pending: AtomicBool::new(false),
             waker,
         });
-        Ok(Poller { poll, events: Events::with_capacity(1024), inbox, scratch: Vec::new() })
+        Ok(Poller {
+            poll,
+            events: Events::with_capacity(1024),
+            inbox,
+            scratch: Vec::new(),
+        })
     }
 
     pub(crate) fn sender(&self) -> InboxSender {
-        InboxSender { inbox: self.inbox.clone() }
+        InboxSender {
+            inbox: self.inbox.clone(),
+        }
     }
 
     /// The registry sockets register with.
@@ -117,7 +132,11 @@ impl Poller {
         if self.inbox.pending.swap(false, Ordering::AcqRel) {
             std::mem::swap(
                 &mut self.scratch,
-                &mut *self.inbox.messages.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut *self
+                    .inbox
+                    .messages
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
             );
             n += self.scratch.len();
             for m in self.scratch.drain(..) {

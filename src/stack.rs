@@ -17,7 +17,7 @@
 //! ```
 //! // A task with a bigger stack than the default.
 //! curio::run(|| {
-//!     let t = curio::task::Builder::new().stack_size(1 << 20).spawn(|| 42);
+//!     let t = curio::task::Builder::new().stack_size(1 << 20).spawn(|| 42).unwrap();
 //!     assert_eq!(t.join().unwrap(), 42);
 //! });
 //! ```
@@ -122,7 +122,11 @@ impl Pool {
         let i = match self.classes.iter().position(|c| c.usable == usable) {
             Some(i) => i,
             None => {
-                self.classes.push(Class { usable, free: Vec::new(), next_slab: FIRST_SLAB });
+                self.classes.push(Class {
+                    usable,
+                    free: Vec::new(),
+                    next_slab: FIRST_SLAB,
+                });
                 self.classes.len() - 1
             }
         };
@@ -148,7 +152,11 @@ impl Pool {
         for i in (0..count).rev() {
             let limit = base + i * stride;
             mode = sys::install_guard(limit, page, mode)?;
-            stacks.push(PooledStack { limit, base: limit + stride, usable });
+            stacks.push(PooledStack {
+                limit,
+                base: limit + stride,
+                usable,
+            });
         }
         if mode == GuardMode::Mprotect && !self.warned {
             self.warned = true;

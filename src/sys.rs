@@ -15,7 +15,11 @@ use std::sync::Once;
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The size of a memory page.
@@ -40,7 +44,11 @@ pub(crate) fn map_reserve(len: usize) -> io::Result<usize> {
             0,
         )
     };
-    if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(p as usize) }
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p as usize)
+    }
 }
 
 /// How guard pages are installed.
@@ -76,7 +84,11 @@ pub(crate) fn install_guard(addr: usize, len: usize, mode: GuardMode) -> io::Res
 
 /// The kernel's limit on memory mappings per process (`vm.max_map_count`).
 pub(crate) fn max_map_count() -> Option<usize> {
-    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -109,8 +121,14 @@ pub(crate) struct OverflowInfo {
 }
 
 impl OverflowInfo {
-    pub(crate) const NONE: OverflowInfo =
-        OverflowInfo { guard_lo: 0, guard_hi: 0, task_id: 0, stack_size: 0, name_ptr: 0, name_len: 0 };
+    pub(crate) const NONE: OverflowInfo = OverflowInfo {
+        guard_lo: 0,
+        guard_hi: 0,
+        task_id: 0,
+        stack_size: 0,
+        name_ptr: 0,
+        name_len: 0,
+    };
 }
 
 thread_local! {
@@ -123,7 +141,7 @@ pub(crate) fn set_running(info: OverflowInfo) {
     RUNNING.with(|r| r.set(info));
 }
 
-static mut PREVIOUS: Option<libc::sigaction> = None;
+static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 static INSTALL: Once = Once::new();
 
 /// Installs the SIGSEGV/SIGBUS handler once per process, and an alternate signal
@@ -132,16 +150,15 @@ pub(crate) fn install_overflow_handler() {
     INSTALL.call_once(|| {
         for sig in [libc::SIGSEGV, libc::SIGBUS] {
             // SAFETY: a zeroed sigaction is a valid "no handler" value; we fill in a
-            // handler that only does async-signal-safe work, and PREVIOUS is written
-            // here, once, before the handler can run.
+            // handler that only does async-signal-safe work.
             unsafe {
                 let mut new: libc::sigaction = std::mem::zeroed();
-                new.sa_sigaction = on_fault as usize;
+                new.sa_sigaction = on_fault as *const () as usize;
                 new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut new.sa_mask);
                 let mut old: libc::sigaction = std::mem::zeroed();
                 if libc::sigaction(sig, &new, &mut old) == 0 && sig == libc::SIGSEGV {
-                    PREVIOUS = Some(old);
+                    let _ = PREVIOUS.set(old);
                 }
             }
         }
@@ -160,8 +177,14 @@ fn ensure_alt_stack() {
     if old.ss_flags & libc::SS_DISABLE == 0 {
         return; // this thread already has one (Rust installs one on its threads)
     }
-    let Ok(mem) = map_reserve(ALT_SIZE) else { return };
-    let st = libc::stack_t { ss_sp: mem as *mut libc::c_void, ss_flags: 0, ss_size: ALT_SIZE };
+    let Ok(mem) = map_reserve(ALT_SIZE) else {
+        return;
+    };
+    let st = libc::stack_t {
+        ss_sp: mem as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: ALT_SIZE,
+    };
     // SAFETY: `mem` is a fresh mapping of ALT_SIZE bytes that we never free, so it
     // outlives the thread that uses it as its signal stack.
     unsafe { libc::sigaltstack(&st, std::ptr::null_mut()) };
@@ -213,9 +236,8 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     }
     // Not ours: hand over to the previous handler, or restore the default and return
     // so that the fault repeats with the default action.
-    // SAFETY: PREVIOUS was written once before this handler was installed.
-    let prev = unsafe { *std::ptr::addr_of!(PREVIOUS) };
-    match prev {
+    // OnceLock::get is a single atomic load: async-signal-safe.
+    match PREVIOUS.get().copied() {
         Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
             if p.sa_flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: the previous handler was installed as an SA_SIGINFO handler.

@@ -2,7 +2,7 @@
 //!
 //! # Invariants
 //!
-//! - A task's [`Header`] is shared by the kernel (through its slot) and by every
+//! - A task's header is shared by the kernel (through its slot) and by every
 //!   handle; only the kernel changes scheduling fields (state, wait, timeout).
 //! - A task's closure runs inside `catch_unwind` on its own stack: a panic ends
 //!   that task only. It is reported to stderr as a task crash and handed to the
@@ -110,7 +110,10 @@ impl State {
     /// Waits that something outside the kernel loop (the poller, another
     /// thread) may end; the kernel cannot call these a deadlock.
     pub(crate) fn is_external(self) -> bool {
-        matches!(self, State::FutureWait | State::ReadWait | State::WriteWait | State::SignalWait)
+        matches!(
+            self,
+            State::FutureWait | State::ReadWait | State::WriteWait | State::SignalWait
+        )
     }
 }
 
@@ -157,6 +160,8 @@ pub(crate) struct Header {
     pub(crate) joiners: RefCell<WaitQueue>,
     pub(crate) locals: RefCell<Locals>,
     pub(crate) exit_hook: RefCell<Option<ExitHook>>,
+    /// Belongs to a task group.
+    pub(crate) in_group: Cell<bool>,
     pub(crate) panic_message: RefCell<Option<String>>,
     /// The task's corosensei yielder, recorded when it first runs.
     pub(crate) yielder: Cell<*const ()>,
@@ -193,6 +198,7 @@ impl Header {
             joiners: RefCell::new(WaitQueue::new()),
             locals: RefCell::new(Locals::default()),
             exit_hook: RefCell::new(None),
+            in_group: Cell::new(false),
             panic_message: RefCell::new(None),
             yielder: Cell::new(std::ptr::null()),
             overflow: Cell::new(OverflowInfo::NONE),
@@ -201,7 +207,12 @@ impl Header {
 
     /// `Task(id=3, name='kid', state=TIME_SLEEP)`, as Curio prints tasks.
     pub(crate) fn describe(&self) -> String {
-        format!("Task(id={}, name='{}', state={})", self.id, self.name, self.state.get())
+        format!(
+            "Task(id={}, name='{}', state={})",
+            self.id,
+            self.name,
+            self.state.get()
+        )
     }
 }
 
@@ -218,7 +229,10 @@ pub(crate) struct TaskCell<T> {
 
 impl<T> TaskCell<T> {
     pub(crate) fn new(header: Header) -> Self {
-        TaskCell { header, result: RefCell::new(None) }
+        TaskCell {
+            header,
+            result: RefCell::new(None),
+        }
     }
 
     /// Takes the result of a terminated task.
@@ -240,7 +254,15 @@ impl<T> TaskCell<T> {
 
     /// True if the task ended by panicking (or its result was taken after it did).
     pub(crate) fn panicked(&self) -> bool {
-        matches!(&*self.result.borrow(), Some(Err(_))) || self.header.panic_message.borrow().is_some()
+        self.panic_text().is_some()
+    }
+
+    /// The panic message, if the task panicked.
+    pub(crate) fn panic_text(&self) -> Option<String> {
+        match &*self.result.borrow() {
+            Some(Err(payload)) => Some(panic_message(&**payload)),
+            _ => self.header.panic_message.borrow().clone(),
+        }
     }
 
     /// Looks at the result without taking it.
@@ -281,10 +303,6 @@ impl TaskRef {
 
     pub(crate) fn header(&self) -> &Header {
         self.task.header()
-    }
-
-    pub(crate) fn rc(&self) -> &Rc<dyn AnyTask> {
-        &self.task
     }
 
     /// The task's id: 1 for main, then increasing in spawn order.
@@ -430,6 +448,16 @@ impl<T> Task<T> {
     }
 }
 
+impl<T> Clone for Task<T> {
+    /// Another handle to the same task (the value can still be joined only once).
+    fn clone(&self) -> Self {
+        Task {
+            any: self.any.clone(),
+            cell: self.cell.clone(),
+        }
+    }
+}
+
 impl<T> Deref for Task<T> {
     type Target = TaskRef;
     fn deref(&self) -> &TaskRef {
@@ -499,13 +527,31 @@ impl Builder {
     /// # Panics
     ///
     /// Outside a curio task.
+    #[allow(unsafe_code)]
     pub fn spawn<F, T>(self, f: F) -> io::Result<Task<T>>
     where
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
+        // SAFETY: `f` is 'static, so it borrows nothing that could end before the task.
+        unsafe { self.spawn_unchecked(f) }
+    }
+
+    /// [`Builder::spawn`] for a closure that may borrow from its caller.
+    ///
+    /// # Safety
+    ///
+    /// Everything `f` borrows must outlive the task: the caller must make sure the
+    /// task has ended (or been force-unwound) before any such borrow ends. The
+    /// scoped task group does so by joining every member before it returns.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn spawn_unchecked<'a, F, T>(self, f: F) -> io::Result<Task<T>>
+    where
+        F: FnOnce() -> T + 'a,
+        T: 'static,
+    {
         let cell = self.make_cell::<F, T>();
-        let weak_hp: *const Header = &cell.header;
+        let hp: *const Header = &cell.header;
         let c2 = cell.clone();
         let body = move || {
             let r = panic::catch_unwind(AssertUnwindSafe(f));
@@ -514,9 +560,19 @@ impl Builder {
             }
             *c2.result.borrow_mut() = Some(r);
         };
-        trap::with_core(|core| core.spawn(cell.clone(), |st| trap::new_coroutine(st, weak_hp, body)))
-            .map_err(io::Error::from)?;
-        Ok(Task { any: TaskRef::from_rc(cell.clone()), cell })
+        trap::with_core(|core| {
+            core.spawn(cell.clone(), |st| {
+                // SAFETY: the borrows of `body` are those of `f`, which the caller
+                // guarantees outlive the task; the header is kept alive by the
+                // kernel slot's Rc until the coroutine has returned.
+                unsafe { trap::new_coroutine_unchecked(st, hp, body) }
+            })
+        })
+        .map_err(io::Error::from)?;
+        Ok(Task {
+            any: TaskRef::from_rc(cell.clone()),
+            cell,
+        })
     }
 
     pub(crate) fn make_cell<F, T>(&self) -> Rc<TaskCell<T>> {
@@ -525,8 +581,17 @@ impl Builder {
                 Some(n) => Cow::Owned(n.clone()),
                 None => Cow::Borrowed(std::any::type_name::<F>()),
             };
-            let size = self.stack_size.map_or(core.default_stack_size(), crate::stack::round_size);
-            let h = Header::new(core.next_task_id(), Some(parent.id), name, self.daemon, size, false);
+            let size = self
+                .stack_size
+                .map_or(core.default_stack_size(), crate::stack::round_size);
+            let h = Header::new(
+                core.next_task_id(),
+                Some(parent.id),
+                name,
+                self.daemon,
+                size,
+                false,
+            );
             *h.locals.borrow_mut() = parent.locals.borrow().inherit();
             Rc::new(TaskCell::new(h))
         })
@@ -574,7 +639,10 @@ where
 /// Outside a curio task.
 pub fn current_task() -> TaskRef {
     trap::with_current(|core, h| {
-        TaskRef::from_rc(core.header_at(h.slot.get()).expect("the running task has a slot"))
+        TaskRef::from_rc(
+            core.header_at(h.slot.get())
+                .expect("the running task has a slot"),
+        )
     })
 }
 
@@ -616,7 +684,12 @@ pub(crate) fn install_panic_hook() {
             }
             let location = info.location().map(|l| l.to_string()).unwrap_or_default();
             let backtrace = Backtrace::capture();
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some(Captured { location, backtrace }));
+            LAST_PANIC.with(|p| {
+                *p.borrow_mut() = Some(Captured {
+                    location,
+                    backtrace,
+                })
+            });
         }));
     });
 }
@@ -641,7 +714,9 @@ fn report_crash(h: &Header, payload: &(dyn Any + Send)) {
     if let Some(c) = &captured {
         report.push_str(&format!(" panicked at {}:\n{msg}", c.location));
         match c.backtrace.status() {
-            BacktraceStatus::Captured => report.push_str(&format!("\nstack backtrace:\n{}", c.backtrace)),
+            BacktraceStatus::Captured => {
+                report.push_str(&format!("\nstack backtrace:\n{}", c.backtrace))
+            }
             _ => report.push_str(
                 "\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
             ),
@@ -679,7 +754,13 @@ pub(crate) struct Locals {
 impl Locals {
     /// A copy for a child task (copy-on-spawn inheritance).
     fn inherit(&self) -> Locals {
-        Locals { values: self.values.iter().map(|(k, v)| (*k, (**v).clone_box())).collect() }
+        Locals {
+            values: self
+                .values
+                .iter()
+                .map(|(k, v)| (*k, (**v).clone_box()))
+                .collect(),
+        }
     }
 }
 

@@ -194,7 +194,9 @@ fn timeout_block<T, E: CurioError>(
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<Option<T>, E> {
     let prev = trap::with_current(|core, h| {
-        h.deadlines.borrow_mut().push(deadline.unwrap_or(NO_DEADLINE));
+        h.deadlines
+            .borrow_mut()
+            .push(deadline.unwrap_or(NO_DEADLINE));
         core.set_timeout(h, deadline)
     });
     let mut guard = BlockGuard { prev, armed: true };
@@ -216,12 +218,18 @@ fn timeout_block<T, E: CurioError>(
         None => Err(E::from_curio(Error::new(ErrorKind::UncaughtTimeout, ""))),
         Some(n) if n < mine => match kind {
             ErrorKind::TimeoutCancelled => Err(err),
-            _ => Err(E::from_curio(Error::timeout_kind(ErrorKind::TimeoutCancelled, clock))),
+            _ => Err(E::from_curio(Error::timeout_kind(
+                ErrorKind::TimeoutCancelled,
+                clock,
+            ))),
         },
         Some(_) if ignore => Ok(None),
         Some(_) => match kind {
             ErrorKind::Timeout => Err(err),
-            _ => Err(E::from_curio(Error::timeout_kind(ErrorKind::Timeout, clock))),
+            _ => Err(E::from_curio(Error::timeout_kind(
+                ErrorKind::Timeout,
+                clock,
+            ))),
         },
     }
 }

@@ -111,9 +111,7 @@ pub(crate) fn in_task() -> bool {
 #[cold]
 #[track_caller]
 fn not_in_task() -> ! {
-    panic!(
-        "curio: this call must be made from a curio task; start one with curio::run(|| ...)"
-    )
+    panic!("curio: this call must be made from a curio task; start one with curio::run(|| ...)")
 }
 
 /// Marks this thread as running `core`. Returns false if a kernel already runs here.
@@ -123,14 +121,22 @@ pub(crate) fn enter_kernel(core: &Core) -> bool {
         if !ctx.core.is_null() {
             return false;
         }
-        c.set(Context { core, task: ptr::null() });
+        c.set(Context {
+            core,
+            task: ptr::null(),
+        });
         true
     })
 }
 
 /// Clears the kernel mark set by [`enter_kernel`].
 pub(crate) fn leave_kernel() {
-    CONTEXT.with(|c| c.set(Context { core: ptr::null(), task: ptr::null() }));
+    CONTEXT.with(|c| {
+        c.set(Context {
+            core: ptr::null(),
+            task: ptr::null(),
+        })
+    });
 }
 
 /// Records which task the kernel is about to resume (`None` when it is back).
@@ -147,7 +153,10 @@ pub(crate) fn set_task(task: Option<&Header>) {
 #[inline]
 pub(crate) fn suspend(trap: Trap) -> Reply {
     let y = with_current(|_, task| task.yielder.get());
-    debug_assert!(!y.is_null(), "a running task always has its yielder recorded");
+    debug_assert!(
+        !y.is_null(),
+        "a running task always has its yielder recorded"
+    );
     // SAFETY: `y` was recorded by `new_coroutine`'s body from the `&Yielder`
     // corosensei passed it; that yielder lives at the base of this task's stack
     // for the coroutine's whole life, and we are running on that stack now.
@@ -156,17 +165,6 @@ pub(crate) fn suspend(trap: Trap) -> Reply {
 }
 
 /// Creates a task coroutine that records its yielder in `header` and runs `body`.
-pub(crate) fn new_coroutine(
-    stack: PooledStack,
-    header: *const Header,
-    body: impl FnOnce() + 'static,
-) -> TaskCoroutine {
-    // SAFETY: `body` is 'static, so it borrows nothing that could end before the
-    // coroutine does.
-    unsafe { new_coroutine_unchecked(stack, header, body) }
-}
-
-/// Like [`new_coroutine`] for a body that borrows from its caller.
 ///
 /// # Safety
 ///

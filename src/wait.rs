@@ -43,7 +43,10 @@ const MIN_SWEEP: usize = 32;
 
 impl WaitQueue {
     pub(crate) const fn new() -> WaitQueue {
-        WaitQueue { entries: VecDeque::new(), sweep_at: MIN_SWEEP }
+        WaitQueue {
+            entries: VecDeque::new(),
+            sweep_at: MIN_SWEEP,
+        }
     }
 
     /// Appends a waiter. When the queue has doubled since the last sweep, drops the
@@ -57,6 +60,7 @@ impl WaitQueue {
     }
 
     /// Removes and returns the oldest waiter still live.
+    #[allow(dead_code)] // used by the sync primitives
     pub(crate) fn pop_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
         while let Some(w) = self.entries.pop_front() {
             if is_live(w) {
@@ -67,6 +71,7 @@ impl WaitQueue {
     }
 
     /// The oldest live waiter, left in place (stale ones in front are dropped).
+    #[allow(dead_code)] // used by the queues
     pub(crate) fn first_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
         while let Some(&w) = self.entries.front() {
             if is_live(w) {
@@ -81,11 +86,6 @@ impl WaitQueue {
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Waiter> + '_ {
         self.entries.drain(..)
     }
-
-    /// Number of live waiters (O(n); for reports and tests).
-    pub(crate) fn count_live(&self, is_live: impl Fn(Waiter) -> bool) -> usize {
-        self.entries.iter().filter(|&&w| is_live(w)).count()
-    }
 }
 
 #[cfg(test)]
@@ -95,7 +95,10 @@ mod tests {
     use std::collections::HashSet;
 
     fn w(n: u64) -> Waiter {
-        Waiter { slot: n as u32, wait_id: n }
+        Waiter {
+            slot: n as u32,
+            wait_id: n,
+        }
     }
 
     #[test]

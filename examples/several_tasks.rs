@@ -1,0 +1,65 @@
+//! The tutorial's "Tasks" section: a parent spawns a kid who builds the
+//! Millenium Falcon in Minecraft, runs a countdown, then gives the kid ten
+//! seconds to finish before cancelling them. The kid catches the cancellation
+//! and saves their work.
+//!
+//! ```text
+//! $ cargo run --example several_tasks
+//! Building the Millenium Falcon in Minecraft
+//! Let's go
+//! T-minus 10
+//! ...
+//! T-minus 1
+//! We're leaving!
+//! I warned you!
+//! Fine. Saving my work.
+//! Leaving!
+//! ```
+//!
+//! (It takes 25 seconds; `CURIO_CLOCK=virtual` runs it on the virtual clock, instantly.)
+
+use std::time::Duration;
+
+fn countdown(mut n: u32) -> curio::Result<()> {
+    while n > 0 {
+        println!("T-minus {n}");
+        curio::sleep(Duration::from_secs(1))?;
+        n -= 1;
+    }
+    Ok(())
+}
+
+fn kid() -> curio::Result<()> {
+    println!("Building the Millenium Falcon in Minecraft");
+    match curio::sleep(Duration::from_secs(1000)) {
+        Err(e) if e.is_cancelled() => {
+            println!("Fine. Saving my work.");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn parent() -> curio::Result<()> {
+    let kid_task = curio::spawn(kid);
+    curio::sleep(Duration::from_secs(5))?;
+
+    println!("Let's go");
+    let count_task = curio::spawn(|| countdown(10));
+    count_task.join()??;
+
+    println!("We're leaving!");
+    match curio::timeout_after(Duration::from_secs(10), || kid_task.join()) {
+        Err(e) if e.is_timeout() => {
+            println!("I warned you!");
+            kid_task.cancel()?;
+        }
+        other => other??,
+    }
+    println!("Leaving!");
+    Ok(())
+}
+
+fn main() -> curio::Result<()> {
+    curio::run(parent)
+}
