@@ -250,6 +250,11 @@ pub trait CurioError: Sized {
     fn from_curio(e: Error) -> Self;
     /// Looks at the curio error inside, if there is one.
     fn as_curio(&self) -> Option<&Error>;
+    /// Replaces the curio error inside, keeping anything else the error carries
+    /// (a queue's `PutError` keeps its item). Timeout blocks use this to relabel.
+    fn with_curio(self, e: Error) -> Self {
+        Self::from_curio(e)
+    }
 }
 
 impl CurioError for Error {

@@ -47,7 +47,7 @@ use crate::sys;
 use crate::task::{self, AnyTask, Header, State, TaskCell};
 use crate::timer::TimerHeap;
 use crate::trap::{self, Reply, TaskCoroutine, Trap};
-use crate::wait::Waiter;
+use crate::wait::{WaitQueue, Waiter};
 
 /// How many task switches may pass between two looks at I/O and the clock while
 /// tasks stay ready. See `arch-notes/io-readiness.md`.
@@ -73,6 +73,7 @@ const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
 pub struct Builder {
     stack_size: usize,
     virtual_clock: bool,
+    thread_pool_size: usize,
 }
 
 impl Builder {
@@ -84,6 +85,7 @@ impl Builder {
         Builder {
             stack_size: DEFAULT_STACK_SIZE,
             virtual_clock,
+            thread_pool_size: 64,
         }
     }
 
@@ -100,6 +102,13 @@ impl Builder {
     /// Timeout tests become exact and instant.
     pub fn virtual_clock(mut self, on: bool) -> Builder {
         self.virtual_clock = on;
+        self
+    }
+
+    /// The most OS threads `run_in_thread` uses at once (64 by default, at least 1).
+    /// Further calls wait, cancellably, for a thread to come free.
+    pub fn thread_pool_size(mut self, threads: usize) -> Builder {
+        self.thread_pool_size = threads.max(1);
         self
     }
 
@@ -261,6 +270,7 @@ pub(crate) struct Core {
     /// reported as a crash.
     unwinding: Cell<bool>,
     stack_size: usize,
+    thread_pool_size: usize,
 }
 
 impl Core {
@@ -283,6 +293,7 @@ impl Core {
             since_poll: Cell::new(0),
             unwinding: Cell::new(false),
             stack_size: stack::round_size(config.stack_size),
+            thread_pool_size: config.thread_pool_size,
         })
     }
 
@@ -298,6 +309,11 @@ impl Core {
     /// The stack size tasks get when their builder names none.
     pub(crate) fn default_stack_size(&self) -> usize {
         self.stack_size
+    }
+
+    /// The `run_in_thread` pool size this kernel was built with.
+    pub(crate) fn thread_pool_size(&self) -> usize {
+        self.thread_pool_size
     }
 
     pub(crate) fn is_unwinding(&self) -> bool {
@@ -452,12 +468,16 @@ impl Core {
     }
 
     /// Marks the running task parked in `state` and returns the waiter that ends the wait.
-    pub(crate) fn begin_wait(&self, h: &Header, state: State) -> Waiter {
+    ///
+    /// `external` waits can be ended from outside the kernel loop (the poller,
+    /// another thread); while any exist, the kernel never reports a deadlock.
+    pub(crate) fn begin_wait(&self, h: &Header, state: State, external: bool) -> Waiter {
         let id = self.next_wait_id.get();
         self.next_wait_id.set(id + 1);
         h.wait_id.set(id);
         h.state.set(state);
-        if state.is_external() {
+        h.external.set(external);
+        if external {
             self.external.set(self.external.get() + 1);
         }
         Waiter {
@@ -499,7 +519,6 @@ impl Core {
     }
 
     /// Like [`Core::wake`], returning the woken task's id.
-    #[allow(dead_code)] // used by RLock
     pub(crate) fn wake_task(&self, w: Waiter, reply: Reply) -> Option<u64> {
         let task = self.header_at(w.slot)?;
         let h = task.header();
@@ -513,7 +532,7 @@ impl Core {
 
     fn end_wait(&self, h: &Header) {
         h.wait_id.set(0);
-        if h.state.get().is_external() {
+        if h.external.replace(false) {
             self.external.set(self.external.get() - 1);
         }
     }
@@ -719,9 +738,24 @@ impl Core {
     // ----- the loop ------------------------------------------------------------
 
     /// A sender other threads can use to wake tasks of this kernel.
-    #[allow(dead_code)]
     pub(crate) fn inbox(&self) -> InboxSender {
         self.poller.borrow().sender()
+    }
+
+    /// Ends wait `w` of a task of *some* kernel: directly if it is this
+    /// thread's kernel, else through that kernel's inbox.
+    pub(crate) fn post_wake(sender: &InboxSender, w: Waiter) {
+        let local = trap::try_with_core(|core| {
+            if core.poller.borrow().owns(sender) {
+                core.wake(w, Ok(()));
+                true
+            } else {
+                false
+            }
+        });
+        if local != Some(true) {
+            sender.send(Message::Wake(w));
+        }
     }
 
     /// Runs passes over the ready queue until `done` holds. Returns a deadlock
@@ -903,9 +937,19 @@ pub(crate) fn cancel_point() -> Result<()> {
 /// A cancel point: a pending cancellation is returned before registering.
 #[inline]
 pub(crate) fn park(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
+    park_as(state, state.is_external(), register)
+}
+
+/// [`park`] for a wait that another thread (or the poller) will end.
+pub(crate) fn park_external(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
+    park_as(state, true, register)
+}
+
+#[inline]
+fn park_as(state: State, external: bool, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
     trap::with_current(|core, h| {
         core.cancel_point(h)?;
-        let w = core.begin_wait(h, state);
+        let w = core.begin_wait(h, state, external);
         register(core, w);
         Ok::<(), Error>(())
     })?;
@@ -917,4 +961,45 @@ pub(crate) fn park(state: State, register: impl FnOnce(&Core, Waiter)) -> Result
 pub(crate) fn yield_now() -> Result<()> {
     cancel_point()?;
     trap::suspend(Trap::Yield)
+}
+
+/// Parks the running task on wait queue `q` in `state` (FIFO). A cancel point;
+/// a cancelled or timed-out waiter's entry goes stale and is skipped.
+#[inline]
+pub(crate) fn park_on(q: &RefCell<WaitQueue>, state: State) -> Result<()> {
+    park(state, |core, w| {
+        q.borrow_mut().push(w, |w| core.is_waiting(w))
+    })
+}
+
+/// Wakes the oldest live waiter of `q`; returns its task id. Never switches.
+#[inline]
+pub(crate) fn wake_one(q: &RefCell<WaitQueue>) -> Option<u64> {
+    trap::with_core(|core| {
+        let w = q.borrow_mut().pop_live(|w| core.is_waiting(w))?;
+        core.wake_task(w, Ok(()))
+    })
+}
+
+/// Wakes every live waiter of `q`, oldest first; returns how many. Never switches.
+pub(crate) fn wake_all(q: &RefCell<WaitQueue>) -> usize {
+    trap::with_core(|core| {
+        let waiters: Vec<Waiter> = q.borrow_mut().drain().collect();
+        waiters
+            .into_iter()
+            .filter(|&w| core.wake(w, Ok(())))
+            .count()
+    })
+}
+
+/// True if `q` has a live waiter.
+#[inline]
+pub(crate) fn has_waiters(q: &RefCell<WaitQueue>) -> bool {
+    trap::with_core(|core| q.borrow_mut().first_live(|w| core.is_waiting(w)).is_some())
+}
+
+/// The running task's id.
+#[inline]
+pub(crate) fn current_id() -> u64 {
+    trap::with_current(|_, h| h.id)
 }

@@ -47,15 +47,22 @@
 //! - [`sleep`], [`timeout_after`], [`ignore_after`], [`disable_cancellation`]:
 //!   time and cancellation, with Curio's exact nesting rules.
 //! - [`TaskGroup`]: supervise a set of tasks; no member outlives its group.
+//! - [`sync`] ([`Event`], [`Lock`], [`Semaphore`], [`Condition`] …) and [`Queue`]:
+//!   coordination between tasks; every wait is a cancel point.
+//! - [`run_in_thread`], [`UniversalQueue`], [`UniversalEvent`]: the bridge to OS threads.
 //! - [`Error`]: one error type; cancellation survives a trip through `io::Error`.
 //!
 //! The design is written up in the repository's `arch-notes/`.
 
 pub mod error;
 pub mod kernel;
+pub mod queue;
+pub mod sync;
 pub mod task;
 pub mod task_group;
 pub mod time;
+pub mod universal;
+pub mod workers;
 
 mod poller;
 mod stack;
@@ -66,10 +73,14 @@ mod wait;
 
 pub use error::{CurioError, Error, ErrorKind, Result};
 pub use kernel::{Kernel, run};
+pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
 pub use stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
+pub use sync::{BoundedSemaphore, Condition, Event, Lock, RLock, ResultCell, Semaphore};
 pub use task::{State, Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
 pub use task_group::{Outcome, Scope, TaskGroup, Wait};
 pub use time::{
     check_cancellation, clock, disable_cancellation, ignore_after, ignore_at, sleep, sleep_until,
     timeout_after, timeout_at,
 };
+pub use universal::{UniversalEvent, UniversalQueue};
+pub use workers::run_in_thread;

@@ -26,14 +26,11 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// A request from another thread to the kernel.
 #[derive(Debug)]
-#[allow(dead_code)] // posted by the worker threads
 pub(crate) enum Message {
     /// Resume a task parked in an external wait (thread result ready, signal …).
     /// Ignored if the task has stopped waiting (cancelled, timed out).
     Wake(Waiter),
 }
-
-#[allow(dead_code)] // senders live in the worker and signal layers
 struct Inbox {
     messages: Mutex<Vec<Message>>,
     pending: AtomicBool,
@@ -42,14 +39,12 @@ struct Inbox {
 
 /// A cloneable, `Send` handle that posts messages to one kernel.
 #[derive(Clone)]
-#[allow(dead_code)]
 pub(crate) struct InboxSender {
     inbox: Arc<Inbox>,
 }
 
 impl InboxSender {
     /// Posts `m`; wakes the kernel if it may be blocked in `poll`.
-    #[allow(dead_code)]
     pub(crate) fn send(&self, m: Message) {
         self.inbox
             .messages
@@ -94,8 +89,13 @@ impl Poller {
         }
     }
 
+    /// True if `sender` posts to this poller's inbox.
+    pub(crate) fn owns(&self, sender: &InboxSender) -> bool {
+        Arc::ptr_eq(&self.inbox, &sender.inbox)
+    }
+
     /// The registry sockets register with.
-    #[allow(dead_code)]
+    #[allow(dead_code)] // sockets register here (io layer)
     pub(crate) fn registry(&self) -> &mio::Registry {
         self.poll.registry()
     }

@@ -151,6 +151,8 @@ pub(crate) struct Header {
     pub(crate) mask: Cell<u32>,
     /// Id of the wait the task is parked in; 0 when not parked.
     pub(crate) wait_id: Cell<u64>,
+    /// The current wait can be ended from outside the kernel loop.
+    pub(crate) external: Cell<bool>,
     /// For reports: the task this one joins.
     pub(crate) join_target: Cell<u64>,
     /// The armed timeout deadline (kernel ticks).
@@ -192,6 +194,7 @@ impl Header {
             pending: Cell::new(None),
             mask: Cell::new(0),
             wait_id: Cell::new(0),
+            external: Cell::new(false),
             join_target: Cell::new(0),
             timeout: Cell::new(None),
             deadlines: RefCell::new(Vec::new()),
@@ -694,7 +697,7 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -215,21 +215,15 @@ fn timeout_block<T, E: CurioError>(
     let c = trap::with_core(|core| core.ticks(clock));
     let mine = stack.len() - 1;
     match stack.iter().position(|&d| d <= c) {
-        None => Err(E::from_curio(Error::new(ErrorKind::UncaughtTimeout, ""))),
+        None => Err(err.with_curio(Error::new(ErrorKind::UncaughtTimeout, ""))),
         Some(n) if n < mine => match kind {
             ErrorKind::TimeoutCancelled => Err(err),
-            _ => Err(E::from_curio(Error::timeout_kind(
-                ErrorKind::TimeoutCancelled,
-                clock,
-            ))),
+            _ => Err(err.with_curio(Error::timeout_kind(ErrorKind::TimeoutCancelled, clock))),
         },
         Some(_) if ignore => Ok(None),
         Some(_) => match kind {
             ErrorKind::Timeout => Err(err),
-            _ => Err(E::from_curio(Error::timeout_kind(
-                ErrorKind::Timeout,
-                clock,
-            ))),
+            _ => Err(err.with_curio(Error::timeout_kind(ErrorKind::Timeout, clock))),
         },
     }
 }

@@ -60,7 +60,6 @@ impl WaitQueue {
     }
 
     /// Removes and returns the oldest waiter still live.
-    #[allow(dead_code)] // used by the sync primitives
     pub(crate) fn pop_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
         while let Some(w) = self.entries.pop_front() {
             if is_live(w) {
@@ -71,7 +70,6 @@ impl WaitQueue {
     }
 
     /// The oldest live waiter, left in place (stale ones in front are dropped).
-    #[allow(dead_code)] // used by the queues
     pub(crate) fn first_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
         while let Some(&w) = self.entries.front() {
             if is_live(w) {
