@@ -72,3 +72,72 @@ fn several_tasks_matches_the_tutorial() {
     );
     assert_eq!(run_virtual("several_tasks"), expected);
 }
+
+#[test]
+fn task_synchronization_matches_the_tutorial() {
+    let mut expected = Vec::new();
+    for _ in 0..4 {
+        expected.extend(["Can I play?", "Wha!?!"].map(String::from));
+    }
+    expected.extend(
+        [
+            "Can I play?",
+            "Yes, go play",
+            "Building the Millenium Falcon in Minecraft",
+            "Let's go",
+        ]
+        .map(String::from),
+    );
+    expected.extend(countdown(10));
+    expected.extend(
+        [
+            "We're leaving!",
+            "I warned you!",
+            "Fine. Saving my work.",
+            "Leaving!",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(run_virtual("task_synchronization"), expected);
+}
+
+#[test]
+fn intertask_communication_hands_every_item_over_then_the_producer_finishes() {
+    let mut expected: Vec<String> = (0..10)
+        .map(|n| format!("consumer {} got {n}", n % 2 + 1))
+        .collect();
+    expected.push("Producer done".into());
+    assert_eq!(run_virtual("intertask_communication"), expected);
+}
+
+/// The real clock here: the point is that the kernel keeps ticking while the
+/// worker threads crunch, and that cancellation reaches the kid in its wait.
+#[test]
+fn number_crunching_keeps_the_kernel_responsive() {
+    let start = Instant::now();
+    let out = Command::new(example("number_crunching"))
+        .output()
+        .expect("run example");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let pos = |s: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(s))
+            .unwrap_or_else(|| panic!("no {s:?} in {lines:?}"))
+    };
+    assert!(pos("Building") < pos("Let's go"));
+    assert!(pos("T-minus 3") < pos("T-minus 2") && pos("T-minus 2") < pos("T-minus 1"));
+    assert!(pos("T-minus 1") < pos("Fine. Saving my work."));
+    assert!(lines.iter().any(|l| l == "fib(30) = 832040"), "{lines:?}");
+    // Cancelled after ~4 s although fib(44) would take far longer.
+    assert!(start.elapsed() < Duration::from_secs(15));
+}
