@@ -70,6 +70,8 @@ struct Inner {
     /// Kernel clock at which a deadline was processed (timeout kinds only).
     clock: Option<Instant>,
     io: Option<io::Error>,
+    /// How far an operation got before it failed (bytes sent, read …).
+    progress: Option<usize>,
 }
 
 impl Error {
@@ -80,6 +82,7 @@ impl Error {
                 message: message.into(),
                 clock: None,
                 io: None,
+                progress: None,
             }),
         }
     }
@@ -138,6 +141,18 @@ impl Error {
         self.inner.clock
     }
 
+    /// For an operation that failed after partial progress (`sendall`,
+    /// `read_exactly`, `read_all` …), how many bytes it had done: sent, or read
+    /// and kept in the stream's buffer for the next read.
+    pub fn bytes_done(&self) -> Option<usize> {
+        self.inner.progress
+    }
+
+    pub(crate) fn with_progress(mut self, n: usize) -> Error {
+        self.inner.progress = Some(n);
+        self
+    }
+
     /// The wrapped OS error, for [`ErrorKind::Io`].
     pub fn io_error(&self) -> Option<&io::Error> {
         self.inner.io.as_ref()
@@ -152,6 +167,7 @@ impl Error {
                 message: self.inner.message.clone(),
                 clock: self.inner.clock,
                 io: None,
+                progress: self.inner.progress,
             }),
         }
     }

@@ -41,7 +41,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::poller::{InboxSender, Message, Poller};
+use crate::poller::{Direction, InboxSender, Message, Poller};
 use crate::stack::{self, DEFAULT_STACK_SIZE};
 use crate::sys;
 use crate::task::{self, AnyTask, Header, State, TaskCell};
@@ -271,6 +271,11 @@ pub(crate) struct Core {
     unwinding: Cell<bool>,
     stack_size: usize,
     thread_pool_size: usize,
+    /// Distinguishes kernels, so a socket registered with a kernel that has
+    /// ended is not deregistered from a later one on the same thread.
+    id: u64,
+    /// Scratch space for the waiters a poll wakes (kept to avoid allocating).
+    woken: RefCell<Vec<Waiter>>,
 }
 
 impl Core {
@@ -294,6 +299,11 @@ impl Core {
             unwinding: Cell::new(false),
             stack_size: stack::round_size(config.stack_size),
             thread_pool_size: config.thread_pool_size,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
+            woken: RefCell::new(Vec::new()),
         })
     }
 
@@ -840,22 +850,34 @@ impl Core {
     }
 
     fn poll(&self, timeout: Option<Duration>) -> usize {
-        let mut wakes = Vec::new();
-        let r = self.poller.borrow_mut().poll(
-            timeout,
-            |_token, _event| {},
-            |m| match m {
-                Message::Wake(w) => wakes.push(w),
-            },
-        );
+        let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
+        let r = self.poller.borrow_mut().poll(timeout, &mut woken);
         let n = match r {
             Ok(n) => n,
             Err(e) => panic!("curio: the kernel's poller failed: {e}"),
         };
-        for w in wakes {
+        for w in woken.drain(..) {
             self.wake(w, Ok(()));
         }
+        *self.woken.borrow_mut() = woken;
         n
+    }
+
+    // ----- file descriptors ---------------------------------------------------
+
+    /// This kernel's id (unique in the process).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Registers `fd` with the poller; returns its token.
+    pub(crate) fn register_fd(&self, fd: std::os::fd::RawFd) -> std::io::Result<mio::Token> {
+        self.poller.borrow_mut().register_fd(fd)
+    }
+
+    /// Forgets `fd`'s registration; call before closing it.
+    pub(crate) fn deregister_fd(&self, token: mio::Token, fd: std::os::fd::RawFd) {
+        self.poller.borrow_mut().deregister_fd(token, fd)
     }
 
     fn live_tasks(&self) -> Vec<Rc<dyn AnyTask>> {
@@ -1015,4 +1037,33 @@ pub(crate) fn has_waiters(q: &RefCell<WaitQueue>) -> bool {
 #[inline]
 pub(crate) fn current_id() -> u64 {
     trap::with_current(|_, h| h.id)
+}
+
+/// Parks the running task until `fd` (registered as `token`) is ready in
+/// direction `dir`. One task may wait per direction.
+///
+/// # Errors
+///
+/// [`ErrorKind::ResourceBusy`] if another task already waits on `fd` in that
+/// direction; the caller's cancellation or timeout (the wait is then forgotten).
+pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction) -> Result<()> {
+    let (state, verb) = match dir {
+        Direction::Read => (State::ReadWait, "read"),
+        Direction::Write => (State::WriteWait, "write"),
+    };
+    trap::with_core(|core| {
+        let mut poller = core.poller.borrow_mut();
+        match *poller.waiter_slot(token, dir) {
+            Some(w) if core.is_waiting(w) => Err(Error::new(
+                ErrorKind::ResourceBusy,
+                format!(
+                    "another task is already waiting to {verb} fd {fd}; use one {verb}er per socket"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    })?;
+    park_external(state, |core, w| {
+        *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
+    })
 }

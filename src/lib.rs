@@ -50,12 +50,16 @@
 //! - [`sync`] ([`Event`], [`Lock`], [`Semaphore`], [`Condition`] …) and [`Queue`]:
 //!   coordination between tasks; every wait is a cancel point.
 //! - [`run_in_thread`], [`UniversalQueue`], [`UniversalEvent`]: the bridge to OS threads.
+//! - [`net`] ([`net::tcp_server`], [`net::open_connection`], typed sockets) and
+//!   [`io`] ([`Socket`], [`Stream`]): sockets and streams, with `std::io` interop.
 //! - [`Error`]: one error type; cancellation survives a trip through `io::Error`.
 //!
 //! The design is written up in the repository's `arch-notes/`.
 
 pub mod error;
+pub mod io;
 pub mod kernel;
+pub mod net;
 pub mod queue;
 pub mod sync;
 pub mod task;
@@ -72,6 +76,7 @@ mod trap;
 mod wait;
 
 pub use error::{CurioError, Error, ErrorKind, Result};
+pub use io::{FileStream, Socket, SocketStream, Stream};
 pub use kernel::{Kernel, run};
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
 pub use stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};

@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mio::{Events, Poll, Token, Waker};
+use std::os::fd::RawFd;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::wait::Waiter;
 
@@ -58,12 +61,31 @@ impl InboxSender {
     }
 }
 
-/// The poller and the receiving end of the inbox.
+/// Which way a task waits on an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Waiting to read (or accept).
+    Read,
+    /// Waiting to write (or connect).
+    Write,
+}
+
+/// A registered fd: the one task waiting to read it and the one waiting to write.
+#[derive(Default)]
+struct IoEntry {
+    in_use: bool,
+    reader: Option<Waiter>,
+    writer: Option<Waiter>,
+}
+
+/// The poller, the fd table and the receiving end of the inbox.
 pub(crate) struct Poller {
     poll: Poll,
     events: Events,
     inbox: Arc<Inbox>,
     scratch: Vec<Message>,
+    io: Vec<IoEntry>,
+    io_free: Vec<usize>,
 }
 
 impl Poller {
@@ -80,6 +102,8 @@ impl Poller {
             events: Events::with_capacity(1024),
             inbox,
             scratch: Vec::new(),
+            io: Vec::new(),
+            io_free: Vec::new(),
         })
     }
 
@@ -94,26 +118,68 @@ impl Poller {
         Arc::ptr_eq(&self.inbox, &sender.inbox)
     }
 
-    /// The registry sockets register with.
-    #[allow(dead_code)] // sockets register here (io layer)
-    pub(crate) fn registry(&self) -> &mio::Registry {
-        self.poll.registry()
-    }
-
     /// True when another thread has posted something not yet drained.
     #[inline]
     pub(crate) fn inbox_pending(&self) -> bool {
         self.inbox.pending.load(Ordering::Acquire)
     }
 
-    /// Waits up to `timeout` (`None`: forever) for readiness or a message, then
-    /// hands every ready token and every message to `on_token` / `on_message`.
-    /// Returns how many things it handed over.
+    /// Registers `fd` for read and write readiness (edge-triggered); returns its token.
+    pub(crate) fn register_fd(&mut self, fd: RawFd) -> io::Result<Token> {
+        let i = match self.io_free.pop() {
+            Some(i) => i,
+            None => {
+                self.io.push(IoEntry::default());
+                self.io.len() - 1
+            }
+        };
+        let token = Token(i);
+        let r = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = r {
+            self.io_free.push(i);
+            return Err(e);
+        }
+        self.io[i] = IoEntry {
+            in_use: true,
+            reader: None,
+            writer: None,
+        };
+        Ok(token)
+    }
+
+    /// Forgets `fd`'s registration (before it is closed).
+    pub(crate) fn deregister_fd(&mut self, token: Token, fd: RawFd) {
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(e) = self.io.get_mut(token.0) {
+            if e.in_use {
+                *e = IoEntry::default();
+                self.io_free.push(token.0);
+            }
+        }
+    }
+
+    /// The waiter slot of `token` for direction `dir`.
+    pub(crate) fn waiter_slot(&mut self, token: Token, dir: Direction) -> &mut Option<Waiter> {
+        let e = &mut self.io[token.0];
+        debug_assert!(e.in_use);
+        match dir {
+            Direction::Read => &mut e.reader,
+            Direction::Write => &mut e.writer,
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for readiness or a message, and
+    /// appends to `wake` every waiter that should now run: readers and writers of
+    /// ready fds, and the waiters named by inbox messages. Returns how many
+    /// events and messages there were.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
-        mut on_token: impl FnMut(Token, &mio::event::Event),
-        mut on_message: impl FnMut(Message),
+        wake: &mut Vec<Waiter>,
     ) -> io::Result<usize> {
         let mut n = 0;
         // A message posted before we block must not be slept through: the waker
@@ -124,9 +190,18 @@ impl Poller {
             Err(e) => return Err(e),
         }
         for ev in self.events.iter() {
-            if ev.token() != WAKER_TOKEN {
-                on_token(ev.token(), ev);
-                n += 1;
+            if ev.token() == WAKER_TOKEN {
+                continue;
+            }
+            n += 1;
+            let Some(entry) = self.io.get_mut(ev.token().0) else {
+                continue;
+            };
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                wake.extend(entry.reader.take());
+            }
+            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                wake.extend(entry.writer.take());
             }
         }
         if self.inbox.pending.swap(false, Ordering::AcqRel) {
@@ -140,7 +215,9 @@ impl Poller {
             );
             n += self.scratch.len();
             for m in self.scratch.drain(..) {
-                on_message(m);
+                match m {
+                    Message::Wake(w) => wake.push(w),
+                }
             }
         }
         Ok(n)

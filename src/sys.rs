@@ -260,3 +260,40 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// File descriptors
+// ---------------------------------------------------------------------------
+
+/// Sets or clears `O_NONBLOCK` on `fd`.
+pub(crate) fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl F_GETFL/F_SETFL on a borrowed, open fd touches no memory of ours.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if flags == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: as above.
+        check(unsafe { libc::fcntl(raw, libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+/// `recvfrom` into an initialised buffer.
+pub(crate) fn recv_from(
+    sock: &socket2::Socket,
+    buf: &mut [u8],
+) -> io::Result<(usize, socket2::SockAddr)> {
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and recv_from
+    // only writes bytes received from the kernel into the buffer, never
+    // uninitialised ones, so `buf` stays initialised.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    sock.recv_from(uninit)
+}

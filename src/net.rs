@@ -1,0 +1,454 @@
+//! Networking: typed sockets (TCP, UDP, Unix) and the helpers Curio's tutorial
+//! uses: `tcp_server`, `run_server`, `unix_server`, `open_connection` …
+//!
+//! # Invariants
+//!
+//! - A server runs one task per client. The client socket belongs to the
+//!   handler, so it is closed when the handler returns or panics; a panicking
+//!   handler is reported as a task crash and the server goes on.
+//! - When the server ends (cancelled, or a fatal accept error) it closes its
+//!   listener and cancels every handler still running, waiting for each.
+//! - Host names are resolved on the worker threads (`run_in_thread`), never on
+//!   the kernel thread.
+//!
+//! # Example
+//!
+//! ```
+//! use curio::net::{self, TcpStream};
+//! curio::run(|| -> curio::Result<()> {
+//!     let listener = net::tcp_server_socket("127.0.0.1:0".parse().unwrap(), false)?;
+//!     let addr = listener.local_addr()?;
+//!     let server = curio::spawn(move || {
+//!         net::run_server(listener, |client: TcpStream, _addr| -> curio::Result<()> {
+//!             loop {
+//!                 let data = client.recv(1000)?;
+//!                 if data.is_empty() {
+//!                     return Ok(());
+//!                 }
+//!                 client.sendall(&data)?;
+//!             }
+//!         })
+//!     });
+//!     let c = net::open_connection("localhost", addr.port())?;
+//!     c.sendall(b"ping")?;
+//!     assert_eq!(c.recv(100)?, b"ping");
+//!     server.cancel()?; // closes the listener, cancels the handler
+//!     Ok(())
+//! })
+//! .unwrap();
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Type};
+
+use crate::error::{Error, Result};
+use crate::io::{Socket, SocketStream};
+use crate::task::{self, TaskRef};
+use crate::time::disable_cancellation;
+
+macro_rules! socket_wrapper {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(Socket);
+
+        impl $name {
+            /// The untyped socket.
+            pub fn into_socket(self) -> Socket {
+                self.0
+            }
+
+            /// Wraps the socket in a buffered stream.
+            pub fn as_stream(self) -> SocketStream {
+                self.0.as_stream()
+            }
+        }
+
+        impl Deref for $name {
+            type Target = Socket;
+            fn deref(&self) -> &Socket {
+                &self.0
+            }
+        }
+
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.0.fileno()).finish()
+            }
+        }
+
+        impl Read for $name {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&self.0).read(buf)
+            }
+        }
+
+        impl Read for &$name {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&self.0).read(buf)
+            }
+        }
+
+        impl Write for $name {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&self.0).write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl Write for &$name {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&self.0).write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
+socket_wrapper!(
+    /// A TCP connection. Dereferences to [`Socket`] (`recv`, `sendall` …).
+    TcpStream
+);
+socket_wrapper!(
+    /// A listening TCP socket.
+    TcpListener
+);
+socket_wrapper!(
+    /// A UDP socket.
+    UdpSocket
+);
+socket_wrapper!(
+    /// A Unix stream connection.
+    UnixStream
+);
+socket_wrapper!(
+    /// A listening Unix stream socket.
+    UnixListener
+);
+
+const BACKLOG: i32 = 1024;
+
+fn inet_addr(a: &SockAddr) -> Result<SocketAddr> {
+    a.as_socket()
+        .ok_or_else(|| Error::usage("expected an IPv4 or IPv6 socket address"))
+}
+
+impl TcpStream {
+    /// Connects to `addr`.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while connecting; cancelled, the half-made socket is closed.
+    pub fn connect(addr: SocketAddr) -> Result<TcpStream> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.connect(&addr.into())?;
+        Ok(TcpStream(s))
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        inet_addr(&self.socket().peer_addr()?)
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        inet_addr(&self.socket().local_addr()?)
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        Ok(self.socket().set_tcp_nodelay(on)?)
+    }
+}
+
+impl TcpListener {
+    /// Listens on `addr` with `SO_REUSEADDR`.
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+        tcp_server_socket(addr, false)
+    }
+
+    /// Accepts a connection.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while no connection is pending; cancelled, nothing was accepted.
+    pub fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
+        let (s, a) = self.0.accept()?;
+        Ok((TcpStream(s), inet_addr(&a)?))
+    }
+
+    /// The address it listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        inet_addr(&self.socket().local_addr()?)
+    }
+}
+
+impl UdpSocket {
+    /// A UDP socket bound to `addr`.
+    pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        s.socket().bind(&addr.into())?;
+        Ok(UdpSocket(s))
+    }
+
+    /// Receives a datagram; returns its size and sender.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while nothing is waiting; cancelled, nothing was read.
+    pub fn recvfrom(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        let (n, a) = self.0.recvfrom(buf)?;
+        Ok((n, inet_addr(&a)?))
+    }
+
+    /// Sends a datagram to `addr`.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while the buffer is full; cancelled, nothing was sent.
+    pub fn sendto(&self, data: &[u8], addr: SocketAddr) -> Result<usize> {
+        self.0.sendto(data, &addr.into())
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        inet_addr(&self.socket().local_addr()?)
+    }
+}
+
+impl UnixStream {
+    /// Connects to the Unix socket at `path`.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while connecting.
+    pub fn connect(path: impl AsRef<Path>) -> Result<UnixStream> {
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        s.connect(&SockAddr::unix(path)?)?;
+        Ok(UnixStream(s))
+    }
+
+    /// A connected pair (like `socketpair(2)`).
+    pub fn pair() -> Result<(UnixStream, UnixStream)> {
+        let (a, b) = socket2::Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        Ok((
+            UnixStream(Socket::from_socket2(a)?),
+            UnixStream(Socket::from_socket2(b)?),
+        ))
+    }
+}
+
+impl UnixListener {
+    /// Listens on `path` (which must not exist).
+    pub fn bind(path: impl AsRef<Path>) -> Result<UnixListener> {
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        s.socket().bind(&SockAddr::unix(path)?)?;
+        s.socket().listen(BACKLOG)?;
+        Ok(UnixListener(s))
+    }
+
+    /// Accepts a connection.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while no connection is pending; cancelled, nothing was accepted.
+    pub fn accept(&self) -> Result<(UnixStream, SockAddr)> {
+        let (s, a) = self.0.accept()?;
+        Ok((UnixStream(s), a))
+    }
+}
+
+/// A listening TCP socket on `addr` with `SO_REUSEADDR` and, if `reuse_port`,
+/// `SO_REUSEPORT` (so several kernels, one per core, can share a port).
+pub fn tcp_server_socket(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.socket().set_reuse_address(true)?;
+    if reuse_port {
+        s.socket().set_reuse_port(true)?;
+    }
+    s.socket().bind(&addr.into())?;
+    s.socket().listen(BACKLOG)?;
+    Ok(TcpListener(s))
+}
+
+/// Something a server accepts connections from.
+pub trait Listener {
+    /// The connection type.
+    type Conn: 'static;
+    /// The peer address type.
+    type Addr: 'static;
+    /// Accepts one connection (a cancel point).
+    fn accept_conn(&self) -> Result<(Self::Conn, Self::Addr)>;
+}
+
+impl Listener for TcpListener {
+    type Conn = TcpStream;
+    type Addr = SocketAddr;
+    fn accept_conn(&self) -> Result<(TcpStream, SocketAddr)> {
+        self.accept()
+    }
+}
+
+impl Listener for UnixListener {
+    type Conn = UnixStream;
+    type Addr = SockAddr;
+    fn accept_conn(&self) -> Result<(UnixStream, SockAddr)> {
+        self.accept()
+    }
+}
+
+/// Serves connections from `listener`, running `handler(conn, addr)` in a new
+/// task for each. Runs until cancelled (or a fatal accept error), then closes
+/// the listener and cancels every handler still running, waiting for each.
+///
+/// A handler's return value is dropped; a panic in a handler is reported as a
+/// task crash and the server goes on. The connection is closed when the handler
+/// returns or panics.
+///
+/// # Cancellation
+///
+/// Cancelling the server's task is how a server is stopped: it returns the
+/// cancellation error after its handlers have finished.
+pub fn run_server<L, F, R>(listener: L, handler: F) -> Result<()>
+where
+    L: Listener,
+    F: Fn(L::Conn, L::Addr) -> R + 'static,
+    R: 'static,
+{
+    let handler = Rc::new(handler);
+    let live: Rc<RefCell<HashMap<u64, TaskRef>>> = Rc::default();
+    let result = loop {
+        match listener.accept_conn() {
+            Ok((conn, addr)) => {
+                let (h, live2) = (handler.clone(), live.clone());
+                let t = task::spawn(move || {
+                    struct Leave(Rc<RefCell<HashMap<u64, TaskRef>>>, u64);
+                    impl Drop for Leave {
+                        fn drop(&mut self) {
+                            self.0.borrow_mut().remove(&self.1);
+                        }
+                    }
+                    let _leave = Leave(live2, crate::kernel::current_id());
+                    drop(h(conn, addr));
+                });
+                if !t.is_terminated() {
+                    live.borrow_mut().insert(t.id(), t.as_task_ref().clone());
+                }
+            }
+            Err(e) if is_transient(&e) => {
+                eprintln!("curio: server accept failed ({e}); retrying in 100 ms");
+                if let Err(e) = crate::time::sleep(Duration::from_millis(100)) {
+                    break Err(e);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    drop(listener);
+    let handlers: Vec<TaskRef> = live.borrow().values().cloned().collect();
+    for t in &handlers {
+        t.cancel_nowait();
+    }
+    disable_cancellation(|| {
+        for t in &handlers {
+            let _ = t.wait();
+        }
+    });
+    result
+}
+
+fn is_transient(e: &Error) -> bool {
+    let Some(io) = e.io_error() else { return false };
+    io.kind() == io::ErrorKind::ConnectionAborted
+        || matches!(
+            io.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+}
+
+/// Listens on `addr` and serves each client with `handler` in its own task
+/// (see [`run_server`]). The tutorial's `tcp_server('', 25000, echo_client)`.
+///
+/// # Cancellation
+///
+/// As [`run_server`].
+pub fn tcp_server<F, R>(addr: SocketAddr, handler: F) -> Result<()>
+where
+    F: Fn(TcpStream, SocketAddr) -> R + 'static,
+    R: 'static,
+{
+    run_server(tcp_server_socket(addr, false)?, handler)
+}
+
+/// Listens on the Unix socket `path` and serves each client with `handler`.
+///
+/// # Cancellation
+///
+/// As [`run_server`].
+pub fn unix_server<F, R>(path: impl AsRef<Path>, handler: F) -> Result<()>
+where
+    F: Fn(UnixStream, SockAddr) -> R + 'static,
+    R: 'static,
+{
+    run_server(UnixListener::bind(path)?, handler)
+}
+
+/// Resolves `host` (on a worker thread) and connects to the first address that
+/// accepts, trying each in turn.
+///
+/// # Cancellation
+///
+/// A cancel point while resolving and while connecting.
+pub fn open_connection(host: &str, port: u16) -> Result<TcpStream> {
+    let target = (host.to_string(), port);
+    let addrs: Vec<SocketAddr> =
+        crate::workers::run_in_thread(move || target.to_socket_addrs().map(|a| a.collect()))??;
+    create_connection(&addrs)
+}
+
+/// Connects to the first of `addrs` that accepts; the error of the last one
+/// otherwise.
+///
+/// # Cancellation
+///
+/// A cancel point while connecting; a cancellation stops the whole attempt.
+pub fn create_connection(addrs: &[SocketAddr]) -> Result<TcpStream> {
+    let mut last = None;
+    for &a in addrs {
+        match TcpStream::connect(a) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_cancellation() => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "no address to connect to").into()
+    }))
+}
+
+/// Connects to the Unix socket at `path`.
+///
+/// # Cancellation
+///
+/// A cancel point while connecting.
+pub fn open_unix_connection(path: impl AsRef<Path>) -> Result<UnixStream> {
+    UnixStream::connect(path)
+}
