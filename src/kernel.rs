@@ -570,6 +570,7 @@ impl Core {
             return;
         }
         h.cancelled.set(true);
+        h.cancel_depth.set(h.deadlines.borrow().len());
         self.disarm_timeout(h);
         self.deliver(h, Error::cancelled());
     }
@@ -661,8 +662,23 @@ impl Core {
     /// pushed when its own block armed it, and entries for deadlines still on a
     /// task's block stack are never swept (see `timer_is_live`), only skipped
     /// when they pop while another deadline is armed.
+    ///
+    /// A block that was already open when the task was cancelled restores
+    /// nothing: cancelling cleared its deadlines for good, so cleanup code is
+    /// not hit by them (semantics.md). Blocks opened during cleanup work as usual.
     pub(crate) fn unset_timeout(&self, h: &Header, prev: Option<u64>) -> u64 {
         let now = self.now();
+        let depth = h.deadlines.borrow().len();
+        if depth <= h.cancel_depth.get() {
+            h.cancel_depth.set(depth.saturating_sub(1));
+            h.timeout.set(None);
+            if let Some(e) = h.pending.take() {
+                if !matches!(e.kind(), ErrorKind::Timeout | ErrorKind::TimeoutCancelled) {
+                    h.pending.set(Some(e));
+                }
+            }
+            return now;
+        }
         match prev {
             Some(p) if p <= now => self.arm_timeout(h, p, now),
             _ => {

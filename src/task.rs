@@ -159,6 +159,9 @@ pub(crate) struct Header {
     pub(crate) timeout: Cell<Option<u64>>,
     /// Deadlines of the open timeout blocks, outermost first (`u64::MAX`: none).
     pub(crate) deadlines: RefCell<Vec<u64>>,
+    /// How many of those blocks were open when the task was cancelled: their
+    /// deadlines are never armed again (cleanup is not hit by them).
+    pub(crate) cancel_depth: Cell<usize>,
     pub(crate) joiners: RefCell<WaitQueue>,
     pub(crate) locals: RefCell<Locals>,
     pub(crate) exit_hook: RefCell<Option<ExitHook>>,
@@ -198,6 +201,7 @@ impl Header {
             join_target: Cell::new(0),
             timeout: Cell::new(None),
             deadlines: RefCell::new(Vec::new()),
+            cancel_depth: Cell::new(0),
             joiners: RefCell::new(WaitQueue::new()),
             locals: RefCell::new(Locals::default()),
             exit_hook: RefCell::new(None),

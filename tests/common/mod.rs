@@ -1,0 +1,256 @@
+//! Shared test helpers: an event log with exact-order asserts, a watchdog that
+//! fails a hung test fast, kernels on the virtual clock, a stopwatch that reads
+//! virtual time, and re-running this test binary as a child process.
+//!
+//! Every test file includes this module and uses a different subset of it.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, Output, Stdio};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use curio::Kernel;
+
+/// How long a test may run in real time before the watchdog fails it.
+pub const WATCHDOG: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// The event log
+// ---------------------------------------------------------------------------
+
+/// An ordered record of what happened, shared by the tasks of one kernel.
+#[derive(Clone, Default)]
+pub struct Log(Rc<RefCell<Vec<String>>>);
+
+impl Log {
+    pub fn new() -> Log {
+        Log::default()
+    }
+
+    /// Records one event.
+    pub fn push(&self, event: impl Into<String>) {
+        self.0.borrow_mut().push(event.into());
+    }
+
+    /// Records one event prefixed with the virtual time since `sw` started,
+    /// e.g. `"1.5s kid cancelled"`.
+    pub fn at(&self, sw: &Stopwatch, event: impl fmt::Display) {
+        self.push(format!("{} {event}", sw.stamp()));
+    }
+
+    /// Everything recorded so far.
+    pub fn events(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+
+    /// Forgets everything recorded so far.
+    pub fn clear(&self) {
+        self.0.borrow_mut().clear();
+    }
+
+    /// Asserts the exact sequence of events, printing both on mismatch.
+    #[track_caller]
+    pub fn assert_eq(&self, expected: &[&str]) {
+        assert_events(&self.events(), expected);
+    }
+}
+
+/// Asserts that `got` is exactly `expected`, printing both sequences if not.
+#[track_caller]
+pub fn assert_events(got: &[String], expected: &[&str]) {
+    if got.iter().map(String::as_str).ne(expected.iter().copied()) {
+        let mut msg = String::from("the events differ\n  expected:\n");
+        for e in expected {
+            msg.push_str(&format!("    {e:?}\n"));
+        }
+        msg.push_str("  got:\n");
+        for e in got {
+            msg.push_str(&format!("    {e:?}\n"));
+        }
+        panic!("{msg}");
+    }
+}
+
+/// `"ok"` for success, else the error's kind (`"Timeout"`, `"Cancelled"` …).
+pub fn outcome<T>(r: &curio::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("{:?}", e.kind()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Reads kernel time relative to the moment it was started. On the virtual
+/// clock every reading is exact.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch {
+    start: Instant,
+}
+
+impl Stopwatch {
+    /// Starts now (`curio::clock()`); call it inside a task.
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            start: curio::clock(),
+        }
+    }
+
+    /// Kernel time passed since the start.
+    pub fn elapsed(&self) -> Duration {
+        curio::clock() - self.start
+    }
+
+    /// The instant `d` after the start (for `sleep_until`, `timeout_at` …).
+    pub fn at(&self, d: Duration) -> Instant {
+        self.start + d
+    }
+
+    /// The elapsed time as `Duration`'s debug text: `"0ns"`, `"1s"`, `"1.5s"`.
+    pub fn stamp(&self) -> String {
+        format!("{:?}", self.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running kernels under a watchdog
+// ---------------------------------------------------------------------------
+
+/// Runs `f` on a fresh OS thread and returns its value; fails the test if it
+/// has not finished within [`WATCHDOG`]. A panic in `f` resumes here.
+#[track_caller]
+pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let name = format!(
+        "{}-kernel",
+        thread::current().name().unwrap_or("test").to_owned()
+    );
+    let handle = thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(f));
+            let _ = tx.send(r);
+        })
+        .expect("spawn the kernel thread");
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(Ok(v)) => {
+            let _ = handle.join();
+            v
+        }
+        Ok(Err(payload)) => {
+            let _ = handle.join();
+            panic::resume_unwind(payload)
+        }
+        Err(_) => panic!(
+            "watchdog: the kernel did not finish within {WATCHDOG:?} of real time; \
+             a task is stuck (spinning without a cancel point, or waiting forever)"
+        ),
+    }
+}
+
+/// A kernel on the virtual clock.
+pub fn virtual_kernel() -> Kernel {
+    Kernel::builder().virtual_clock(true).build()
+}
+
+/// Runs `main` on a virtual-clock kernel under the watchdog and returns its value.
+/// Fails the test if the kernel reports an error (a deadlock).
+#[track_caller]
+pub fn run_virtual<T: Send + 'static>(main: impl FnOnce() -> T + Send + 'static) -> T {
+    watchdog(move || match virtual_kernel().run(main) {
+        Ok(v) => v,
+        Err(e) => panic!("the kernel failed: {e}"),
+    })
+}
+
+/// Like [`run_virtual`] but hands back the kernel's own result.
+#[track_caller]
+pub fn try_run_virtual<T: Send + 'static>(
+    main: impl FnOnce() -> T + Send + 'static,
+) -> curio::Result<T> {
+    watchdog(move || virtual_kernel().run(main))
+}
+
+/// Runs `main` with a fresh [`Log`] on a virtual-clock kernel under the watchdog
+/// and returns the events once the kernel has shut down, so events recorded by
+/// tasks cancelled at shutdown are included.
+#[track_caller]
+pub fn run_logged(main: impl FnOnce(Log) + Send + 'static) -> Vec<String> {
+    watchdog(move || {
+        let log = Log::new();
+        let l = log.clone();
+        if let Err(e) = virtual_kernel().run(move || main(l)) {
+            panic!("the kernel failed: {e}");
+        }
+        log.events()
+    })
+}
+
+/// The text of a panic payload.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+/// True in a child started by [`run_test_in_child`] with this `env` variable.
+pub fn in_child(env: &str) -> bool {
+    std::env::var_os(env).is_some()
+}
+
+/// Re-runs this test binary with only the test `name`, with `env=1` set, and
+/// returns its output. Fails if the child takes longer than [`WATCHDOG`].
+pub fn run_test_in_child(name: &str, env: &str) -> Output {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut child = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child test process");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("poll the child").is_some() {
+            return child
+                .wait_with_output()
+                .expect("collect the child's output");
+        }
+        if started.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let out = child
+                .wait_with_output()
+                .expect("collect the child's output");
+            panic!(
+                "watchdog: child test {name} did not finish within {WATCHDOG:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
