@@ -156,7 +156,7 @@ impl Kernel {
         F: FnOnce() -> T,
     {
         task::install_panic_hook();
-        sys::install_overflow_handler();
+        sys::install_overflow_handler(trap::running_overflow_info);
         let core = Core::new(&self.config)?;
         if !trap::enter_kernel(&core) {
             return Err(Error::new(ErrorKind::NestedKernel, ""));
@@ -247,14 +247,17 @@ enum TimerItem {
 
 struct Slot {
     task: Option<Rc<dyn AnyTask>>,
-    coro: Option<TaskCoroutine>,
-    reply: Reply,
 }
 
 pub(crate) struct Core {
     slots: RefCell<Vec<Slot>>,
     free_slots: RefCell<Vec<u32>>,
-    ready: RefCell<VecDeque<u32>>,
+    /// Tasks to run, in order. Holding the `Rc` itself means a switch needs no
+    /// slot lookup.
+    ready: RefCell<VecDeque<Rc<dyn AnyTask>>>,
+    /// Free default-size stacks, kept by the kernel so spawning skips the
+    /// thread-local pool; returned to it when the kernel ends.
+    stacks: RefCell<Vec<stack::PooledStack>>,
     timers: RefCell<TimerHeap<TimerItem>>,
     clock: Clock,
     poller: RefCell<Poller>,
@@ -285,6 +288,7 @@ impl Core {
             slots: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             ready: RefCell::new(VecDeque::new()),
+            stacks: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerHeap::new()),
             clock: Clock {
                 epoch: Instant::now(),
@@ -338,41 +342,35 @@ impl Core {
         make: impl FnOnce(stack::PooledStack) -> TaskCoroutine,
     ) -> Result<()> {
         let h = task.header();
-        let st = stack::take(h.stack_size)?;
-        let (lo, hi) = st.guard();
-        h.overflow.set(sys::OverflowInfo {
-            guard_lo: lo,
-            guard_hi: hi,
-            task_id: h.id,
-            stack_size: st.size(),
-            name_ptr: h.name.as_ptr() as usize,
-            name_len: h.name.len(),
-        });
-        let coro = make(st);
+        let cached = if h.stack_size == self.stack_size {
+            self.stacks.borrow_mut().pop()
+        } else {
+            None
+        };
+        let st = match cached {
+            Some(st) => st,
+            None => stack::take(h.stack_size)?,
+        };
+        h.guard.set(st.guard().0);
+        h.stack_bytes.set(st.size());
+        *h.coro.borrow_mut() = Some(make(st));
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(i) => {
-                let mut slots = self.slots.borrow_mut();
-                let s = &mut slots[i as usize];
-                s.task = Some(task.clone());
-                s.coro = Some(coro);
-                s.reply = Ok(());
+                self.slots.borrow_mut()[i as usize].task = Some(task.clone());
                 i
             }
             None => {
                 let mut slots = self.slots.borrow_mut();
                 slots.push(Slot {
                     task: Some(task.clone()),
-                    coro: Some(coro),
-                    reply: Ok(()),
                 });
                 (slots.len() - 1) as u32
             }
         };
-        let h = task.header();
         h.slot.set(slot);
         h.state.set(State::Ready);
         self.live.set(self.live.get() + 1);
-        self.ready.borrow_mut().push_back(slot);
+        self.ready.borrow_mut().push_back(task);
         Ok(())
     }
 
@@ -410,57 +408,62 @@ impl Core {
     }
 
     /// Resumes the task in `slot` once and executes the trap it suspends with.
-    fn step(&self, slot: u32) {
-        let (mut coro, reply, task) = {
-            let mut slots = self.slots.borrow_mut();
-            let s = &mut slots[slot as usize];
-            let Some(coro) = s.coro.take() else { return };
-            let task = s.task.clone().expect("occupied slot");
-            (coro, std::mem::replace(&mut s.reply, Ok(())), task)
-        };
+    ///
+    /// The coroutine is resumed in place, in its header; the ready queue's `Rc`
+    /// keeps the task alive meanwhile and goes back on the queue for a yield.
+    fn step(&self, task: Rc<dyn AnyTask>) {
         let h = task.header();
-        h.state.set(State::Running);
-        h.cycles.set(h.cycles.get() + 1);
-        trap::set_task(Some(h));
-        sys::set_running(h.overflow.get());
-        let result = coro.resume(reply);
-        sys::set_running(sys::OverflowInfo::NONE);
-        trap::set_task(None);
+        let result = {
+            let mut coro = h.coro.borrow_mut();
+            let Some(coro) = coro.as_mut() else { return }; // force-unwound already
+            let reply = match h.reply.take() {
+                None => Ok(()),
+                Some(e) => Err(e),
+            };
+            h.state.set(State::Running);
+            h.cycles.set(h.cycles.get() + 1);
+            trap::set_task(Some(h));
+            let result = coro.resume(reply);
+            trap::set_task(None);
+            result
+        };
         self.since_poll.set(self.since_poll.get() + 1);
         match result {
-            corosensei::CoroutineResult::Yield(trap) => {
-                self.slots.borrow_mut()[slot as usize].coro = Some(coro);
-                if trap == Trap::Yield {
-                    h.state.set(State::Ready);
-                    self.ready.borrow_mut().push_back(slot);
-                }
+            corosensei::CoroutineResult::Yield(Trap::Yield) => {
+                h.state.set(State::Ready);
+                self.ready.borrow_mut().push_back(task);
             }
-            corosensei::CoroutineResult::Return(()) => self.finish(slot, coro),
+            corosensei::CoroutineResult::Yield(Trap::Wait) => {}
+            corosensei::CoroutineResult::Return(()) => self.finish(&task),
         }
     }
 
     /// Cleans up after a task whose coroutine has returned: wakes joiners, runs
     /// its exit hook, recycles its stack and slot.
-    fn finish(&self, slot: u32, coro: TaskCoroutine) {
-        stack::give(coro.into_stack());
-        let task = {
-            let mut slots = self.slots.borrow_mut();
-            let s = &mut slots[slot as usize];
-            s.reply = Ok(());
-            s.task.take().expect("finished task had a slot")
-        };
+    fn finish(&self, task: &Rc<dyn AnyTask>) {
+        let h = task.header();
+        if let Some(coro) = h.coro.borrow_mut().take() {
+            let st = coro.into_stack();
+            if st.size() == self.stack_size {
+                self.stacks.borrow_mut().push(st);
+            } else {
+                stack::give(st);
+            }
+        }
+        let slot = h.slot.get();
+        self.slots.borrow_mut()[slot as usize].task = None;
         self.free_slots.borrow_mut().push(slot);
         self.live.set(self.live.get() - 1);
-        let h = task.header();
+        h.reply.set(None);
         h.state.set(State::Terminated);
         h.terminated.set(true);
         h.timeout.set(None);
-        let joiners: Vec<Waiter> = h.joiners.borrow_mut().drain().collect();
-        for w in joiners {
+        let mut joiners = std::mem::take(&mut *h.joiners.borrow_mut());
+        for w in joiners.drain() {
             self.wake(w, Ok(()));
         }
         if let Some(hook) = h.exit_hook.borrow_mut().take() {
-            hook(&task);
+            hook(task);
         }
     }
 
@@ -524,7 +527,7 @@ impl Core {
             return false;
         }
         self.end_wait(h);
-        self.make_ready(w.slot, h, reply);
+        self.make_ready(task, reply);
         true
     }
 
@@ -536,8 +539,9 @@ impl Core {
             return None;
         }
         self.end_wait(h);
-        self.make_ready(w.slot, h, reply);
-        Some(h.id)
+        let id = h.id;
+        self.make_ready(task, reply);
+        Some(id)
     }
 
     fn end_wait(&self, h: &Header) {
@@ -557,10 +561,11 @@ impl Core {
         self.end_wait(h);
     }
 
-    fn make_ready(&self, slot: u32, h: &Header, reply: Reply) {
-        self.slots.borrow_mut()[slot as usize].reply = reply;
+    fn make_ready(&self, task: Rc<dyn AnyTask>, reply: Reply) {
+        let h = task.header();
+        h.reply.set(reply.err());
         h.state.set(State::Ready);
-        self.ready.borrow_mut().push_back(slot);
+        self.ready.borrow_mut().push_back(task);
     }
 
     /// Requests cancellation of a task: delivered at most once, clears its armed
@@ -579,7 +584,9 @@ impl Core {
     fn deliver(&self, h: &Header, err: Error) {
         if h.wait_id.get() != 0 && h.mask.get() == 0 {
             self.abort_wait(h);
-            self.make_ready(h.slot.get(), h, Err(err));
+            if let Some(task) = self.header_at(h.slot.get()) {
+                self.make_ready(task, Err(err));
+            }
             return;
         }
         // A pending cancellation outranks a pending timeout.
@@ -800,20 +807,30 @@ impl Core {
     /// Runs passes over the ready queue until `done` holds. Returns a deadlock
     /// report if everything blocked first.
     fn run_until(&self, done: impl Fn() -> bool) -> Option<String> {
+        // Tasks left in this pass (those that were ready when it began).
+        let mut batch = 0usize;
         loop {
-            let batch = self.ready.borrow().len();
-            for _ in 0..batch {
-                let next = self.ready.borrow_mut().pop_front();
-                match next {
-                    Some(slot) => self.step(slot),
-                    None => break,
+            if batch == 0 {
+                if done() {
+                    return None;
                 }
+                let (idle, len) = {
+                    let ready = self.ready.borrow();
+                    (ready.is_empty(), ready.len())
+                };
+                batch = len;
+                if idle || self.since_poll.get() >= POLL_INTERVAL {
+                    if let Err(report) = self.tick() {
+                        return Some(report);
+                    }
+                    batch = self.ready.borrow().len();
+                }
+                continue;
             }
-            if done() {
-                return None;
-            }
-            if let Err(report) = self.tick() {
-                return Some(report);
+            batch -= 1;
+            let next = self.ready.borrow_mut().pop_front();
+            if let Some(task) = next {
+                self.step(task);
             }
         }
     }
@@ -826,9 +843,6 @@ impl Core {
     /// than POLL_INTERVAL switches have passed; blocks when nothing is ready.
     fn tick(&self) -> std::result::Result<(), String> {
         let idle = self.ready.borrow().is_empty();
-        if !idle && self.since_poll.get() < POLL_INTERVAL {
-            return Ok(());
-        }
         self.since_poll.set(0);
         if !idle {
             if self.external.get() > 0 || self.poller.borrow().inbox_pending() {
@@ -948,8 +962,7 @@ impl Core {
         self.unwinding.set(true);
         for t in self.live_tasks().iter().rev() {
             let h = t.header();
-            let slot = h.slot.get();
-            let coro = self.slots.borrow_mut()[slot as usize].coro.take();
+            let coro = h.coro.borrow_mut().take();
             if let Some(mut coro) = coro {
                 trap::set_task(Some(h));
                 let r = panic::catch_unwind(AssertUnwindSafe(|| coro.force_unwind()));
@@ -960,7 +973,8 @@ impl Core {
                 if h.wait_id.get() != 0 {
                     self.abort_wait(h);
                 }
-                self.finish(slot, coro);
+                *h.coro.borrow_mut() = Some(coro);
+                self.finish(t);
             }
         }
         self.unwinding.set(false);
@@ -972,6 +986,9 @@ impl Drop for Core {
         // Only reached with tasks alive if the kernel itself panicked.
         if self.live.get() > 0 {
             self.force_unwind_all();
+        }
+        for st in self.stacks.take() {
+            stack::give(st);
         }
     }
 }

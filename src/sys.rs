@@ -24,9 +24,16 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 
 /// The size of a memory page.
 pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let cached = PAGE.load(std::sync::atomic::Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 { n as usize } else { 4096 }
+    let n = if n > 0 { n as usize } else { 4096 };
+    PAGE.store(n, std::sync::atomic::Ordering::Relaxed);
+    n
 }
 
 /// Reserves `len` bytes of read-write address space, committed lazily by touch
@@ -131,22 +138,16 @@ impl OverflowInfo {
     };
 }
 
-thread_local! {
-    static RUNNING: std::cell::Cell<OverflowInfo> = const { std::cell::Cell::new(OverflowInfo::NONE) };
-}
-
-/// Records the task now running on this thread (the kernel calls this before each resume).
-#[inline]
-pub(crate) fn set_running(info: OverflowInfo) {
-    RUNNING.with(|r| r.set(info));
-}
+/// Reports the task running on the calling thread; set once by the kernel.
+static RUNNING: std::sync::OnceLock<fn() -> OverflowInfo> = std::sync::OnceLock::new();
 
 static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 static INSTALL: Once = Once::new();
 
 /// Installs the SIGSEGV/SIGBUS handler once per process, and an alternate signal
 /// stack on the calling thread if it has none.
-pub(crate) fn install_overflow_handler() {
+pub(crate) fn install_overflow_handler(running: fn() -> OverflowInfo) {
+    let _ = RUNNING.set(running);
     INSTALL.call_once(|| {
         for sig in [libc::SIGSEGV, libc::SIGBUS] {
             // SAFETY: a zeroed sigaction is a valid "no handler" value; we fill in a
@@ -212,7 +213,7 @@ fn write_number(mut n: u64) {
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let running = RUNNING.with(|r| r.get());
+    let running = RUNNING.get().map_or(OverflowInfo::NONE, |f| f());
     if running.guard_hi != 0 && addr >= running.guard_lo && addr < running.guard_hi {
         write_stderr(b"\ncurio: task ");
         write_number(running.task_id);

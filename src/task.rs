@@ -36,8 +36,7 @@ use std::sync::Once;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel;
-use crate::sys::OverflowInfo;
-use crate::trap;
+use crate::trap::{self, TaskCoroutine};
 use crate::wait::WaitQueue;
 
 /// What a task is doing, with Curio's state names (shown by `Display`).
@@ -168,9 +167,16 @@ pub(crate) struct Header {
     /// Belongs to a task group.
     pub(crate) in_group: Cell<bool>,
     pub(crate) panic_message: RefCell<Option<String>>,
+    /// The task's coroutine, resumed in place by the kernel; taken out when it ends.
+    pub(crate) coro: RefCell<Option<TaskCoroutine>>,
+    /// The error the next resume delivers (`None`: `Ok`).
+    pub(crate) reply: Cell<Option<Error>>,
     /// The task's corosensei yielder, recorded when it first runs.
     pub(crate) yielder: Cell<*const ()>,
-    pub(crate) overflow: Cell<OverflowInfo>,
+    /// The lowest address of the task's stack guard page (0 before it has a stack).
+    pub(crate) guard: Cell<usize>,
+    /// Usable bytes of its stack.
+    pub(crate) stack_bytes: Cell<usize>,
 }
 
 impl Header {
@@ -207,8 +213,11 @@ impl Header {
             exit_hook: RefCell::new(None),
             in_group: Cell::new(false),
             panic_message: RefCell::new(None),
+            coro: RefCell::new(None),
+            reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
-            overflow: Cell::new(OverflowInfo::NONE),
+            guard: Cell::new(0),
+            stack_bytes: Cell::new(0),
         }
     }
 
@@ -591,16 +600,18 @@ impl Builder {
             let size = self
                 .stack_size
                 .map_or(core.default_stack_size(), crate::stack::round_size);
-            let h = Header::new(
+            let cell = Rc::new(TaskCell::new(Header::new(
                 core.next_task_id(),
                 Some(parent.id),
                 name,
                 self.daemon,
                 size,
                 false,
-            );
-            *h.locals.borrow_mut() = parent.locals.borrow().inherit();
-            Rc::new(TaskCell::new(h))
+            )));
+            if !parent.locals.borrow().values.is_empty() {
+                *cell.header.locals.borrow_mut() = parent.locals.borrow().inherit();
+            }
+            cell
         })
     }
 }
@@ -761,6 +772,9 @@ pub(crate) struct Locals {
 impl Locals {
     /// A copy for a child task (copy-on-spawn inheritance).
     fn inherit(&self) -> Locals {
+        if self.values.is_empty() {
+            return Locals::default();
+        }
         Locals {
             values: self
                 .values

@@ -22,7 +22,7 @@
 //!
 //! # Invariants
 //!
-//! - `CONTEXT` names the running kernel (for the whole of `run`) and the running
+//! - `CORE` and `TASK` name the running kernel (for the whole of `run`) and the running
 //!   task (only while the kernel has resumed it). Both pointers are set and cleared
 //!   by the kernel alone.
 //! - The kernel keeps a task's header alive (its slot holds an `Rc`) until the
@@ -60,27 +60,23 @@ pub(crate) type TaskCoroutine = Coroutine<Reply, Trap, (), PooledStack>;
 
 type TaskYielder = Yielder<Reply, Trap>;
 
-#[derive(Clone, Copy)]
-struct Context {
-    core: *const Core,
-    task: *const Header,
-}
-
 thread_local! {
-    static CONTEXT: Cell<Context> =
-        const { Cell::new(Context { core: ptr::null(), task: ptr::null() }) };
+    /// The kernel running on this thread (for the whole of `run`).
+    static CORE: Cell<*const Core> = const { Cell::new(ptr::null()) };
+    /// The task the kernel has resumed, while it runs.
+    static TASK: Cell<*const Header> = const { Cell::new(ptr::null()) };
 }
 
 /// Runs `f` with the kernel running on this thread, or returns `None` outside a kernel.
 #[inline]
 pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
-    let ctx = CONTEXT.with(|c| c.get());
-    if ctx.core.is_null() {
+    let core = CORE.with(|c| c.get());
+    if core.is_null() {
         return None;
     }
     // SAFETY: a non-null core pointer is set by `enter_kernel` for the duration of
     // `run`, and the Core it names lives in `run`'s frame until `leave_kernel`.
-    Some(f(unsafe { &*ctx.core }))
+    Some(f(unsafe { &*core }))
 }
 
 /// Runs `f` with the kernel running on this thread. Panics outside a kernel: every
@@ -93,19 +89,20 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
 /// Runs `f` with the kernel and the running task's header. Panics outside a task.
 #[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Core, &Header) -> R) -> R {
-    let ctx = CONTEXT.with(|c| c.get());
-    if ctx.core.is_null() || ctx.task.is_null() {
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
         not_in_task();
     }
-    // SAFETY: both pointers are non-null, so the kernel set them: the core for the
-    // whole run, the task for as long as it runs (module invariants).
-    unsafe { f(&*ctx.core, &*ctx.task) }
+    let core = CORE.with(|c| c.get());
+    // SAFETY: a task pointer is only set while the kernel runs that task, so both
+    // pointers are non-null and set by the kernel: the core for the whole run,
+    // the task for as long as it runs (module invariants).
+    unsafe { f(&*core, &*task) }
 }
 
 /// True when called from inside a curio task.
 pub(crate) fn in_task() -> bool {
-    let ctx = CONTEXT.with(|c| c.get());
-    !ctx.core.is_null() && !ctx.task.is_null()
+    !TASK.with(|c| c.get()).is_null()
 }
 
 #[cold]
@@ -114,45 +111,64 @@ fn not_in_task() -> ! {
     panic!("curio: this call must be made from a curio task; start one with curio::run(|| ...)")
 }
 
+/// What the stack-overflow handler needs about the task running on this thread
+/// (all zero when none). Async-signal-safe: one thread-local read and plain loads.
+pub(crate) fn running_overflow_info() -> crate::sys::OverflowInfo {
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
+        return crate::sys::OverflowInfo::NONE;
+    }
+    // SAFETY: a non-null task pointer is set by the kernel only while that task
+    // runs, and its header outlives the run (module invariants).
+    let h = unsafe { &*task };
+    let guard = h.guard.get();
+    crate::sys::OverflowInfo {
+        guard_lo: guard,
+        guard_hi: if guard == 0 {
+            0
+        } else {
+            guard + crate::sys::page_size()
+        },
+        task_id: h.id,
+        stack_size: h.stack_bytes.get(),
+        name_ptr: h.name.as_ptr() as usize,
+        name_len: h.name.len(),
+    }
+}
+
 /// Marks this thread as running `core`. Returns false if a kernel already runs here.
 pub(crate) fn enter_kernel(core: &Core) -> bool {
-    CONTEXT.with(|c| {
-        let ctx = c.get();
-        if !ctx.core.is_null() {
+    CORE.with(|c| {
+        if !c.get().is_null() {
             return false;
         }
-        c.set(Context {
-            core,
-            task: ptr::null(),
-        });
+        c.set(core);
+        TASK.with(|t| t.set(ptr::null()));
         true
     })
 }
 
 /// Clears the kernel mark set by [`enter_kernel`].
 pub(crate) fn leave_kernel() {
-    CONTEXT.with(|c| {
-        c.set(Context {
-            core: ptr::null(),
-            task: ptr::null(),
-        })
-    });
+    CORE.with(|c| c.set(ptr::null()));
+    TASK.with(|t| t.set(ptr::null()));
 }
 
 /// Records which task the kernel is about to resume (`None` when it is back).
 #[inline]
 pub(crate) fn set_task(task: Option<&Header>) {
-    CONTEXT.with(|c| {
-        let mut ctx = c.get();
-        ctx.task = task.map_or(ptr::null(), |t| t as *const Header);
-        c.set(ctx);
-    });
+    TASK.with(|c| c.set(task.map_or(ptr::null(), |t| t as *const Header)));
 }
 
 /// Suspends the running task with `trap` and returns the kernel's reply.
 #[inline]
 pub(crate) fn suspend(trap: Trap) -> Reply {
-    let y = with_current(|_, task| task.yielder.get());
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
+        not_in_task();
+    }
+    // SAFETY: a non-null task pointer names the running task's live header.
+    let y = unsafe { (*task).yielder.get() };
     debug_assert!(
         !y.is_null(),
         "a running task always has its yielder recorded"

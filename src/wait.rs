@@ -32,10 +32,16 @@ pub(crate) struct Waiter {
 }
 
 /// A FIFO of waiters with lazy removal.
+///
+/// The oldest waiter is kept inline: most queues (a join, a lock, an event)
+/// hold one waiter at a time, and then no allocation is made.
 #[derive(Debug, Default)]
 pub(crate) struct WaitQueue {
-    entries: VecDeque<Waiter>,
-    /// Sweep stale entries when the queue grows past this.
+    /// The oldest entry, when the queue is not empty.
+    head: Option<Waiter>,
+    /// The entries after `head`, in order.
+    rest: VecDeque<Waiter>,
+    /// Sweep stale entries when `rest` grows past this.
     sweep_at: usize,
 }
 
@@ -44,24 +50,46 @@ const MIN_SWEEP: usize = 32;
 impl WaitQueue {
     pub(crate) const fn new() -> WaitQueue {
         WaitQueue {
-            entries: VecDeque::new(),
+            head: None,
+            rest: VecDeque::new(),
             sweep_at: MIN_SWEEP,
+        }
+    }
+
+    fn pop_any(&mut self) -> Option<Waiter> {
+        match self.head.take() {
+            Some(w) => {
+                self.head = self.rest.pop_front();
+                Some(w)
+            }
+            None => None,
         }
     }
 
     /// Appends a waiter. When the queue has doubled since the last sweep, drops the
     /// entries `is_live` rejects first (amortised O(1) per push).
     pub(crate) fn push(&mut self, w: Waiter, is_live: impl Fn(Waiter) -> bool) {
-        if self.entries.len() >= self.sweep_at {
-            self.entries.retain(|&w| is_live(w));
-            self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP);
+        if self.head.is_none() {
+            self.head = Some(w);
+            return;
         }
-        self.entries.push_back(w);
+        if self.rest.len() >= self.sweep_at.max(MIN_SWEEP) {
+            self.rest.retain(|&w| is_live(w));
+            self.sweep_at = (self.rest.len() * 2).max(MIN_SWEEP);
+            if self.head.is_some_and(|h| !is_live(h)) {
+                self.head = self.rest.pop_front();
+            }
+            if self.head.is_none() {
+                self.head = Some(w);
+                return;
+            }
+        }
+        self.rest.push_back(w);
     }
 
     /// Removes and returns the oldest waiter still live.
     pub(crate) fn pop_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
-        while let Some(w) = self.entries.pop_front() {
+        while let Some(w) = self.pop_any() {
             if is_live(w) {
                 return Some(w);
             }
@@ -71,18 +99,18 @@ impl WaitQueue {
 
     /// The oldest live waiter, left in place (stale ones in front are dropped).
     pub(crate) fn first_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
-        while let Some(&w) = self.entries.front() {
+        while let Some(w) = self.head {
             if is_live(w) {
                 return Some(w);
             }
-            self.entries.pop_front();
+            self.pop_any();
         }
         None
     }
 
     /// Removes every entry, live or not, oldest first.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Waiter> + '_ {
-        self.entries.drain(..)
+        self.head.take().into_iter().chain(self.rest.drain(..))
     }
 }
 
@@ -122,6 +150,6 @@ mod tests {
         for i in 1..1_000_000u64 {
             q.push(w(i), |x| x.wait_id == 0 || x.wait_id == i - 1);
         }
-        assert!(q.entries.len() < 100, "queue grew to {}", q.entries.len());
+        assert!(q.rest.len() < 100, "queue grew to {}", q.rest.len());
     }
 }
