@@ -522,12 +522,43 @@ impl<S: StreamIo> Stream<S> {
         Ok(self.take(n))
     }
 
-    /// Reads into `buf`; returns the count (0: end of file).
+    /// Reads into `buf` until it is full or the end of file; returns the count
+    /// (less than `buf.len()` only at end of file).
     ///
     /// # Cancellation
     ///
-    /// As [`Stream::read`].
+    /// A cancel point. Cancelled (or failed), the bytes already copied into
+    /// `buf` are put back in the stream's buffer, so the next read returns them;
+    /// [`Error::bytes_done`] counts them.
     pub fn readinto(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.read_short(&mut buf[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) => {
+                    self.unread(&buf[..done]);
+                    return Err(e.with_progress(done));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Puts `bytes` back in front of the buffer.
+    fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        self.buf.extend_from_slice(bytes);
+        self.buf.extend_from_slice(&rest);
+    }
+
+    /// One read's worth: buffered bytes, else one read from the fd.
+    fn read_short(&mut self, buf: &mut [u8]) -> Result<usize> {
         if self.buffered().is_empty() {
             if buf.len() >= CHUNK {
                 return self.io.read_some(buf);
@@ -599,11 +630,14 @@ impl<S: StreamIo> Stream<S> {
     pub fn readline(&mut self) -> Result<Vec<u8>> {
         let mut searched = 0;
         loop {
+            // Only the first `max_line` bytes may hold the end of the line,
+            // however the data arrived.
             let unread = self.buffered();
-            if let Some(i) = unread[searched..].iter().position(|&b| b == b'\n') {
+            let window = &unread[..unread.len().min(self.max_line)];
+            if let Some(i) = window[searched..].iter().position(|&b| b == b'\n') {
                 return Ok(self.take(searched + i + 1));
             }
-            searched = unread.len();
+            searched = window.len();
             if searched >= self.max_line {
                 let e = io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -636,13 +670,8 @@ impl<S: StreamIo> Stream<S> {
                 Ok(line) => lines.push(line),
                 Err(e) => {
                     let back: Vec<u8> = lines.concat();
-                    let n = back.len();
-                    let rest = self.buf.split_off(self.pos);
-                    self.buf.truncate(0);
-                    self.pos = 0;
-                    self.buf.extend_from_slice(&back);
-                    self.buf.extend_from_slice(&rest);
-                    return Err(e.with_progress(n));
+                    self.unread(&back);
+                    return Err(e.with_progress(back.len()));
                 }
             }
         }
@@ -725,8 +754,9 @@ impl<S: StreamIo> Iterator for Lines<'_, S> {
 }
 
 impl<S: StreamIo> Read for Stream<S> {
+    /// A short read, as `Read` expects (unlike [`Stream::readinto`]).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(self.readinto(buf)?)
+        Ok(self.read_short(buf)?)
     }
 }
 

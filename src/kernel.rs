@@ -1080,9 +1080,9 @@ pub(crate) fn current_id() -> u64 {
 /// [`ErrorKind::ResourceBusy`] if another task already waits on `fd` in that
 /// direction; the caller's cancellation or timeout (the wait is then forgotten).
 pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction) -> Result<()> {
-    let (state, verb) = match dir {
-        Direction::Read => (State::ReadWait, "read"),
-        Direction::Write => (State::WriteWait, "write"),
+    let (state, verb, who) = match dir {
+        Direction::Read => (State::ReadWait, "read", "reader"),
+        Direction::Write => (State::WriteWait, "write", "writer"),
     };
     trap::with_core(|core| {
         let mut poller = core.poller.borrow_mut();
@@ -1090,7 +1090,7 @@ pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction)
             Some(w) if core.is_waiting(w) => Err(Error::new(
                 ErrorKind::ResourceBusy,
                 format!(
-                    "another task is already waiting to {verb} fd {fd}; use one {verb}er per socket"
+                    "another task is already waiting to {verb} fd {fd}; use one {who} per socket"
                 ),
             )),
             _ => Ok(()),
