@@ -173,6 +173,9 @@ impl Kernel {
         let main_task = core.spawn_main(main, out.clone())?;
         let deadlock = core.run_until_main_ends(&main_task);
         core.shutdown();
+        for hook in core.exit_hooks.take() {
+            hook();
+        }
         drop(core);
         let outcome = out.borrow_mut().take();
         match (deadlock, outcome) {
@@ -279,6 +282,8 @@ pub(crate) struct Core {
     id: u64,
     /// Scratch space for the waiters a poll wakes (kept to avoid allocating).
     woken: RefCell<Vec<Waiter>>,
+    /// Run once every task has ended (services release what they hold).
+    exit_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 impl Core {
@@ -308,6 +313,7 @@ impl Core {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             woken: RefCell::new(Vec::new()),
+            exit_hooks: RefCell::new(Vec::new()),
         })
     }
 
@@ -323,6 +329,12 @@ impl Core {
     /// The stack size tasks get when their builder names none.
     pub(crate) fn default_stack_size(&self) -> usize {
         self.stack_size
+    }
+
+    /// Runs `hook` when this kernel has shut down (every task ended). Services
+    /// such as the worker pool use it to release what they hold.
+    pub(crate) fn at_exit(&self, hook: Box<dyn FnOnce()>) {
+        self.exit_hooks.borrow_mut().push(hook);
     }
 
     /// The `run_in_thread` pool size this kernel was built with.
@@ -738,12 +750,15 @@ impl Core {
                     }
                 }
                 TimerItem::Timeout { .. } if woke_at == Some(deadline) => {
-                    // Discussion: a wake-up and a timeout due at the same
-                    // instant (common on the virtual clock, where a one-second
-                    // nag and a five-second sleep meet exactly). The woken tasks
-                    // run first, so what they do at that instant (set the event
-                    // the timed task waits for) counts as in time. The timeout
-                    // stays armed and is looked at again on the next tick.
+                    // Discussion: a timeout due at the same instant as a sleep
+                    // that just woke a task, but set after it (common on the
+                    // virtual clock, where a one-second nag and a five-second
+                    // sleep meet exactly). On a real clock it would fall a
+                    // little later, after the woken task had run; so here too
+                    // the woken tasks run first and what they do at that
+                    // instant counts as in time. The timeout stays armed and is
+                    // looked at again on the next tick. Ties otherwise keep the
+                    // order in which deadlines were set.
                     self.timers.borrow_mut().push(deadline, item);
                     break;
                 }

@@ -2,15 +2,17 @@
 //!
 //! # Invariants
 //!
-//! - Each kernel thread has its own pool, started lazily, of at most
-//!   `Builder::thread_pool_size` threads (64 by default). Work beyond that waits
-//!   in the pool's queue; its caller waits cancellably.
+//! - Each kernel has its own pool, started lazily, of at most
+//!   `Builder::thread_pool_size` threads (64 by default), shut down with the
+//!   kernel (idle threads exit at once, busy ones after their job). Work beyond
+//!   the limit waits in the pool's queue; its caller waits cancellably.
 //! - The result comes back through the kernel's inbox and `mio::Waker`; the
 //!   calling task waits in `FUTURE_WAIT`, an external wait (no deadlock report
 //!   while work is out).
 //! - Cancelling the caller returns at once. Work not yet started is skipped;
-//!   work already running finishes on its thread as a zombie and its result is
-//!   dropped (the wake it posts is stale and ignored).
+//!   work already running finishes on its thread as a zombie, outside the pool
+//!   (which may start another thread in its place), and its result is dropped
+//!   (the wake it posts is stale and ignored).
 //! - Idle threads exit after ten seconds.
 //!
 //! # Example
@@ -26,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -38,13 +40,26 @@ use crate::trap;
 
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
+// A job's life. The caller and the worker race on it with compare-exchange.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+/// Abandoned before it started: the worker skips it.
+const SKIPPED: u8 = 3;
+/// Abandoned while running: its thread left the pool and exits when done.
+const ZOMBIE: u8 = 4;
+
+struct Job {
+    run: Box<dyn FnOnce() + Send>,
+    state: Arc<AtomicU8>,
+}
 
 struct PoolState {
     jobs: VecDeque<Job>,
     idle: usize,
     threads: usize,
     max: usize,
+    shutdown: bool,
 }
 
 struct Pool {
@@ -53,7 +68,8 @@ struct Pool {
 }
 
 thread_local! {
-    static POOL: RefCell<Option<Arc<Pool>>> = const { RefCell::new(None) };
+    /// The pool of the kernel running on this thread, with that kernel's id.
+    static POOL: RefCell<Option<(u64, Arc<Pool>)>> = const { RefCell::new(None) };
 }
 
 fn lock(pool: &Pool) -> std::sync::MutexGuard<'_, PoolState> {
@@ -61,29 +77,32 @@ fn lock(pool: &Pool) -> std::sync::MutexGuard<'_, PoolState> {
 }
 
 impl Pool {
-    fn submit(self: &Arc<Self>, job: Job, max: usize) -> io::Result<()> {
+    fn submit(self: &Arc<Self>, job: Job) -> io::Result<()> {
         let mut st = lock(self);
-        st.max = max;
         st.jobs.push_back(job);
         if st.idle > 0 {
             self.work.notify_one();
-            return Ok(());
         }
-        if st.threads >= st.max {
-            return Ok(()); // queued until a thread comes free
-        }
-        st.threads += 1;
-        drop(st);
-        let pool = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("curio-worker".into())
-            .spawn(move || pool.worker());
-        if let Err(e) = spawned {
-            let mut st = lock(self);
-            st.threads -= 1;
-            if st.threads == 0 {
-                st.jobs.pop_back();
-                return Err(e);
+        self.start_workers(st)
+    }
+
+    /// Starts threads while queued jobs outnumber idle threads and the pool has room.
+    fn start_workers(
+        self: &Arc<Self>,
+        mut st: std::sync::MutexGuard<'_, PoolState>,
+    ) -> io::Result<()> {
+        while st.jobs.len() > st.idle && st.threads < st.max && !st.shutdown {
+            st.threads += 1;
+            let pool = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("curio-worker".into())
+                .spawn(move || pool.worker());
+            if let Err(e) = spawned {
+                st.threads -= 1;
+                if st.threads == 0 {
+                    return Err(e);
+                }
+                break;
             }
         }
         Ok(())
@@ -94,9 +113,26 @@ impl Pool {
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 drop(st);
-                job();
+                if job
+                    .state
+                    .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    (job.run)();
+                    if job
+                        .state
+                        .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        return; // a zombie: the pool already let this thread go
+                    }
+                }
                 st = lock(self);
                 continue;
+            }
+            if st.shutdown {
+                st.threads -= 1;
+                return;
             }
             st.idle += 1;
             let (guard, timeout) = self
@@ -111,24 +147,71 @@ impl Pool {
             }
         }
     }
+
+    /// The caller of `state`'s job gave up on it.
+    fn abandon(self: &Arc<Self>, state: &AtomicU8) {
+        if state
+            .compare_exchange(QUEUED, SKIPPED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return; // never started; the worker will skip it
+        }
+        if state
+            .compare_exchange(RUNNING, ZOMBIE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // Its thread finishes as a zombie outside the pool; let another
+            // thread take its place for the jobs waiting now.
+            let mut st = lock(self);
+            st.threads -= 1;
+            let _ = self.start_workers(st);
+        }
+    }
+
+    /// The kernel ended: idle threads exit now, busy ones after their job.
+    fn shut_down(&self) {
+        lock(self).shutdown = true;
+        self.work.notify_all();
+    }
 }
 
+/// This kernel's pool, started on first use and shut down with the kernel.
 fn pool() -> Arc<Pool> {
-    POOL.with(|p| {
-        p.borrow_mut()
-            .get_or_insert_with(|| {
-                Arc::new(Pool {
-                    state: Mutex::new(PoolState {
-                        jobs: VecDeque::new(),
-                        idle: 0,
-                        threads: 0,
-                        max: 1,
-                    }),
-                    work: Condvar::new(),
-                })
-            })
-            .clone()
-    })
+    let (kernel, max) = trap::with_core(|core| (core.id(), core.thread_pool_size()));
+    if let Some(p) = POOL.with(|p| {
+        p.borrow()
+            .as_ref()
+            .filter(|(k, _)| *k == kernel)
+            .map(|(_, p)| p.clone())
+    }) {
+        return p;
+    }
+    let pool = Arc::new(Pool {
+        state: Mutex::new(PoolState {
+            jobs: VecDeque::new(),
+            idle: 0,
+            threads: 0,
+            max,
+            shutdown: false,
+        }),
+        work: Condvar::new(),
+    });
+    if let Some((_, old)) = POOL.with(|p| p.borrow_mut().replace((kernel, pool.clone()))) {
+        old.shut_down();
+    }
+    let p2 = pool.clone();
+    trap::with_core(|core| {
+        core.at_exit(Box::new(move || {
+            p2.shut_down();
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.as_ref().is_some_and(|(k, _)| *k == kernel) {
+                    *p = None;
+                }
+            });
+        }))
+    });
+    pool
 }
 
 /// Runs the blocking function `f` on a pool thread and waits for its value,
@@ -150,27 +233,27 @@ where
     R: Send + 'static,
 {
     let slot: Arc<Mutex<Option<std::thread::Result<R>>>> = Arc::new(Mutex::new(None));
-    let abandoned = Arc::new(AtomicBool::new(false));
-    let (inbox, max) = trap::with_core(|core| (core.inbox(), core.thread_pool_size()));
+    let state = Arc::new(AtomicU8::new(QUEUED));
+    let inbox = trap::with_core(|core| core.inbox());
     let pool = pool();
     let mut failed: Option<io::Error> = None;
     let r = kernel::park_external(State::FutureWait, |core, w| {
-        let (slot, abandoned) = (slot.clone(), abandoned.clone());
-        let job: Job = Box::new(move || {
-            if abandoned.load(Ordering::Acquire) {
-                return; // the caller gave up before we started
-            }
+        let slot = slot.clone();
+        let run = Box::new(move || {
             let out = panic::catch_unwind(AssertUnwindSafe(f));
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
             inbox.send(Message::Wake(w));
         });
-        if let Err(e) = pool.submit(job, max) {
+        if let Err(e) = pool.submit(Job {
+            run,
+            state: state.clone(),
+        }) {
             failed = Some(e);
             core.wake(w, Ok(()));
         }
     });
     if let Err(e) = r {
-        abandoned.store(true, Ordering::Release);
+        pool.abandon(&state);
         return Err(e);
     }
     if let Some(e) = failed {
