@@ -428,14 +428,10 @@ impl Core {
         let result = {
             let mut coro = h.coro.borrow_mut();
             let Some(coro) = coro.as_mut() else { return }; // force-unwound already
-            let reply = match h.reply.take() {
-                None => Ok(()),
-                Some(e) => Err(e),
-            };
             h.state.set(State::Running);
             h.cycles.set(h.cycles.get() + 1);
             trap::set_task(Some(h));
-            let result = coro.resume(reply);
+            let result = coro.resume(());
             trap::set_task(None);
             result
         };

@@ -56,9 +56,13 @@ pub(crate) enum Trap {
 pub(crate) type Reply = Result<(), Error>;
 
 /// A task's coroutine on a pooled stack.
-pub(crate) type TaskCoroutine = Coroutine<Reply, Trap, (), PooledStack>;
+///
+/// The reply does not travel through corosensei: the kernel leaves it in the
+/// task's header (`Header::reply`) and the task picks it up when it resumes,
+/// which keeps the switch itself as small as corosensei's own.
+pub(crate) type TaskCoroutine = Coroutine<(), Trap, (), PooledStack>;
 
-type TaskYielder = Yielder<Reply, Trap>;
+type TaskYielder = Yielder<(), Trap>;
 
 thread_local! {
     /// The kernel running on this thread (for the whole of `run`).
@@ -177,7 +181,12 @@ pub(crate) fn suspend(trap: Trap) -> Reply {
     // corosensei passed it; that yielder lives at the base of this task's stack
     // for the coroutine's whole life, and we are running on that stack now.
     let yielder: &TaskYielder = unsafe { &*(y as *const TaskYielder) };
-    yielder.suspend(trap)
+    yielder.suspend(trap);
+    // SAFETY: as above; we are running again, so the header is still live.
+    match unsafe { (*task).reply.take() } {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
 }
 
 /// Creates a task coroutine that records its yielder in `header` and runs `body`.
@@ -192,7 +201,7 @@ pub(crate) unsafe fn new_coroutine_unchecked(
     body: impl FnOnce(),
 ) -> TaskCoroutine {
     let header = header as usize;
-    let f = move |y: &TaskYielder, _first: Reply| {
+    let f = move |y: &TaskYielder, _first: ()| {
         // SAFETY: the caller guarantees the header outlives the coroutine.
         let h = unsafe { &*(header as *const Header) };
         h.yielder.set(y as *const TaskYielder as *const ());
