@@ -105,58 +105,6 @@ fn until_state(task: &curio::TaskRef, state: State) {
     panic!("task never reached {state:?}; it is {:?}", task.state());
 }
 
-/// How a blocking call is interrupted.
-#[derive(Clone, Copy, Debug)]
-enum Interrupt {
-    /// Another task cancels the task making the call.
-    Cancel,
-    /// The call runs inside `timeout_after`.
-    Timeout,
-}
-
-const BOTH: [Interrupt; 2] = [Interrupt::Cancel, Interrupt::Timeout];
-
-impl Interrupt {
-    fn kind(self) -> ErrorKind {
-        match self {
-            Interrupt::Cancel => ErrorKind::Cancelled,
-            Interrupt::Timeout => ErrorKind::Timeout,
-        }
-    }
-}
-
-/// Runs `op` on `state` and interrupts it 50 ms later, by cancelling the task
-/// running it or by a timeout; gives back `state` and what `op` returned.
-fn interrupted<S: 'static, T: 'static>(
-    how: Interrupt,
-    mut state: S,
-    op: impl FnOnce(&mut S) -> curio::Result<T> + 'static,
-) -> (S, curio::Result<T>) {
-    match how {
-        Interrupt::Timeout => {
-            let r = curio::timeout_after(ms(50), || op(&mut state));
-            (state, r)
-        }
-        Interrupt::Cancel => {
-            let task = curio::spawn(move || {
-                let r = op(&mut state);
-                (state, r)
-            });
-            curio::sleep(ms(50)).unwrap();
-            task.cancel().unwrap();
-            task.join().unwrap()
-        }
-    }
-}
-
-/// Asserts that `r` is the error `how` produces; returns the error.
-#[track_caller]
-fn expect_interrupted<T: std::fmt::Debug>(how: Interrupt, r: curio::Result<T>) -> curio::Error {
-    let e = r.expect_err("the call should have been interrupted");
-    assert_eq!(e.kind(), how.kind(), "{how:?}: got {e:?}");
-    e
-}
-
 // ---------------------------------------------------------------------------
 // Plain socket calls
 // ---------------------------------------------------------------------------

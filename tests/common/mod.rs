@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use curio::Kernel;
+use curio::{ErrorKind, Kernel};
 
 /// How long a test may run in real time before the watchdog fails it.
 pub const WATCHDOG: Duration = Duration::from_secs(10);
@@ -253,4 +253,60 @@ pub fn run_test_in_child(name: &str, env: &str) -> Output {
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Interrupting a blocking call (cancel or timeout)
+// ---------------------------------------------------------------------------
+
+/// How a blocking call is interrupted.
+#[derive(Clone, Copy, Debug)]
+pub enum Interrupt {
+    /// Another task cancels the task making the call.
+    Cancel,
+    /// The call runs inside `timeout_after`.
+    Timeout,
+}
+
+pub const BOTH: [Interrupt; 2] = [Interrupt::Cancel, Interrupt::Timeout];
+
+impl Interrupt {
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Interrupt::Cancel => ErrorKind::Cancelled,
+            Interrupt::Timeout => ErrorKind::Timeout,
+        }
+    }
+}
+
+/// Runs `op` on `state` and interrupts it 50 ms later, by cancelling the task
+/// running it or by a timeout; gives back `state` and what `op` returned.
+pub fn interrupted<S: 'static, T: 'static>(
+    how: Interrupt,
+    mut state: S,
+    op: impl FnOnce(&mut S) -> curio::Result<T> + 'static,
+) -> (S, curio::Result<T>) {
+    match how {
+        Interrupt::Timeout => {
+            let r = curio::timeout_after(ms(50), || op(&mut state));
+            (state, r)
+        }
+        Interrupt::Cancel => {
+            let task = curio::spawn(move || {
+                let r = op(&mut state);
+                (state, r)
+            });
+            curio::sleep(ms(50)).unwrap();
+            task.cancel().unwrap();
+            task.join().unwrap()
+        }
+    }
+}
+
+/// Asserts that `r` is the error `how` produces; returns the error.
+#[track_caller]
+pub fn expect_interrupted<T: std::fmt::Debug>(how: Interrupt, r: curio::Result<T>) -> curio::Error {
+    let e = r.expect_err("the call should have been interrupted");
+    assert_eq!(e.kind(), how.kind(), "{how:?}: got {e:?}");
+    e
 }
