@@ -1,10 +1,13 @@
 //! Benchmarks of curio against its peers: helpers shared by the criterion
-//! benches (`benches/switch.rs`, `benches/spawn.rs`) and the `scale` binary.
+//! benches (`benches/switch.rs`, `benches/spawn.rs`) and the `scale` binary;
+//! the TCP echo benchmark's helpers are in [`echo`].
 //!
 //! Every peer is measured in the same run on the same machine, and figures are
 //! quoted as ratios to a peer from that run (see `arch-notes/benchmarks.md`).
 //! Runtimes are configured to be like-for-like with curio's single-threaded
 //! kernel: tokio's `current_thread` runtime, and `may` with one worker.
+
+pub mod echo;
 
 use std::sync::Once;
 use std::time::Duration;
