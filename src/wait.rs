@@ -14,7 +14,7 @@
 //!
 //! # Example
 //!
-//! ```ignore
+//! ```text
 //! let mut q = WaitQueue::new();
 //! q.push(w1, |w| kernel.is_waiting(w));
 //! q.push(w2, |w| kernel.is_waiting(w));
