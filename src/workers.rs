@@ -28,15 +28,16 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel;
-use crate::poller::Message;
+use crate::poller::{InboxSender, Message};
 use crate::task::State;
 use crate::trap;
+use crate::wait::Waiter;
 
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
@@ -50,8 +51,11 @@ const SKIPPED: u8 = 3;
 const ZOMBIE: u8 = 4;
 
 struct Job {
+    /// Runs the function and stores its outcome.
     run: Box<dyn FnOnce() + Send>,
     state: Arc<AtomicU8>,
+    /// Whom to wake, and through which kernel's inbox, once the outcome is stored.
+    wake: (InboxSender, Waiter),
 }
 
 struct PoolState {
@@ -65,6 +69,14 @@ struct PoolState {
 struct Pool {
     state: Mutex<PoolState>,
     work: Condvar,
+    /// Threads on their way to the queue: just started, or finished a job.
+    ///
+    /// Discussion: a worker posts its wake-up before it is idle again, and the
+    /// kernel often submits the next job in that window. Counting such threads
+    /// as available keeps a sequence of calls on one warm thread instead of
+    /// starting a new thread for each (which, unchecked, grew the pool to its
+    /// limit and made every call hop to a cold thread).
+    returning: AtomicUsize,
 }
 
 thread_local! {
@@ -80,10 +92,14 @@ impl Pool {
     fn submit(self: &Arc<Self>, job: Job) -> io::Result<()> {
         let mut st = lock(self);
         st.jobs.push_back(job);
-        if st.idle > 0 {
+        let wake_idle = st.idle > 0;
+        let r = self.start_workers(st); // unlocks
+        // Notify with the lock released, so the woken thread does not
+        // immediately block on it.
+        if wake_idle {
             self.work.notify_one();
         }
-        self.start_workers(st)
+        r
     }
 
     /// Starts threads while queued jobs outnumber idle threads and the pool has room.
@@ -91,14 +107,19 @@ impl Pool {
         self: &Arc<Self>,
         mut st: std::sync::MutexGuard<'_, PoolState>,
     ) -> io::Result<()> {
-        while st.jobs.len() > st.idle && st.threads < st.max && !st.shutdown {
+        while st.jobs.len() > st.idle + self.returning.load(Ordering::Acquire)
+            && st.threads < st.max
+            && !st.shutdown
+        {
             st.threads += 1;
+            self.returning.fetch_add(1, Ordering::AcqRel); // until it reaches the queue
             let pool = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("curio-worker".into())
                 .spawn(move || pool.worker());
             if let Err(e) = spawned {
                 st.threads -= 1;
+                self.returning.fetch_sub(1, Ordering::AcqRel);
                 if st.threads == 0 {
                     return Err(e);
                 }
@@ -110,6 +131,7 @@ impl Pool {
 
     fn worker(&self) {
         let mut st = lock(self);
+        self.returning.fetch_sub(1, Ordering::AcqRel); // started: at the queue now
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 drop(st);
@@ -126,6 +148,12 @@ impl Pool {
                     {
                         return; // a zombie: the pool already let this thread go
                     }
+                    self.returning.fetch_add(1, Ordering::AcqRel);
+                    let (inbox, w) = job.wake;
+                    inbox.send(Message::Wake(w));
+                    st = lock(self);
+                    self.returning.fetch_sub(1, Ordering::AcqRel);
+                    continue;
                 }
                 st = lock(self);
                 continue;
@@ -195,6 +223,7 @@ fn pool() -> Arc<Pool> {
             shutdown: false,
         }),
         work: Condvar::new(),
+        returning: AtomicUsize::new(0),
     });
     if let Some((_, old)) = POOL.with(|p| p.borrow_mut().replace((kernel, pool.clone()))) {
         old.shut_down();
@@ -242,12 +271,13 @@ where
         let run = Box::new(move || {
             let out = panic::catch_unwind(AssertUnwindSafe(f));
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
-            inbox.send(Message::Wake(w));
         });
-        if let Err(e) = pool.submit(Job {
+        let job = Job {
             run,
             state: state.clone(),
-        }) {
+            wake: (inbox.clone(), w),
+        };
+        if let Err(e) = pool.submit(job) {
             failed = Some(e);
             core.wake(w, Ok(()));
         }

@@ -441,3 +441,18 @@ fn a_second_kernel_on_the_same_thread_keeps_to_its_own_pool_size() {
     });
     assert_eq!(highs, (4, 1));
 }
+
+/// Calls made one after another reuse the same warm thread: a worker that has
+/// just posted its result counts as available, so the pool does not start a
+/// new thread for each call (a regression that once grew it to its limit).
+#[test]
+fn sequential_calls_stay_on_one_thread() {
+    let ids = run_virtual(|| {
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..200 {
+            ids.insert(curio::run_in_thread(|| std::thread::current().id()).unwrap());
+        }
+        ids.len()
+    });
+    assert!(ids <= 2, "200 sequential calls used {ids} threads");
+}
