@@ -1055,8 +1055,14 @@ pub(crate) fn park_on(q: &RefCell<WaitQueue>, state: State) -> Result<()> {
 #[inline]
 pub(crate) fn wake_one(q: &RefCell<WaitQueue>) -> Option<u64> {
     trap::with_core(|core| {
-        let w = q.borrow_mut().pop_live(|w| core.is_waiting(w))?;
-        core.wake_task(w, Ok(()))
+        // `wake_task` checks that the wait is still live, so stale entries
+        // are skipped with one slot lookup each.
+        loop {
+            let w = q.borrow_mut().pop_any()?;
+            if let Some(id) = core.wake_task(w, Ok(())) {
+                return Some(id);
+            }
+        }
     })
 }
 

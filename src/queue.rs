@@ -321,7 +321,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     /// A cancel point when it has to wait. A putter cancelled or timed out here
     /// puts nothing: the item comes back in [`PutError::into_item`].
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        if !self.has_room() || kernel::has_waiters(&self.putters) {
+        if self.maxsize > 0 && (!self.has_room() || kernel::has_waiters(&self.putters)) {
             if let Err(error) = kernel::park_on(&self.putters, State::QueuePut) {
                 return Err(PutError {
                     error,
@@ -336,7 +336,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
 
     /// Adds an item if there is room now; otherwise hands it back.
     pub fn try_put(&self, item: T) -> std::result::Result<(), T> {
-        if !self.has_room() || kernel::has_waiters(&self.putters) {
+        if self.maxsize > 0 && (!self.has_room() || kernel::has_waiters(&self.putters)) {
             return Err(item);
         }
         self.add(item);

@@ -56,7 +56,8 @@ impl WaitQueue {
         }
     }
 
-    fn pop_any(&mut self) -> Option<Waiter> {
+    /// Removes and returns the oldest entry, live or stale.
+    pub(crate) fn pop_any(&mut self) -> Option<Waiter> {
         match self.head.take() {
             Some(w) => {
                 self.head = self.rest.pop_front();
@@ -88,6 +89,7 @@ impl WaitQueue {
     }
 
     /// Removes and returns the oldest waiter still live.
+    #[cfg(test)]
     pub(crate) fn pop_live(&mut self, is_live: impl Fn(Waiter) -> bool) -> Option<Waiter> {
         while let Some(w) = self.pop_any() {
             if is_live(w) {
