@@ -2,7 +2,7 @@
 //!
 //! # Invariants
 //!
-//! Every function here is safe to call with any arguments: the unsafe blocks only
+//! Every function here is safe to call with any arguments: the `unsafe` blocks only
 //! pass plain integers and pointers to memory this module owns to the kernel.
 //! Anything that dereferences memory the caller owns lives in `stack.rs`.
 #![allow(unsafe_code)]

@@ -560,6 +560,8 @@ impl Builder {
     /// Everything `f` borrows must outlive the task: the caller must make sure the
     /// task has ended (or been force-unwound) before any such borrow ends. The
     /// scoped task group does so by joining every member before it returns.
+    // SAFETY: callers must keep the contract above; its one `unsafe`
+    // block (below) relies on exactly that contract.
     #[allow(unsafe_code)]
     pub(crate) unsafe fn spawn_unchecked<'a, F, T>(self, f: F) -> io::Result<Task<T>>
     where

@@ -195,6 +195,8 @@ pub(crate) fn suspend(trap: Trap) -> Reply {
 ///
 /// Everything `body` borrows must stay valid until the coroutine has returned or
 /// been dropped (which force-unwinds it). `header` must stay valid as long.
+// SAFETY: callers must keep the contract above, which its `unsafe` blocks
+// rely on.
 pub(crate) unsafe fn new_coroutine_unchecked(
     stack: PooledStack,
     header: *const Header,
