@@ -527,16 +527,7 @@ impl Core {
     /// Ends wait `w` and queues its task with `reply`. Returns false (and does
     /// nothing) if that wait already ended. Never switches.
     pub(crate) fn wake(&self, w: Waiter, reply: Reply) -> bool {
-        let Some(task) = self.header_at(w.slot) else {
-            return false;
-        };
-        let h = task.header();
-        if h.wait_id.get() != w.wait_id {
-            return false;
-        }
-        self.end_wait(h);
-        self.make_ready(task, reply);
-        true
+        self.wake_task(w, reply).is_some()
     }
 
     /// Like [`Core::wake`], returning the woken task's id.
