@@ -11,7 +11,6 @@ mod common;
 
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,33 +23,6 @@ use curio::{ErrorKind, FileStream, Socket, State};
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Runs `main` on a real-clock kernel under the watchdog; fails on a kernel error.
-#[track_caller]
-fn run<T: Send + 'static>(main: impl FnOnce() -> T + Send + 'static) -> T {
-    watchdog(move || {
-        match curio::Kernel::builder()
-            .virtual_clock(false)
-            .build()
-            .run(main)
-        {
-            Ok(v) => v,
-            Err(e) => panic!("the kernel failed: {e}"),
-        }
-    })
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// A connected TCP pair on 127.0.0.1: (client, server side).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(any_port()).unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
 
 /// A TCP pair whose buffers are small, so a writer whose peer never reads is
 /// soon blocked: (writer, reader).
@@ -94,24 +66,13 @@ fn recv_to_eof(sock: &Socket) -> Vec<u8> {
     }
 }
 
-/// Loops `yield_now` until `task` is parked in `state` (bounded).
-fn until_state(task: &curio::TaskRef, state: State) {
-    for _ in 0..1000 {
-        if task.state() == state {
-            return;
-        }
-        curio::yield_now().unwrap();
-    }
-    panic!("task never reached {state:?}; it is {:?}", task.state());
-}
-
 // ---------------------------------------------------------------------------
 // Plain socket calls
 // ---------------------------------------------------------------------------
 
 #[test]
 fn recv_send_and_recv_into_round_trip() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         assert_eq!(c.send(b"hello").unwrap(), 5);
         assert_eq!(s.recv(100).unwrap(), b"hello");
@@ -130,7 +91,7 @@ fn recv_send_and_recv_into_round_trip() {
 
 #[test]
 fn a_4_mib_transfer_between_two_tasks_arrives_intact() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let data = pattern(4 << 20);
         let expected = data.clone();
@@ -148,7 +109,7 @@ fn a_4_mib_transfer_between_two_tasks_arrives_intact() {
 
 #[test]
 fn a_second_reader_on_one_socket_gets_resource_busy() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let s = Rc::new(s);
         let s1 = s.clone();
@@ -182,7 +143,7 @@ fn a_second_reader_on_one_socket_gets_resource_busy() {
 
 #[test]
 fn a_reader_and_a_writer_may_share_a_socket() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let s = Rc::new(s);
         let s1 = s.clone();
@@ -197,7 +158,7 @@ fn a_reader_and_a_writer_may_share_a_socket() {
 
 #[test]
 fn a_second_writer_on_a_full_socket_gets_resource_busy() {
-    run(|| {
+    run_real(|| {
         let (w, r) = tcp_pair_small_buffers();
         let w = Rc::new(w);
         let w1 = w.clone();
@@ -243,7 +204,7 @@ fn a_second_writer_on_a_full_socket_gets_resource_busy() {
 
 #[test]
 fn recv_and_recv_into_cancelled_or_timed_out_read_nothing_and_the_socket_stays_usable() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
             let (s, r) = interrupted(how, s, |s| s.recv(100));
@@ -261,7 +222,7 @@ fn recv_and_recv_into_cancelled_or_timed_out_read_nothing_and_the_socket_stays_u
 
 #[test]
 fn send_into_a_full_buffer_cancelled_or_timed_out_sends_nothing() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (w, r) = tcp_pair_small_buffers();
             let filled = fill_send_buffer(&w);
@@ -284,7 +245,7 @@ fn send_into_a_full_buffer_cancelled_or_timed_out_sends_nothing() {
 
 #[test]
 fn sendall_cancelled_or_timed_out_reports_exactly_what_was_sent() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (w, r) = tcp_pair_small_buffers();
             let big = pattern(8 << 20);
@@ -306,7 +267,7 @@ fn sendall_cancelled_or_timed_out_reports_exactly_what_was_sent() {
 
 #[test]
 fn a_zero_timeout_fires_at_the_first_cancel_point_of_a_recv() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let r = curio::timeout_after(Duration::ZERO, || s.recv(10));
         assert!(r.unwrap_err().is_timeout());
@@ -321,7 +282,7 @@ fn a_zero_timeout_fires_at_the_first_cancel_point_of_a_recv() {
 
 #[test]
 fn read_exactly_at_end_of_file_reports_the_bytes_that_came_and_keeps_them() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         c.sendall(b"hello").unwrap();
         drop(c);
@@ -345,7 +306,7 @@ fn read_exactly_at_end_of_file_reports_the_bytes_that_came_and_keeps_them() {
 
 #[test]
 fn read_exactly_collects_bytes_that_arrive_in_pieces() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let writer = curio::spawn(move || -> curio::Result<()> {
             for piece in [&b"abc"[..], b"de", b"fghij", b"klm"] {
@@ -364,7 +325,7 @@ fn read_exactly_collects_bytes_that_arrive_in_pieces() {
 
 #[test]
 fn readline_returns_the_partial_last_line_at_end_of_file_then_nothing() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         c.sendall(b"one\ntwo\r\nthree").unwrap();
         drop(c);
@@ -379,7 +340,7 @@ fn readline_returns_the_partial_last_line_at_end_of_file_then_nothing() {
 
 #[test]
 fn readlines_and_lines_read_to_end_of_file() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         c.sendall(b"a\nbb\nccc").unwrap();
         drop(c);
@@ -402,7 +363,7 @@ fn readlines_and_lines_read_to_end_of_file() {
 
 #[test]
 fn read_exactly_read_all_and_writelines() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let data = pattern(300_000);
         let expected = data.clone();
@@ -426,7 +387,7 @@ fn read_exactly_read_all_and_writelines() {
 fn readinto_reads_until_the_buffer_is_full() {
     // Curio's `readinto(buf)`: buffered bytes first, then keep reading until
     // `buf` is full or end of file (curio-reference.md §12.2).
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let writer = curio::spawn(move || -> curio::Result<()> {
             c.sendall(b"abc")?;
@@ -457,7 +418,7 @@ fn readinto_reads_until_the_buffer_is_full() {
 
 #[test]
 fn readline_refuses_a_line_over_the_limit_without_buffering_without_bound() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         // A peer that sends `x` forever, never a newline.
         let flood = curio::spawn(move || -> curio::Result<()> {
@@ -508,7 +469,7 @@ fn tcp_flooded_stream() -> curio::SocketStream {
 
 #[test]
 fn readline_accepts_a_line_exactly_at_the_limit() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         c.sendall(b"123456789\nabc\n").unwrap();
         let mut st = s.as_stream();
@@ -523,7 +484,7 @@ fn readline_refuses_an_over_long_line_even_when_it_arrives_whole() {
     // The limit must not depend on how the bytes were split into segments: a
     // 201-byte line is over a 100-byte limit whether or not its newline came
     // in the same read.
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let mut line = vec![b'z'; 200];
         line.push(b'\n');
@@ -548,7 +509,7 @@ fn readline_refuses_an_over_long_line_even_when_it_arrives_whole() {
 
 #[test]
 fn stream_read_and_readinto_interrupted_lose_nothing() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
             let (mut st, r) = interrupted(how, s.as_stream(), |st| st.read(100));
@@ -568,7 +529,7 @@ fn stream_read_and_readinto_interrupted_lose_nothing() {
 
 #[test]
 fn stream_readline_interrupted_keeps_the_partial_line_for_the_next_readline() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
             c.sendall(b"partial").unwrap();
@@ -584,7 +545,7 @@ fn stream_readline_interrupted_keeps_the_partial_line_for_the_next_readline() {
 
 #[test]
 fn stream_read_exactly_interrupted_keeps_the_bytes_it_had() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
             c.sendall(b"1234").unwrap();
@@ -600,7 +561,7 @@ fn stream_read_exactly_interrupted_keeps_the_bytes_it_had() {
 
 #[test]
 fn stream_read_all_interrupted_keeps_everything_read_so_far() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
             c.sendall(b"abc").unwrap();
@@ -616,7 +577,7 @@ fn stream_read_all_interrupted_keeps_everything_read_so_far() {
 
 #[test]
 fn stream_readlines_interrupted_puts_the_lines_back() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
             c.sendall(b"l1\nl2\npart").unwrap();
@@ -635,7 +596,7 @@ fn stream_readlines_interrupted_puts_the_lines_back() {
 
 #[test]
 fn stream_write_and_writelines_interrupted_report_what_was_written() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             // write
             let (w, r) = tcp_pair_small_buffers();
@@ -697,7 +658,7 @@ fn parse_headers(r: &mut impl BufRead) -> io::Result<Vec<(String, String)>> {
 
 #[test]
 fn std_bufreader_read_line_and_read_exact_suspend_only_the_task() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let writer = curio::spawn(move || -> curio::Result<()> {
             for piece in [&b"hello "[..], b"world\nsec", b"ond\n", b"0123456789"] {
@@ -722,7 +683,7 @@ fn std_bufreader_read_line_and_read_exact_suspend_only_the_task() {
 
 #[test]
 fn a_third_party_parser_runs_on_a_stream_through_bufread() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let writer = curio::spawn(move || -> io::Result<()> {
             let mut w = &c;
@@ -749,7 +710,7 @@ fn a_third_party_parser_runs_on_a_stream_through_bufread() {
 
 #[test]
 fn io_copy_between_curio_sockets() {
-    run(|| {
+    run_real(|| {
         let (src_w, src_r) = tcp_pair();
         let (dst_w, dst_r) = tcp_pair();
         let data = pattern(2 << 20);
@@ -774,7 +735,7 @@ fn io_copy_between_curio_sockets() {
 
 #[test]
 fn a_cancellation_through_read_exact_is_still_a_cancellation_and_not_interrupted() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         c.sendall(b"abc").unwrap(); // part of what read_exact wants
         let kid = curio::spawn(move || {
@@ -798,7 +759,7 @@ fn a_cancellation_through_read_exact_is_still_a_cancellation_and_not_interrupted
 
 #[test]
 fn a_timeout_through_std_io_is_timed_out_and_still_recognised() {
-    run(|| {
+    run_real(|| {
         let (_c, s) = tcp_pair();
         let mut buf = [0u8; 10];
         let r: io::Result<()> = curio::timeout_after(ms(30), || (&s).read_exact(&mut buf));
@@ -821,7 +782,7 @@ fn a_timeout_through_std_io_is_timed_out_and_still_recognised() {
 
 #[test]
 fn blocking_lends_the_socket_in_blocking_mode_and_restores_it() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         assert!(s.socket().nonblocking().unwrap());
         let mode = s
@@ -853,7 +814,7 @@ fn blocking_lends_the_socket_in_blocking_mode_and_restores_it() {
 
 #[test]
 fn blocking_restores_non_blocking_mode_even_when_the_closure_panics() {
-    run(|| {
+    run_real(|| {
         // A std client on an OS thread: if the socket stayed in blocking mode
         // the recv below would block the kernel until this late send, and the
         // test fails on the result instead of hanging.
@@ -912,7 +873,7 @@ fn blocking_restores_non_blocking_mode_even_when_the_closure_panics() {
 
 #[test]
 fn unix_pair_streams_and_half_close() {
-    run(|| {
+    run_real(|| {
         let (a, b) = UnixStream::pair().unwrap();
         a.sendall(b"ping\n").unwrap();
         a.shutdown(std::net::Shutdown::Write).unwrap();
@@ -934,7 +895,7 @@ fn unix_pair_streams_and_half_close() {
 
 #[test]
 fn file_stream_over_a_pipe_reads_lines_and_survives_a_timeout() {
-    run(|| {
+    run_real(|| {
         let (r, w) = io::pipe().unwrap();
         let mut rd = FileStream::from_fd(r).unwrap();
         let mut wr = FileStream::from_fd(w).unwrap();
@@ -957,7 +918,7 @@ fn file_stream_over_a_pipe_reads_lines_and_survives_a_timeout() {
 
 #[test]
 fn a_pipe_writer_blocked_on_a_full_pipe_can_be_cancelled() {
-    run(|| {
+    run_real(|| {
         let (r, w) = io::pipe().unwrap();
         let mut rd = FileStream::from_fd(r).unwrap();
         let wr = FileStream::from_fd(w).unwrap();

@@ -29,37 +29,10 @@ use curio::{ErrorKind, Event, Socket, State, Task};
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Runs `main` on a real-clock kernel under the watchdog; fails on a kernel error.
-#[track_caller]
-fn run<T: Send + 'static>(main: impl FnOnce() -> T + Send + 'static) -> T {
-    watchdog(move || {
-        match curio::Kernel::builder()
-            .virtual_clock(false)
-            .build()
-            .run(main)
-        {
-            Ok(v) => v,
-            Err(e) => panic!("the kernel failed: {e}"),
-        }
-    })
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
 /// A port nothing listens on (bound with std, then released).
 fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind(any_port()).unwrap();
     l.local_addr().unwrap()
-}
-
-/// A connected TCP pair on 127.0.0.1: (client, server side).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(any_port()).unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
 }
 
 /// Reads until end of file with plain `recv`.
@@ -72,17 +45,6 @@ fn recv_to_eof(sock: &Socket) -> curio::Result<Vec<u8>> {
         }
         all.extend_from_slice(&chunk);
     }
-}
-
-/// Loops `yield_now` until `task` is parked in `state` (bounded).
-fn until_state(task: &curio::TaskRef, state: State) {
-    for _ in 0..1000 {
-        if task.state() == state {
-            return;
-        }
-        curio::yield_now().unwrap();
-    }
-    panic!("task never reached {state:?}; it is {:?}", task.state());
 }
 
 /// Echoes until the client closes.
@@ -172,7 +134,7 @@ fn thread_client(addr: SocketAddr, i: usize) {
 
 #[test]
 fn echo_serves_200_task_clients_and_50_thread_clients_at_once() {
-    run(|| {
+    run_real(|| {
         let (server, addr) = start_echo_server();
         let threads: Vec<_> = (0..50)
             .map(|i| std::thread::spawn(move || thread_client(addr, i)))
@@ -208,7 +170,7 @@ fn echo_serves_200_task_clients_and_50_thread_clients_at_once() {
 
 #[test]
 fn after_a_half_close_the_peer_reads_eof_and_can_still_send_back() {
-    run(|| {
+    run_real(|| {
         let (c, s) = tcp_pair();
         let server = curio::spawn(move || -> curio::Result<()> {
             let data = recv_to_eof(&s)?;
@@ -227,7 +189,7 @@ fn after_a_half_close_the_peer_reads_eof_and_can_still_send_back() {
 
 #[test]
 fn a_half_close_through_a_stream_and_a_std_peer() {
-    run(|| {
+    run_real(|| {
         let listener = TcpListener::bind(any_port()).unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = std::thread::spawn(move || {
@@ -251,7 +213,7 @@ fn a_half_close_through_a_stream_and_a_std_peer() {
 
 #[test]
 fn a_peer_reset_is_a_clear_io_error_and_the_kernel_goes_on() {
-    run(|| {
+    run_real(|| {
         // A reader parked in recv is woken by the reset.
         let (c, s) = tcp_pair();
         let c = Rc::new(c);
@@ -303,7 +265,7 @@ fn a_peer_reset_is_a_clear_io_error_and_the_kernel_goes_on() {
 
 #[test]
 fn a_server_survives_clients_that_reset() {
-    run(|| {
+    run_real(|| {
         let (server, addr) = start_echo_server();
         let resetters = curio::run_in_thread(move || {
             for _ in 0..20 {
@@ -331,7 +293,7 @@ fn a_server_survives_clients_that_reset() {
 
 #[test]
 fn a_task_waiting_on_a_socket_for_an_os_thread_is_not_a_deadlock() {
-    run(|| {
+    run_real(|| {
         let listener = TcpListener::bind(any_port()).unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = std::thread::spawn(move || {
@@ -353,7 +315,7 @@ fn shutdown_cancels_tasks_blocked_on_sockets_and_closes_them() {
     let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen2 = seen.clone();
-    run(move || {
+    run_real(move || {
         for i in 0..5 {
             let seen = seen2.clone();
             curio::spawn(move || {
@@ -388,7 +350,7 @@ fn shutdown_cancels_tasks_blocked_on_sockets_and_closes_them() {
 
 #[test]
 fn udp_round_trips_with_recvfrom_and_sendto() {
-    run(|| {
+    run_real(|| {
         let server = UdpSocket::bind(any_port()).unwrap();
         let saddr = server.local_addr().unwrap();
         let echo = curio::spawn(move || -> curio::Result<()> {
@@ -425,7 +387,7 @@ fn udp_round_trips_with_recvfrom_and_sendto() {
 
 #[test]
 fn udp_recvfrom_cancelled_or_timed_out_takes_nothing() {
-    run(|| {
+    run_real(|| {
         for how in BOTH {
             let a = UdpSocket::bind(any_port()).unwrap();
             let b = UdpSocket::bind(any_port()).unwrap();
@@ -449,7 +411,7 @@ fn udp_recvfrom_cancelled_or_timed_out_takes_nothing() {
 fn unix_server_and_open_unix_connection_echo() {
     let path = SockPath::new("server");
     let p = path.0.clone();
-    run(move || {
+    run_real(move || {
         let p2 = p.clone();
         let server = curio::spawn(move || unix_server(&p2, echo));
         // unix_server binds when its task first runs.
@@ -483,7 +445,7 @@ fn unix_server_and_open_unix_connection_echo() {
 fn unix_listener_accept_interrupted_then_usable_and_pair() {
     let path = SockPath::new("accept");
     let p = path.0.clone();
-    run(move || {
+    run_real(move || {
         let listener = UnixListener::bind(&p).unwrap();
         let again = UnixListener::bind(&p);
         assert_io_kind(again, &[std::io::ErrorKind::AddrInUse]);
@@ -520,7 +482,7 @@ fn unix_listener_accept_interrupted_then_usable_and_pair() {
 
 #[test]
 fn accept_cancelled_or_timed_out_accepts_nothing_and_the_listener_stays_usable() {
-    run(|| {
+    run_real(|| {
         let mut listener = TcpListener::bind(any_port()).unwrap();
         let addr = listener.local_addr().unwrap();
         for how in BOTH {
@@ -561,7 +523,7 @@ fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
 
 #[test]
 fn connect_cancelled_or_timed_out_while_in_progress() {
-    run(|| {
+    run_real(|| {
         let (_hole, _fillers, addr) = black_hole();
         for how in BOTH {
             let ((), r) = interrupted(how, (), move |_| TcpStream::connect(addr).map(|_| ()));
@@ -581,7 +543,7 @@ fn connect_cancelled_or_timed_out_while_in_progress() {
 
 #[test]
 fn connect_to_a_closed_port_is_refused() {
-    run(|| {
+    run_real(|| {
         let r = TcpStream::connect(closed_port());
         assert_io_kind(r, &[std::io::ErrorKind::ConnectionRefused]);
         let r = create_connection(&[]);
@@ -595,7 +557,7 @@ fn connect_to_a_closed_port_is_refused() {
 
 #[test]
 fn run_server_closes_the_client_socket_after_the_handler_returns() {
-    run(|| {
+    run_real(|| {
         let listener = tcp_server_socket(any_port(), false).unwrap();
         let addr = listener.local_addr().unwrap();
         // The handler answers, then either just returns or hands its stream
@@ -624,7 +586,7 @@ fn run_server_closes_the_client_socket_after_the_handler_returns() {
 
 #[test]
 fn tcp_server_serves_on_the_given_address() {
-    run(|| {
+    run_real(|| {
         let addr = closed_port(); // free a moment ago
         let server = curio::spawn(move || tcp_server(addr, echo));
         curio::yield_now().unwrap(); // it binds when it first runs
@@ -639,7 +601,7 @@ fn tcp_server_serves_on_the_given_address() {
 
 #[test]
 fn cancelling_the_server_closes_the_listener_and_cancels_every_handler() {
-    run(|| {
+    run_real(|| {
         let log = Log::new();
         let listener = tcp_server_socket(any_port(), false).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -699,7 +661,7 @@ const CHILD_ENV: &str = "CURIO_NET_TEST_CHILD";
 #[test]
 fn a_panicking_handler_is_reported_and_the_server_goes_on() {
     if in_child(CHILD_ENV) {
-        run(|| {
+        run_real(|| {
             let listener = tcp_server_socket(any_port(), false).unwrap();
             let addr = listener.local_addr().unwrap();
             let server = curio::spawn(move || {
@@ -753,7 +715,7 @@ fn a_panicking_handler_is_reported_and_the_server_goes_on() {
 
 #[test]
 fn open_connection_resolves_localhost_on_a_worker_thread() {
-    run(|| {
+    run_real(|| {
         let (server, addr) = start_echo_server();
         let port = addr.port();
         let opener = curio::spawn(move || open_connection("localhost", port));
@@ -850,7 +812,7 @@ fn leak_client(addr: SocketAddr, n: usize) -> curio::Result<Option<TcpStream>> {
 fn no_fd_is_left_open_after_10000_connections_with_cancellations() {
     if in_child(FD_CHILD_ENV) {
         let before = open_fds();
-        let held = run(|| {
+        let held = run_real(|| {
             let listener = tcp_server_socket(any_port(), false).unwrap();
             let addr = listener.local_addr().unwrap();
             let server = curio::spawn(move || run_server(listener, leak_handler));

@@ -14,7 +14,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use curio::{ErrorKind, Kernel};
+use std::net::SocketAddr;
+
+use curio::net::{TcpListener, TcpStream};
+use curio::{ErrorKind, Kernel, State};
 
 /// How long a test may run in real time before the watchdog fails it.
 pub const WATCHDOG: Duration = Duration::from_secs(10);
@@ -309,4 +312,47 @@ pub fn expect_interrupted<T: std::fmt::Debug>(how: Interrupt, r: curio::Result<T
     let e = r.expect_err("the call should have been interrupted");
     assert_eq!(e.kind(), how.kind(), "{how:?}: got {e:?}");
     e
+}
+
+// ---------------------------------------------------------------------------
+// Real-clock kernels and sockets (the I/O tests)
+// ---------------------------------------------------------------------------
+
+/// Runs `main` on a real-clock kernel under the watchdog; fails on a kernel error.
+#[track_caller]
+pub fn run_real<T: Send + 'static>(main: impl FnOnce() -> T + Send + 'static) -> T {
+    watchdog(move || {
+        match curio::Kernel::builder()
+            .virtual_clock(false)
+            .build()
+            .run(main)
+        {
+            Ok(v) => v,
+            Err(e) => panic!("the kernel failed: {e}"),
+        }
+    })
+}
+
+/// A 127.0.0.1 address with a port the kernel picks.
+pub fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A connected TCP pair on 127.0.0.1: (client, server side).
+pub fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind(any_port()).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// Loops `yield_now` until `task` is parked in `state` (bounded).
+pub fn until_state(task: &curio::TaskRef, state: State) {
+    for _ in 0..1000 {
+        if task.state() == state {
+            return;
+        }
+        curio::yield_now().unwrap();
+    }
+    panic!("task never reached {state:?}; it is {:?}", task.state());
 }
