@@ -427,8 +427,12 @@ const CHUNK: usize = 8 * 1024;
 /// error stay buffered for the next read.
 pub struct Stream<S: StreamIo> {
     io: S,
+    /// Always fully initialised; `buf[pos..end]` is what has been read but
+    /// not handed out. Reads land in `buf[end..]`, so the buffer is zeroed
+    /// only when it grows, not on every read.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
     max_line: usize,
 }
 
@@ -460,6 +464,7 @@ impl<S: StreamIo> Stream<S> {
         Stream {
             io,
             buf: Vec::new(),
+            end: 0,
             pos: 0,
             max_line: DEFAULT_MAX_LINE,
         }
@@ -477,7 +482,7 @@ impl<S: StreamIo> Stream<S> {
 
     /// Bytes read from the fd but not yet handed out.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     fn take(&mut self, n: usize) -> Vec<u8> {
@@ -488,24 +493,25 @@ impl<S: StreamIo> Stream<S> {
 
     fn consume_buf(&mut self, n: usize) {
         self.pos += n;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        if self.pos == self.end {
             self.pos = 0;
+            self.end = 0;
         }
     }
 
     /// Reads more into the buffer; returns how many bytes came (0: end of file).
     fn fill(&mut self) -> Result<usize> {
-        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
-            self.buf.drain(..self.pos);
+        if self.pos > 0 && self.buf.len() - self.end < CHUNK {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + CHUNK, 0);
-        let r = self.io.read_some(&mut self.buf[old..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        r
+        if self.buf.len() - self.end < CHUNK {
+            self.buf.resize(self.end + CHUNK, 0);
+        }
+        let n = self.io.read_some(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// Reads up to `maxbytes`: buffered bytes first, else whatever one read
@@ -550,11 +556,12 @@ impl<S: StreamIo> Stream<S> {
         if bytes.is_empty() {
             return;
         }
-        let rest = self.buf.split_off(self.pos);
-        self.buf.clear();
+        let mut buf = Vec::with_capacity(bytes.len() + self.end - self.pos);
+        buf.extend_from_slice(bytes);
+        buf.extend_from_slice(self.buffered());
+        self.end = buf.len();
         self.pos = 0;
-        self.buf.extend_from_slice(bytes);
-        self.buf.extend_from_slice(&rest);
+        self.buf = buf;
     }
 
     /// One read's worth: buffered bytes, else one read from the fd.
@@ -723,8 +730,8 @@ impl<S: StreamIo> Stream<S> {
     pub fn close(self) {}
 
     /// Gives back the socket or file, with any bytes still buffered.
-    pub fn into_inner(mut self) -> (S, Vec<u8>) {
-        let rest = self.buf.split_off(self.pos);
+    pub fn into_inner(self) -> (S, Vec<u8>) {
+        let rest = self.buffered().to_vec();
         (self.io, rest)
     }
 
