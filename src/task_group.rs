@@ -30,7 +30,6 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::rc::{Rc, Weak};
 
@@ -149,9 +148,10 @@ struct Inner<T: 'static> {
     wait: Wait,
     /// Members still in the group, in spawn/add order.
     members: RefCell<Vec<Task<T>>>,
-    /// Ids of members that finished, in completion order, for `next_done`.
-    done: RefCell<VecDeque<u64>>,
-    /// Every member's completion, in order, for `join`'s policy.
+    /// How far `next_done` has read `finished`.
+    next_done: Cell<usize>,
+    /// Every member's completion, in order: read by `join`'s policy and by
+    /// `next_done` (each with its own cursor).
     finished: RefCell<Vec<u64>>,
     waiters: RefCell<WaitQueue>,
     joined: Cell<bool>,
@@ -181,7 +181,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
             inner: Rc::new(Inner {
                 wait,
                 members: RefCell::new(Vec::new()),
-                done: RefCell::new(VecDeque::new()),
+                next_done: Cell::new(0),
                 finished: RefCell::new(Vec::new()),
                 waiters: RefCell::new(WaitQueue::new()),
                 joined: Cell::new(false),
@@ -287,8 +287,10 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     /// and stay in the group.
     pub fn next_done(&self) -> Result<Option<Task<T>>> {
         loop {
-            let next = self.inner.done.borrow_mut().pop_front();
+            let cursor = self.inner.next_done.get();
+            let next = self.inner.finished.borrow().get(cursor).copied();
             if let Some(id) = next {
+                self.inner.next_done.set(cursor + 1);
                 let mut members = self.inner.members.borrow_mut();
                 if let Some(i) = members.iter().position(|t| t.id() == id && !t.is_daemon()) {
                     return Ok(Some(members.remove(i)));
@@ -554,7 +556,6 @@ impl<'scope, 'env, T: Outcome + 'static> Scope<'scope, 'env, T> {
 }
 
 fn member_finished<T: 'static>(inner: &Inner<T>, id: u64) {
-    inner.done.borrow_mut().push_back(id);
     inner.finished.borrow_mut().push(id);
     let waiters: Vec<_> = inner.waiters.borrow_mut().drain().collect();
     trap::with_core(|core| {
