@@ -34,7 +34,6 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -42,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::poller::{Direction, InboxSender, Message, Poller};
+use crate::ready::ReadyQueue;
 use crate::stack::{self, DEFAULT_STACK_SIZE};
 use crate::sys;
 use crate::task::{self, AnyTask, Header, State, TaskCell};
@@ -249,15 +249,14 @@ enum TimerItem {
 }
 
 struct Slot {
-    task: Option<Rc<dyn AnyTask>>,
+    task: Option<Rc<AnyTask>>,
 }
 
 pub(crate) struct Core {
     slots: RefCell<Vec<Slot>>,
     free_slots: RefCell<Vec<u32>>,
-    /// Tasks to run, in order. Holding the `Rc` itself means a switch needs no
-    /// slot lookup.
-    ready: RefCell<VecDeque<Rc<dyn AnyTask>>>,
+    /// Tasks to run, in order (thin pointers; their slots keep them alive).
+    ready: ReadyQueue,
     /// Free default-size stacks, kept by the kernel so spawning skips the
     /// thread-local pool; returned to it when the kernel ends.
     stacks: RefCell<Vec<stack::PooledStack>>,
@@ -292,7 +291,7 @@ impl Core {
         Ok(Core {
             slots: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
-            ready: RefCell::new(VecDeque::new()),
+            ready: ReadyQueue::new(),
             stacks: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerHeap::new()),
             clock: Clock {
@@ -350,7 +349,7 @@ impl Core {
     /// back of the ready queue. Never switches.
     pub(crate) fn spawn(
         &self,
-        task: Rc<dyn AnyTask>,
+        task: Rc<AnyTask>,
         make: impl FnOnce(stack::PooledStack) -> TaskCoroutine,
     ) -> Result<()> {
         let h = task.header();
@@ -382,7 +381,7 @@ impl Core {
         h.slot.set(slot);
         h.state.set(State::Ready);
         self.live.set(self.live.get() + 1);
-        self.ready.borrow_mut().push_back(task);
+        self.ready.push(h);
         Ok(())
     }
 
@@ -419,12 +418,12 @@ impl Core {
         Ok(cell)
     }
 
-    /// Resumes the task in `slot` once and executes the trap it suspends with.
+    /// Resumes task `h` once and executes the trap it suspends with.
     ///
-    /// The coroutine is resumed in place, in its header; the ready queue's `Rc`
-    /// keeps the task alive meanwhile and goes back on the queue for a yield.
-    fn step(&self, task: Rc<dyn AnyTask>) {
-        let h = task.header();
+    /// The coroutine is resumed in place, in its header; its slot keeps the
+    /// task alive meanwhile. Inlined into the run loop: this is the switch.
+    #[inline(always)]
+    fn step(&self, h: &Header) {
         let result = {
             let mut coro = h.coro.borrow_mut();
             let Some(coro) = coro.as_mut() else { return }; // force-unwound already
@@ -439,17 +438,24 @@ impl Core {
         match result {
             corosensei::CoroutineResult::Yield(Trap::Yield) => {
                 h.state.set(State::Ready);
-                self.ready.borrow_mut().push_back(task);
+                self.ready.push(h);
             }
             corosensei::CoroutineResult::Yield(Trap::Wait) => {}
-            corosensei::CoroutineResult::Return(()) => self.finish(&task),
+            corosensei::CoroutineResult::Return(()) => {
+                if let Some(task) = self.header_at(h.slot.get()) {
+                    self.finish(&task);
+                }
+            }
         }
     }
 
     /// Cleans up after a task whose coroutine has returned: wakes joiners, runs
     /// its exit hook, recycles its stack and slot.
-    fn finish(&self, task: &Rc<dyn AnyTask>) {
+    fn finish(&self, task: &Rc<AnyTask>) {
         let h = task.header();
+        if h.state.get() == State::Ready {
+            self.ready.remove(h); // a forced unwind of a queued task
+        }
         if let Some(coro) = h.coro.borrow_mut().take() {
             let st = coro.into_stack();
             if st.size() == self.stack_size {
@@ -508,7 +514,7 @@ impl Core {
     }
 
     /// The task in `slot`, if any.
-    pub(crate) fn header_at(&self, slot: u32) -> Option<Rc<dyn AnyTask>> {
+    pub(crate) fn header_at(&self, slot: u32) -> Option<Rc<AnyTask>> {
         self.slots
             .borrow()
             .get(slot as usize)
@@ -538,9 +544,8 @@ impl Core {
             return None;
         }
         self.end_wait(h);
-        let id = h.id;
-        self.make_ready(task, reply);
-        Some(id)
+        self.make_ready(h, reply);
+        Some(h.id)
     }
 
     fn end_wait(&self, h: &Header) {
@@ -560,11 +565,11 @@ impl Core {
         self.end_wait(h);
     }
 
-    fn make_ready(&self, task: Rc<dyn AnyTask>, reply: Reply) {
-        let h = task.header();
+    fn make_ready(&self, h: &Header, reply: Reply) {
+        debug_assert_ne!(h.state.get(), State::Ready, "a task is queued once");
         h.reply.set(reply.err());
         h.state.set(State::Ready);
-        self.ready.borrow_mut().push_back(task);
+        self.ready.push(h);
     }
 
     /// Requests cancellation of a task: delivered at most once, clears its armed
@@ -583,9 +588,7 @@ impl Core {
     fn deliver(&self, h: &Header, err: Error) {
         if h.wait_id.get() != 0 && h.mask.get() == 0 {
             self.abort_wait(h);
-            if let Some(task) = self.header_at(h.slot.get()) {
-                self.make_ready(task, Err(err));
-            }
+            self.make_ready(h, Err(err));
             return;
         }
         // A pending cancellation outranks a pending timeout.
@@ -816,23 +819,23 @@ impl Core {
                 if done() {
                     return None;
                 }
-                let (idle, len) = {
-                    let ready = self.ready.borrow();
-                    (ready.is_empty(), ready.len())
-                };
-                batch = len;
-                if idle || self.since_poll.get() >= POLL_INTERVAL {
+                batch = self.ready.len();
+                if batch == 0 || self.since_poll.get() >= POLL_INTERVAL {
                     if let Err(report) = self.tick() {
                         return Some(report);
                     }
-                    batch = self.ready.borrow().len();
+                    batch = self.ready.len();
                 }
                 continue;
             }
             batch -= 1;
-            let next = self.ready.borrow_mut().pop_front();
-            if let Some(task) = next {
-                self.step(task);
+            if let Some(task) = self.ready.pop() {
+                // SAFETY: a queued header is alive: its slot holds the task until
+                // `finish`, which takes it out of the queue first if it is still
+                // there (invariants in ready.rs). `step` is the one place that
+                // finishes a popped task, and it uses no header after that.
+                #[allow(unsafe_code)]
+                self.step(unsafe { task.as_ref() });
             }
         }
     }
@@ -844,7 +847,7 @@ impl Core {
     /// Looks at the outside world: cheaply skipped while tasks are ready and fewer
     /// than POLL_INTERVAL switches have passed; blocks when nothing is ready.
     fn tick(&self) -> std::result::Result<(), String> {
-        let idle = self.ready.borrow().is_empty();
+        let idle = self.ready.is_empty();
         self.since_poll.set(0);
         if !idle {
             if self.external.get() > 0 || self.poller.borrow().inbox_pending() {
@@ -875,7 +878,7 @@ impl Core {
                 }
             }
             self.expire_timers();
-            if !self.ready.borrow().is_empty() {
+            if !self.ready.is_empty() {
                 return Ok(());
             }
         }
@@ -912,7 +915,7 @@ impl Core {
         self.poller.borrow_mut().deregister_fd(token, fd)
     }
 
-    fn live_tasks(&self) -> Vec<Rc<dyn AnyTask>> {
+    fn live_tasks(&self) -> Vec<Rc<AnyTask>> {
         let mut v: Vec<_> = self
             .slots
             .borrow()

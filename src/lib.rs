@@ -69,6 +69,7 @@ pub mod universal;
 pub mod workers;
 
 mod poller;
+mod ready;
 mod stack;
 mod sys;
 mod timer;

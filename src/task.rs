@@ -126,7 +126,7 @@ impl fmt::Display for State {
 // The shared header
 // ---------------------------------------------------------------------------
 
-type ExitHook = Box<dyn FnOnce(&Rc<dyn AnyTask>)>;
+type ExitHook = Box<dyn FnOnce(&Rc<AnyTask>)>;
 
 /// Everything about a task that is not its result: identity, scheduling state,
 /// cancellation and timeouts. Shared by the kernel and the handles.
@@ -233,14 +233,37 @@ impl Header {
 }
 
 /// A task's header behind a type-erased handle (the kernel does not know `T`).
-pub(crate) trait AnyTask {
-    fn header(&self) -> &Header;
+/// A task's header and its result slot, in one allocation.
+///
+/// `S` is the slot: [`ResultSlot<T>`] in a typed [`TaskCell<T>`], and `dyn
+/// AnySlot` in the [`AnyTask`] the kernel holds. The header comes first and is
+/// sized, so reaching it from an `AnyTask` is a plain field access, not a
+/// virtual call.
+pub(crate) struct TaskBox<S: ?Sized> {
+    pub(crate) header: Header,
+    result: S,
 }
 
-/// A task's header and its result slot, in one allocation.
-pub(crate) struct TaskCell<T> {
-    pub(crate) header: Header,
-    result: RefCell<Option<std::thread::Result<T>>>,
+/// Where a task's closure leaves its return value (or its panic).
+pub(crate) type ResultSlot<T> = RefCell<Option<std::thread::Result<T>>>;
+
+/// A task whose result type is known.
+pub(crate) type TaskCell<T> = TaskBox<ResultSlot<T>>;
+
+/// Any task, as the kernel holds it.
+pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
+
+/// Erases a task's result type (see [`TaskBox`]).
+pub(crate) trait AnySlot {}
+
+impl<T> AnySlot for ResultSlot<T> {}
+
+impl<S: ?Sized> TaskBox<S> {
+    /// The task's header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
 }
 
 impl<T> TaskCell<T> {
@@ -290,12 +313,6 @@ impl<T> TaskCell<T> {
     }
 }
 
-impl<T> AnyTask for TaskCell<T> {
-    fn header(&self) -> &Header {
-        &self.header
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Handles
 // ---------------------------------------------------------------------------
@@ -309,11 +326,11 @@ impl<T> AnyTask for TaskCell<T> {
 /// ```
 #[derive(Clone)]
 pub struct TaskRef {
-    task: Rc<dyn AnyTask>,
+    task: Rc<AnyTask>,
 }
 
 impl TaskRef {
-    pub(crate) fn from_rc(task: Rc<dyn AnyTask>) -> TaskRef {
+    pub(crate) fn from_rc(task: Rc<AnyTask>) -> TaskRef {
         TaskRef { task }
     }
 
@@ -672,6 +689,7 @@ pub fn current_task() -> TaskRef {
 /// # Cancellation
 ///
 /// A cancel point: a pending cancellation or timeout is returned instead of yielding.
+#[inline] // switch from the caller's frame: see arch-notes/trap-flow.md
 pub fn yield_now() -> Result<()> {
     kernel::yield_now()
 }

@@ -246,6 +246,52 @@ fn shutdown_cancels_the_remaining_tasks_newest_first_each_to_completion() {
     );
 }
 
+/// Records `name` when dropped: shows that a stack was unwound.
+struct Unwound(Log, &'static str);
+
+impl Drop for Unwound {
+    fn drop(&mut self) {
+        self.0.push(format!("{} unwound", self.1));
+    }
+}
+
+#[test]
+fn a_shutdown_that_blocks_force_unwinds_the_rest_even_tasks_woken_meanwhile() {
+    // Both kids ignore cancellation, so shutdown blocks and the kernel unwinds
+    // their stacks instead, newest first. Unwinding the stubborn one sets the
+    // event the waiter waits on, which queues the waiter in the middle of the
+    // unwinding; it must be unwound (and leave the ready queue) all the same.
+    let events = run_logged(|log| {
+        let freed = Rc::new(curio::Event::new());
+        let l = log.clone();
+        let f = freed.clone();
+        let _waiter = curio::spawn(move || {
+            let _g = Unwound(l.clone(), "waiter");
+            let r = curio::disable_cancellation(|| f.wait());
+            l.push(format!("waiter woke: {}", outcome(&r)));
+        });
+        let l = log.clone();
+        let _stubborn = curio::spawn(move || {
+            struct SetOnDrop(Rc<curio::Event>);
+            impl Drop for SetOnDrop {
+                fn drop(&mut self) {
+                    self.0.set();
+                }
+            }
+            let _set = SetOnDrop(freed);
+            let _g = Unwound(l, "stubborn");
+            let never = curio::Event::new();
+            let _ = curio::disable_cancellation(|| never.wait());
+        });
+        curio::sleep(secs(1)).unwrap();
+        log.push("main returns");
+    });
+    assert_events(
+        &events,
+        &["main returns", "stubborn unwound", "waiter unwound"],
+    );
+}
+
 #[test]
 fn run_returns_mains_value_after_shutdown() {
     let (value, events) = watchdog(|| {

@@ -13,8 +13,19 @@
 //!   scheduler at all. The floor.
 //! - `corosensei/round_robin_2`: two coroutines taking turns through a
 //!   `VecDeque`: the smallest possible scheduler.
+//! - `corosensei/round_robin_2_nested`: the same, but each coroutine suspends
+//!   from inside a function it calls (not inlined), as real code does.
 //! - `curio/yield_now`, `curio/sleep_zero`: two curio tasks in one kernel
-//!   calling `curio::yield_now()` / `curio::sleep(Duration::ZERO)`.
+//!   calling `curio::yield_now()` / `curio::sleep(Duration::ZERO)` in a loop.
+//! - `curio/yield_now_nested`: the same, but each task yields from inside a
+//!   function it calls (not inlined).
+//!
+//! Why the `_nested` pairs: a stackful switch leaves the CPU's return-address
+//! predictor describing the kernel's stack, so every frame a resumed task
+//! returns through costs a mispredicted return (and the next suspend another).
+//! A loop that yields directly pays none of that; each extra frame between
+//! the loop and the switch pays about the same in bare corosensei as in
+//! curio. See `arch-notes/trap-flow.md`.
 //! - `tokio/current_thread`, `tokio/current_thread_timers`: two tokio tasks
 //!   calling `tokio::task::yield_now().await`, without and with the time driver.
 //! - `may/1_worker`: two `may` coroutines on one worker calling
@@ -68,8 +79,36 @@ fn corosensei_round_robin(iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// [`corosensei_round_robin`], suspending from a function each coroutine calls.
+fn corosensei_round_robin_nested(iters: u64) -> Duration {
+    #[inline(never)]
+    fn nested_suspend(y: &Yielder<(), ()>) {
+        y.suspend(());
+    }
+    let (a, b) = halves(iters);
+    let make = |n: u64| {
+        let stack = DefaultStack::new(COROSENSEI_STACK).expect("stack");
+        Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
+            for _ in 0..n {
+                nested_suspend(y);
+            }
+        })
+    };
+    let mut ready = VecDeque::from([make(a), make(b)]);
+    let start = Instant::now();
+    while let Some(mut co) = ready.pop_front() {
+        if let CoroutineResult::Yield(()) = co.resume(()) {
+            ready.push_back(co);
+        }
+    }
+    start.elapsed()
+}
+
 /// Two curio tasks, each calling `op` (a yield) its share of `iters` times.
-fn curio_switch(iters: u64, op: fn() -> curio::Result<()>) -> Duration {
+fn curio_switch<F>(iters: u64, op: F) -> Duration
+where
+    F: Fn() -> curio::Result<()> + Copy + 'static,
+{
     let (a, b) = halves(iters);
     curio::run(move || {
         let start = Instant::now();
@@ -89,8 +128,14 @@ fn curio_switch(iters: u64, op: fn() -> curio::Result<()>) -> Duration {
     })
 }
 
+#[inline]
 fn curio_sleep_zero() -> curio::Result<()> {
     curio::sleep(Duration::ZERO)
+}
+
+#[inline(never)]
+fn curio_nested_yield() -> curio::Result<()> {
+    curio::yield_now()
 }
 
 /// Two tokio tasks on a `current_thread` runtime.
@@ -160,11 +205,17 @@ fn switch(c: &mut Criterion) {
     g.bench_function("corosensei/round_robin_2", |b| {
         b.iter_custom(corosensei_round_robin)
     });
+    g.bench_function("corosensei/round_robin_2_nested", |b| {
+        b.iter_custom(corosensei_round_robin_nested)
+    });
     g.bench_function("curio/yield_now", |b| {
         b.iter_custom(|n| curio_switch(n, curio::yield_now))
     });
     g.bench_function("curio/sleep_zero", |b| {
         b.iter_custom(|n| curio_switch(n, curio_sleep_zero))
+    });
+    g.bench_function("curio/yield_now_nested", |b| {
+        b.iter_custom(|n| curio_switch(n, curio_nested_yield))
     });
     let rt = tokio_runtime(false);
     g.bench_function("tokio/current_thread", |b| {
