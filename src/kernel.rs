@@ -1008,29 +1008,38 @@ pub(crate) fn cancel_point() -> Result<()> {
 /// woken (`Ok`) or the wait is aborted by cancellation or a timeout (`Err`).
 ///
 /// A cancel point: a pending cancellation is returned before registering.
-#[inline]
+///
+/// Always inlined, and so is every blocking call built on it: the switch
+/// happens in the caller's frame, with no frame of curio's live across it, so
+/// the CPU's return prediction stays right when the task resumes
+/// (`arch-notes/trap-flow.md`). Registering is an ordinary call that returns
+/// before the switch.
+#[inline(always)]
 pub(crate) fn park(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
-    park_as(state, state.is_external(), register)
+    prepare_park(state, state.is_external(), register)?;
+    trap::suspend(Trap::Wait)
 }
 
 /// [`park`] for a wait that another thread (or the poller) will end.
+#[inline(always)]
 pub(crate) fn park_external(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
-    park_as(state, true, register)
+    prepare_park(state, true, register)?;
+    trap::suspend(Trap::Wait)
 }
 
-#[inline]
-fn park_as(state: State, external: bool, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
+/// The part of [`park`] before the switch: cancel point, then registration.
+#[inline(never)]
+fn prepare_park(state: State, external: bool, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
     trap::with_current(|core, h| {
         core.cancel_point(h)?;
         let w = core.begin_wait(h, state, external);
         register(core, w);
-        Ok::<(), Error>(())
-    })?;
-    trap::suspend(Trap::Wait)
+        Ok(())
+    })
 }
 
 /// Moves the running task to the back of the ready queue. A cancel point.
-#[inline]
+#[inline(always)]
 pub(crate) fn yield_now() -> Result<()> {
     cancel_point()?;
     trap::suspend(Trap::Yield)
@@ -1038,9 +1047,15 @@ pub(crate) fn yield_now() -> Result<()> {
 
 /// Parks the running task on wait queue `q` in `state` (FIFO). A cancel point;
 /// a cancelled or timed-out waiter's entry goes stale and is skipped.
-#[inline]
+#[inline(always)]
 pub(crate) fn park_on(q: &RefCell<WaitQueue>, state: State) -> Result<()> {
-    park(state, |core, w| {
+    prepare_park_on(q, state)?;
+    trap::suspend(Trap::Wait)
+}
+
+#[inline(never)]
+fn prepare_park_on(q: &RefCell<WaitQueue>, state: State) -> Result<()> {
+    prepare_park(state, state.is_external(), |core, w| {
         q.borrow_mut().push(w, |w| core.is_waiting(w))
     })
 }
@@ -1063,11 +1078,9 @@ pub(crate) fn wake_one(q: &RefCell<WaitQueue>) -> Option<u64> {
 /// Wakes every live waiter of `q`, oldest first; returns how many. Never switches.
 pub(crate) fn wake_all(q: &RefCell<WaitQueue>) -> usize {
     trap::with_core(|core| {
-        let waiters: Vec<Waiter> = q.borrow_mut().drain().collect();
-        waiters
-            .into_iter()
-            .filter(|&w| core.wake(w, Ok(())))
-            .count()
+        // Taken out whole: no allocation when the oldest waiter is the only one.
+        let mut waiters = std::mem::take(&mut *q.borrow_mut());
+        waiters.drain().filter(|&w| core.wake(w, Ok(()))).count()
     })
 }
 

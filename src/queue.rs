@@ -291,6 +291,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     ///
     /// A cancel point when it has to wait. A getter cancelled or timed out here
     /// takes nothing; the next item goes to the next getter.
+    #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
     pub fn get(&self) -> Result<T> {
         if self.free_items() > 0 && !kernel::has_waiters(&self.getters) {
             return Ok(self.take());
@@ -320,6 +321,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     ///
     /// A cancel point when it has to wait. A putter cancelled or timed out here
     /// puts nothing: the item comes back in [`PutError::into_item`].
+    #[inline(always)] // as `get`
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         if self.maxsize > 0 && (!self.has_room() || kernel::has_waiters(&self.putters)) {
             if let Err(error) = kernel::park_on(&self.putters, State::QueuePut) {

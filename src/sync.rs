@@ -64,12 +64,14 @@ impl Event {
     }
 
     /// Sets the flag and wakes every waiting task. Never blocks.
+    #[inline]
     pub fn set(&self) {
         self.set.set(true);
         kernel::wake_all(&self.waiters);
     }
 
     /// Clears the flag.
+    #[inline]
     pub fn clear(&self) {
         self.set.set(false);
     }
@@ -80,6 +82,7 @@ impl Event {
     ///
     /// A cancel point while the event is unset. A cancelled or timed-out waiter is
     /// forgotten by the event; nothing else changes.
+    #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
     pub fn wait(&self) -> Result<()> {
         if self.set.get() {
             return Ok(());
@@ -142,6 +145,7 @@ impl Lock {
     ///
     /// A cancel point only when the lock is held. A waiter cancelled or timed out
     /// here does not acquire the lock and leaves no trace in its queue.
+    #[inline(always)] // as `Event::wait`
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
         self.acquire_raw()?;
         Ok(LockGuard { lock: self })
@@ -156,6 +160,7 @@ impl Lock {
         Some(LockGuard { lock: self })
     }
 
+    #[inline(always)]
     fn acquire_raw(&self) -> Result<()> {
         if !self.locked.get() {
             self.locked.set(true);
@@ -229,6 +234,7 @@ impl RLock {
     ///
     /// A cancel point only when another task holds it. A cancelled or timed-out
     /// waiter acquires nothing.
+    #[inline(always)] // as `Event::wait`
     pub fn acquire(&self) -> Result<()> {
         let me = kernel::current_id();
         if self.count.get() == 0 {
@@ -315,6 +321,7 @@ impl Semaphore {
     ///
     /// A cancel point only when no unit is left. A cancelled or timed-out waiter
     /// takes nothing.
+    #[inline(always)] // as `Event::wait`
     pub fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
         if self.value.get() > 0 {
             self.value.set(self.value.get() - 1);

@@ -385,18 +385,21 @@ impl TaskRef {
     ///
     /// A cancel point (unless the task has already finished). If the caller is
     /// cancelled or times out here, it stops waiting; the task runs on, untouched.
+    #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
     pub fn wait(&self) -> Result<()> {
-        let target = self.header();
-        if target.terminated.get() {
+        if self.header().terminated.get() {
             return Ok(());
         }
-        let id = target.id;
-        trap::with_current(|_, me| me.join_target.set(id));
-        let r = kernel::park(State::TaskJoin, |core, w| {
-            target.joiners.borrow_mut().push(w, |w| core.is_waiting(w));
-        });
+        let r = kernel::park(State::TaskJoin, |core, w| self.add_joiner(core, w));
         trap::with_current(|_, me| me.join_target.set(0));
         r
+    }
+
+    #[inline(never)]
+    fn add_joiner(&self, core: &kernel::Core, w: crate::wait::Waiter) {
+        let target = self.header();
+        trap::with_current(|_, me| me.join_target.set(target.id));
+        target.joiners.borrow_mut().push(w, |w| core.is_waiting(w));
     }
 
     /// Requests cancellation and returns at once. The task receives
@@ -466,6 +469,7 @@ impl<T> Task<T> {
     ///
     /// A cancel point. A caller cancelled or timed out here takes nothing: the
     /// task runs on and a later `join` still gets its value.
+    #[inline(always)] // as `wait`
     pub fn join(&self) -> Result<T> {
         self.any.wait()?;
         self.cell.take_result()
@@ -689,7 +693,7 @@ pub fn current_task() -> TaskRef {
 /// # Cancellation
 ///
 /// A cancel point: a pending cancellation or timeout is returned instead of yielding.
-#[inline] // switch from the caller's frame: see arch-notes/trap-flow.md
+#[inline(always)] // switch from the caller's frame: see arch-notes/trap-flow.md
 pub fn yield_now() -> Result<()> {
     kernel::yield_now()
 }

@@ -56,7 +56,7 @@ pub fn clock() -> Instant {
 ///
 /// A cancel point, also for a zero duration. If cancelled or timed out, the
 /// sleep ends early and nothing else changes.
-#[inline] // so that `sleep(0)` switches from the caller's frame (arch-notes/trap-flow.md)
+#[inline(always)] // so that `sleep(0)` switches from the caller's frame (arch-notes/trap-flow.md)
 pub fn sleep(d: Duration) -> Result<()> {
     if d.is_zero() {
         return kernel::yield_now();

@@ -165,7 +165,10 @@ pub(crate) fn set_task(task: Option<&Header>) {
 }
 
 /// Suspends the running task with `trap` and returns the kernel's reply.
-#[inline]
+///
+/// Always inlined: the switch must happen in the frame of the blocking call's
+/// caller (see `arch-notes/trap-flow.md`).
+#[inline(always)]
 pub(crate) fn suspend(trap: Trap) -> Reply {
     let task = TASK.with(|c| c.get());
     if task.is_null() {

@@ -8,6 +8,8 @@
 //! profile batch [N]    spawn 10 000 tasks then join them all, N tasks in all (default 1 000 000)
 //! profile floor [N]    the floor: N resume + suspend round trips of one bare corosensei coroutine
 //! profile rr [N]       two bare corosensei coroutines taking turns through a VecDeque, N yields
+//! profile queue [N]    two tasks ping-pong an item through two queues, N round trips
+//! profile event [N]    two tasks ping-pong through two events, N round trips
 //! ```
 //!
 //! For callgrind, count only the measured loop with
@@ -15,10 +17,12 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
+use std::rc::Rc;
 use std::time::Instant;
 
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
+use curio::sync::Event;
 use curio_benches::{COROSENSEI_STACK, halves};
 
 #[inline(never)]
@@ -95,6 +99,42 @@ fn run_round_robin(n: u64) {
     }
 }
 
+#[inline(never)]
+fn run_queue(n: u64) {
+    let (q1, q2) = (Rc::new(curio::Queue::new(0)), Rc::new(curio::Queue::new(0)));
+    let (p1, p2) = (q1.clone(), q2.clone());
+    let b = curio::spawn(move || {
+        for _ in 0..n {
+            let v: u64 = p1.get().expect("get");
+            p2.put(v).expect("put");
+        }
+    });
+    for i in 0..n {
+        q1.put(i).expect("put");
+        black_box(q2.get().expect("get"));
+    }
+    b.join().expect("join");
+}
+
+#[inline(never)]
+fn run_event(n: u64) {
+    let (e1, e2) = (Rc::new(Event::new()), Rc::new(Event::new()));
+    let (b1, b2) = (e1.clone(), e2.clone());
+    let b = curio::spawn(move || {
+        for _ in 0..n {
+            b1.wait().expect("wait");
+            b1.clear();
+            b2.set();
+        }
+    });
+    for _ in 0..n {
+        e1.set();
+        e2.wait().expect("wait");
+        e2.clear();
+    }
+    b.join().expect("join");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("switch", String::as_str).to_string();
@@ -108,8 +148,10 @@ fn main() {
         "batch" => run_batch,
         "floor" => run_floor,
         "rr" => run_round_robin,
+        "queue" => run_queue,
+        "event" => run_event,
         _ => {
-            eprintln!("usage: profile [switch|spawn|batch|floor|rr] [N]");
+            eprintln!("usage: profile [switch|spawn|batch|floor|rr|queue|event] [N]");
             std::process::exit(2);
         }
     };
