@@ -7,6 +7,8 @@
 //! - Guards are installed with `MADV_GUARD_INSTALL` where the kernel has it (Linux
 //!   6.13+), which keeps a whole slab one mapping: a million stacks fit under
 //!   `vm.max_map_count`. Older kernels fall back to `mprotect`, one split per stack.
+//!   Setting `CURIO_GUARD_PAGES=mprotect` in the environment forces the fallback
+//!   (to test it, or to sidestep a kernel whose `MADV_GUARD_INSTALL` misbehaves).
 //! - Slabs are mapped `MAP_NORESERVE` and never unmapped: a stack costs only the
 //!   pages its task has touched, and a freed stack goes back to the pool of its
 //!   size class for the next spawn, so spawning in steady state makes no syscall.
@@ -41,6 +43,7 @@ const FIRST_SLAB: usize = 16;
 const MAX_SLAB: usize = 4096;
 
 /// One stack from the pool. Dropping it leaks it; give it back with [`give`].
+#[derive(Debug)]
 pub(crate) struct PooledStack {
     /// Lowest address, including the guard page.
     limit: usize,
@@ -91,10 +94,22 @@ struct Pool {
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool {
         classes: Vec::new(),
-        mode: GuardMode::Madvise,
+        mode: initial_guard_mode(),
         page: sys::page_size(),
         warned: false,
     });
+}
+
+/// The environment variable that forces `mprotect` guard pages.
+const GUARD_ENV: &str = "CURIO_GUARD_PAGES";
+
+/// `MADV_GUARD_INSTALL` first (it falls back by itself where the kernel lacks
+/// it), unless `CURIO_GUARD_PAGES=mprotect` asks for the fallback outright.
+fn initial_guard_mode() -> GuardMode {
+    match std::env::var(GUARD_ENV) {
+        Ok(v) if v.eq_ignore_ascii_case("mprotect") => GuardMode::Mprotect,
+        _ => GuardMode::Madvise,
+    }
 }
 
 /// Rounds a requested size up to a whole number of pages, at least [`MIN_STACK_SIZE`].
@@ -161,8 +176,13 @@ impl Pool {
         if mode == GuardMode::Mprotect && !self.warned {
             self.warned = true;
             let limit = sys::max_map_count().unwrap_or(65530);
+            let why = if initial_guard_mode() == GuardMode::Mprotect {
+                "CURIO_GUARD_PAGES=mprotect is set"
+            } else {
+                "this kernel has no MADV_GUARD_INSTALL"
+            };
             eprintln!(
-                "curio: this kernel has no MADV_GUARD_INSTALL; guard pages use mprotect, \
+                "curio: {why}; guard pages use mprotect, \
                  so vm.max_map_count ({limit}) allows about {} concurrent tasks",
                 limit / 2
             );
@@ -188,6 +208,44 @@ mod tests {
         let b = take(size).unwrap();
         assert_eq!(b.base, a_base);
         give(b);
+    }
+
+    /// The permissions `/proc/self/maps` shows for the mapping holding `addr`.
+    fn perms_at(addr: usize) -> Option<String> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().find_map(|line| {
+            let mut parts = line.split_whitespace();
+            let range = parts.next()?;
+            let perms = parts.next()?;
+            let (lo, hi) = range.split_once('-')?;
+            let lo = usize::from_str_radix(lo, 16).ok()?;
+            let hi = usize::from_str_radix(hi, 16).ok()?;
+            (lo <= addr && addr < hi).then(|| perms.to_string())
+        })
+    }
+
+    #[test]
+    fn the_mprotect_fallback_makes_each_guard_page_an_inaccessible_mapping() {
+        let mut pool = Pool {
+            classes: Vec::new(),
+            mode: GuardMode::Mprotect,
+            page: sys::page_size(),
+            warned: true, // no warning in the test output
+        };
+        let size = round_size(16 * 1024);
+        let stacks: Vec<_> = (0..3).map(|_| pool.take(size).unwrap()).collect();
+        for s in &stacks {
+            let (lo, hi) = s.guard();
+            assert_eq!(perms_at(lo).as_deref(), Some("---p"), "guard of {s:?}");
+            assert_eq!(perms_at(hi - 1).as_deref(), Some("---p"));
+            assert_eq!(
+                perms_at(hi).as_deref(),
+                Some("rw-p"),
+                "usable bottom of {s:?}"
+            );
+            assert_eq!(perms_at(s.base - 1).as_deref(), Some("rw-p"));
+        }
+        assert_eq!(pool.mode, GuardMode::Mprotect);
     }
 
     #[test]

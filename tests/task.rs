@@ -349,6 +349,31 @@ fn a_stack_overflow_ends_the_process_naming_the_task_and_its_stack_size() {
 }
 
 #[test]
+fn with_mprotect_guard_pages_a_stack_overflow_is_reported_the_same_way() {
+    // The fallback for kernels without MADV_GUARD_INSTALL, forced.
+    let out = run_test_in_child_with(
+        "stack_overflow_child",
+        OVERFLOW_CHILD,
+        &[("CURIO_GUARD_PAGES", "mprotect")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.signal().is_some(),
+        "the child should die by a signal, got {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("curio: CURIO_GUARD_PAGES=mprotect is set; guard pages use mprotect"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("curio: task 2 'digger' overflowed its stack of 65536 bytes"),
+        "stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("unreachable"), "stderr:\n{stderr}");
+}
+
+#[test]
 fn a_panic_inside_a_timeout_block_and_a_mask_leaves_nothing_behind() {
     run_virtual(|| {
         let sw = Stopwatch::start();

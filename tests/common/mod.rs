@@ -227,10 +227,16 @@ pub fn in_child(env: &str) -> bool {
 /// Re-runs this test binary with only the test `name`, with `env=1` set, and
 /// returns its output. Fails if the child takes longer than [`WATCHDOG`].
 pub fn run_test_in_child(name: &str, env: &str) -> Output {
+    run_test_in_child_with(name, env, &[])
+}
+
+/// [`run_test_in_child`] with more environment variables for the child.
+pub fn run_test_in_child_with(name: &str, env: &str, extra: &[(&str, &str)]) -> Output {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(env, "1")
+        .envs(extra.iter().copied())
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
