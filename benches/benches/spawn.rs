@@ -28,20 +28,10 @@ use std::time::{Duration, Instant};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use criterion::{Criterion, criterion_group, criterion_main};
-use curio_benches::{COROSENSEI_STACK, criterion_config, may_run, tokio_runtime};
-
-/// Tasks spawned before any is joined in the batch group.
-const BATCH: u64 = 10_000;
-
-/// Splits `iters` tasks into batches of at most [`BATCH`], calling `batch(first, len)`.
-fn in_batches(iters: u64, mut batch: impl FnMut(u64, u64)) {
-    let mut done = 0;
-    while done < iters {
-        let n = (iters - done).min(BATCH);
-        batch(done, n);
-        done += n;
-    }
-}
+use curio_benches::loops::{BATCH, in_batches};
+use curio_benches::{
+    COROSENSEI_STACK, criterion_config, curio_timed, loops, may_run, tokio_runtime,
+};
 
 /// Runs one trivial coroutine to completion on `stack` and hands the stack back.
 fn run_coroutine(stack: DefaultStack, i: u64) -> DefaultStack {
@@ -90,30 +80,11 @@ fn corosensei_batch(stacks: &mut Vec<DefaultStack>, iters: u64) -> Duration {
 }
 
 fn curio_one(iters: u64) -> Duration {
-    curio::run(move || {
-        let start = Instant::now();
-        for i in 0..iters {
-            let t = curio::spawn(move || i);
-            black_box(t.join().expect("join"));
-        }
-        start.elapsed()
-    })
+    curio_timed(|| loops::curio_spawn_one(iters))
 }
 
 fn curio_batch(iters: u64) -> Duration {
-    curio::run(move || {
-        let mut tasks = Vec::with_capacity(BATCH as usize);
-        let start = Instant::now();
-        in_batches(iters, |first, n| {
-            for i in first..first + n {
-                tasks.push(curio::spawn(move || i));
-            }
-            for t in tasks.drain(..) {
-                black_box(t.join().expect("join"));
-            }
-        });
-        start.elapsed()
-    })
+    curio_timed(|| loops::curio_spawn_batch(iters))
 }
 
 fn tokio_one(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {

@@ -34,48 +34,23 @@
 //!   Not like-for-like: on a multi-core machine the threads run in parallel and
 //!   each yield is a `sched_yield` system call that usually switches nothing.
 
-use std::collections::VecDeque;
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use corosensei::stack::DefaultStack;
-use corosensei::{Coroutine, CoroutineResult, Yielder};
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use curio_benches::{COROSENSEI_STACK, criterion_config, halves, may_run, tokio_runtime};
+use corosensei::Yielder;
+use criterion::{Criterion, criterion_group, criterion_main};
+use curio_benches::{criterion_config, curio_timed, halves, loops, may_run, tokio_runtime};
 
 /// The floor: one resume and one suspend of a single coroutine per iteration.
-fn corosensei_resume_suspend(g: &mut BenchmarkGroup<'_, WallTime>) {
-    let stack = DefaultStack::new(COROSENSEI_STACK).expect("stack");
-    let mut coro = Coroutine::with_stack(stack, |y: &Yielder<bool, ()>, mut go: bool| {
-        while go {
-            go = y.suspend(());
-        }
-    });
-    g.bench_function("corosensei/resume_suspend", |b| {
-        b.iter(|| black_box(coro.resume(black_box(true))))
-    });
-    assert!(matches!(coro.resume(false), CoroutineResult::Return(())));
+fn corosensei_resume_suspend(iters: u64) -> Duration {
+    let start = Instant::now();
+    loops::corosensei_resume_suspend(iters);
+    start.elapsed()
 }
 
-/// Two coroutines taking turns through a ready queue.
+/// Two coroutines taking turns through a ready queue, suspending inline.
 fn corosensei_round_robin(iters: u64) -> Duration {
-    let (a, b) = halves(iters);
-    let make = |n: u64| {
-        let stack = DefaultStack::new(COROSENSEI_STACK).expect("stack");
-        Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
-            for _ in 0..n {
-                y.suspend(());
-            }
-        })
-    };
-    let mut ready = VecDeque::from([make(a), make(b)]);
     let start = Instant::now();
-    while let Some(mut co) = ready.pop_front() {
-        if let CoroutineResult::Yield(()) = co.resume(()) {
-            ready.push_back(co);
-        }
-    }
+    loops::corosensei_round_robin(iters, |y| y.suspend(()));
     start.elapsed()
 }
 
@@ -85,22 +60,8 @@ fn corosensei_round_robin_nested(iters: u64) -> Duration {
     fn nested_suspend(y: &Yielder<(), ()>) {
         y.suspend(());
     }
-    let (a, b) = halves(iters);
-    let make = |n: u64| {
-        let stack = DefaultStack::new(COROSENSEI_STACK).expect("stack");
-        Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
-            for _ in 0..n {
-                nested_suspend(y);
-            }
-        })
-    };
-    let mut ready = VecDeque::from([make(a), make(b)]);
     let start = Instant::now();
-    while let Some(mut co) = ready.pop_front() {
-        if let CoroutineResult::Yield(()) = co.resume(()) {
-            ready.push_back(co);
-        }
-    }
+    loops::corosensei_round_robin(iters, nested_suspend);
     start.elapsed()
 }
 
@@ -109,23 +70,7 @@ fn curio_switch<F>(iters: u64, op: F) -> Duration
 where
     F: Fn() -> curio::Result<()> + Copy + 'static,
 {
-    let (a, b) = halves(iters);
-    curio::run(move || {
-        let start = Instant::now();
-        let t1 = curio::spawn(move || {
-            for _ in 0..a {
-                op().expect("yield");
-            }
-        });
-        let t2 = curio::spawn(move || {
-            for _ in 0..b {
-                op().expect("yield");
-            }
-        });
-        t1.join().expect("join");
-        t2.join().expect("join");
-        start.elapsed()
-    })
+    curio_timed(|| loops::curio_switch(iters, op))
 }
 
 #[inline]
@@ -201,7 +146,9 @@ fn std_switch(iters: u64) -> Duration {
 
 fn switch(c: &mut Criterion) {
     let mut g = c.benchmark_group("switch");
-    corosensei_resume_suspend(&mut g);
+    g.bench_function("corosensei/resume_suspend", |b| {
+        b.iter_custom(corosensei_resume_suspend)
+    });
     g.bench_function("corosensei/round_robin_2", |b| {
         b.iter_custom(corosensei_round_robin)
     });

@@ -11,14 +11,13 @@
 //! - `lock_uncontended`: `Lock::acquire` plus release of a free lock.
 
 use std::hint::black_box;
-use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use curio::sync::{Event, Lock};
+use curio::sync::Lock;
 
-use curio_benches::{criterion_config, may_one_worker, may_run};
+use curio_benches::{criterion_config, curio_timed, loops, may_one_worker, may_run};
 
 fn tokio_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -27,25 +26,7 @@ fn tokio_rt() -> tokio::runtime::Runtime {
 }
 
 fn curio_event_pingpong(n: u64) -> Duration {
-    curio::run(|| {
-        let (e1, e2) = (Rc::new(Event::new()), Rc::new(Event::new()));
-        let (b1, b2) = (e1.clone(), e2.clone());
-        let start = Instant::now();
-        let b = curio::spawn(move || {
-            for _ in 0..n {
-                b1.wait().unwrap();
-                b1.clear();
-                b2.set();
-            }
-        });
-        for _ in 0..n {
-            e1.set();
-            e2.wait().unwrap();
-            e2.clear();
-        }
-        b.join().unwrap();
-        start.elapsed()
-    })
+    curio_timed(|| loops::curio_event_pingpong(n))
 }
 
 fn tokio_notify_pingpong(n: u64) -> Duration {
@@ -96,23 +77,7 @@ fn std_condvar_pingpong(n: u64) -> Duration {
 }
 
 fn curio_queue_pingpong(n: u64) -> Duration {
-    curio::run(|| {
-        let (q1, q2) = (Rc::new(curio::Queue::new(0)), Rc::new(curio::Queue::new(0)));
-        let (p1, p2) = (q1.clone(), q2.clone());
-        let start = Instant::now();
-        let b = curio::spawn(move || {
-            for _ in 0..n {
-                let v: u64 = p1.get().unwrap();
-                p2.put(v).unwrap();
-            }
-        });
-        for i in 0..n {
-            q1.put(i).unwrap();
-            black_box(q2.get().unwrap());
-        }
-        b.join().unwrap();
-        start.elapsed()
-    })
+    curio_timed(|| loops::curio_queue_pingpong(n))
 }
 
 fn tokio_mpsc_pingpong(n: u64) -> Duration {

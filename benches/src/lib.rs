@@ -1,6 +1,6 @@
 //! Benchmarks of curio against its peers: helpers shared by the criterion
-//! benches (`benches/switch.rs`, `benches/spawn.rs`) and the `scale` binary;
-//! the TCP echo benchmark's helpers are in [`echo`].
+//! benches (`benches/*.rs`) and the `scale` and `profile` binaries; the measured
+//! curio loops are in [`loops`], the TCP echo benchmark's helpers in [`echo`].
 //!
 //! Every peer is measured in the same run on the same machine, and figures are
 //! quoted as ratios to a peer from that run (see `arch-notes/benchmarks.md`).
@@ -8,9 +8,10 @@
 //! kernel: tokio's `current_thread` runtime, and `may` with one worker.
 
 pub mod echo;
+pub mod loops;
 
 use std::sync::Once;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
@@ -27,6 +28,16 @@ pub fn criterion_config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .configure_from_args()
+}
+
+/// Runs `f` in a new curio kernel and returns how long it took, timed from
+/// inside the kernel (so kernel start-up and shutdown are not counted).
+pub fn curio_timed(f: impl FnOnce()) -> Duration {
+    curio::run(|| {
+        let start = Instant::now();
+        f();
+        start.elapsed()
+    })
 }
 
 /// Splits `total` operations between two workers (the first takes the odd one).

@@ -1,5 +1,5 @@
-//! The hot loops of the `switch` and `spawn` benches without criterion around
-//! them, for profilers (`valgrind --tool=callgrind`, `perf record`). Prints the
+//! The hot loops of the criterion benches (`curio_benches::loops`) without
+//! criterion around them, for profilers (`valgrind --tool=callgrind`, `perf record`). Prints the
 //! time per operation, which under a profiler means little.
 //!
 //! ```text
@@ -15,124 +15,43 @@
 //! For callgrind, count only the measured loop with
 //! `--toggle-collect='*profile::run_*'`.
 
-use std::collections::VecDeque;
-use std::hint::black_box;
-use std::rc::Rc;
 use std::time::Instant;
 
-use corosensei::stack::DefaultStack;
-use corosensei::{Coroutine, CoroutineResult, Yielder};
-use curio::sync::Event;
-use curio_benches::{COROSENSEI_STACK, halves};
+use curio_benches::loops;
 
 #[inline(never)]
 fn run_floor(n: u64) {
-    let stack = DefaultStack::new(COROSENSEI_STACK).expect("stack");
-    let mut coro = Coroutine::with_stack(stack, |y: &Yielder<bool, ()>, mut go: bool| {
-        while go {
-            go = y.suspend(());
-        }
-    });
-    for _ in 0..n {
-        black_box(coro.resume(black_box(true)));
-    }
-    assert!(matches!(coro.resume(false), CoroutineResult::Return(())));
+    loops::corosensei_resume_suspend(n);
 }
 
 #[inline(never)]
 fn run_switch(n: u64) {
-    let (a, b) = halves(n);
-    let t1 = curio::spawn(move || {
-        for _ in 0..a {
-            curio::yield_now().expect("yield");
-        }
-    });
-    let t2 = curio::spawn(move || {
-        for _ in 0..b {
-            curio::yield_now().expect("yield");
-        }
-    });
-    t1.join().expect("join");
-    t2.join().expect("join");
+    loops::curio_switch(n, curio::yield_now);
 }
 
 #[inline(never)]
 fn run_spawn(n: u64) {
-    for i in 0..n {
-        let t = curio::spawn(move || i);
-        black_box(t.join().expect("join"));
-    }
+    loops::curio_spawn_one(n);
 }
 
 #[inline(never)]
 fn run_batch(n: u64) {
-    let mut tasks = Vec::with_capacity(10_000);
-    let mut done = 0;
-    while done < n {
-        let k = (n - done).min(10_000);
-        for i in done..done + k {
-            tasks.push(curio::spawn(move || i));
-        }
-        for t in tasks.drain(..) {
-            black_box(t.join().expect("join"));
-        }
-        done += k;
-    }
+    loops::curio_spawn_batch(n);
 }
 
 #[inline(never)]
 fn run_round_robin(n: u64) {
-    let (a, b) = halves(n);
-    let make = |k: u64| {
-        let stack = DefaultStack::new(COROSENSEI_STACK).expect("stack");
-        Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
-            for _ in 0..k {
-                y.suspend(());
-            }
-        })
-    };
-    let mut ready = VecDeque::from([make(a), make(b)]);
-    while let Some(mut co) = ready.pop_front() {
-        if let CoroutineResult::Yield(()) = co.resume(()) {
-            ready.push_back(co);
-        }
-    }
+    loops::corosensei_round_robin(n, |y| y.suspend(()));
 }
 
 #[inline(never)]
 fn run_queue(n: u64) {
-    let (q1, q2) = (Rc::new(curio::Queue::new(0)), Rc::new(curio::Queue::new(0)));
-    let (p1, p2) = (q1.clone(), q2.clone());
-    let b = curio::spawn(move || {
-        for _ in 0..n {
-            let v: u64 = p1.get().expect("get");
-            p2.put(v).expect("put");
-        }
-    });
-    for i in 0..n {
-        q1.put(i).expect("put");
-        black_box(q2.get().expect("get"));
-    }
-    b.join().expect("join");
+    loops::curio_queue_pingpong(n);
 }
 
 #[inline(never)]
 fn run_event(n: u64) {
-    let (e1, e2) = (Rc::new(Event::new()), Rc::new(Event::new()));
-    let (b1, b2) = (e1.clone(), e2.clone());
-    let b = curio::spawn(move || {
-        for _ in 0..n {
-            b1.wait().expect("wait");
-            b1.clear();
-            b2.set();
-        }
-    });
-    for _ in 0..n {
-        e1.set();
-        e2.wait().expect("wait");
-        e2.clear();
-    }
-    b.join().expect("join");
+    loops::curio_event_pingpong(n);
 }
 
 fn main() {
