@@ -58,7 +58,7 @@ use crate::wait::{WaitQueue, Waiter};
 /// switch, so doing both on every pass would make switching 10× slower. Looking
 /// every 64 switches keeps the guarantee (I/O and deadlines are seen within 64
 /// switches, a microsecond or so) at under 5 ns per switch.
-const POLL_INTERVAL: u32 = 64;
+const POLL_INTERVAL: usize = 64;
 
 /// When the virtual clock has tasks waiting on I/O or other threads, how long to
 /// wait for real before jumping to the next deadline.
@@ -270,7 +270,6 @@ pub(crate) struct Core {
     /// Tasks parked in waits that something outside the kernel loop can end
     /// (I/O readiness, another thread, a signal).
     external: Cell<usize>,
-    since_poll: Cell<u32>,
     /// Set while tasks are being force-unwound, so their unwinding is not
     /// reported as a crash.
     unwinding: Cell<bool>,
@@ -303,7 +302,6 @@ impl Core {
             next_wait_id: Cell::new(1),
             live: Cell::new(0),
             external: Cell::new(0),
-            since_poll: Cell::new(0),
             unwinding: Cell::new(false),
             stack_size: stack::round_size(config.stack_size),
             thread_pool_size: config.thread_pool_size,
@@ -434,7 +432,6 @@ impl Core {
             trap::set_task(None);
             result
         };
-        self.since_poll.set(self.since_poll.get() + 1);
         match result {
             corosensei::CoroutineResult::Yield(Trap::Yield) => {
                 h.state.set(State::Ready);
@@ -814,18 +811,23 @@ impl Core {
     fn run_until(&self, done: impl Fn() -> bool) -> Option<String> {
         // Tasks left in this pass (those that were ready when it began).
         let mut batch = 0usize;
+        // Switches since the outside world was last looked at, counting the
+        // pass under way.
+        let mut since_poll = 0usize;
         loop {
             if batch == 0 {
                 if done() {
                     return None;
                 }
                 batch = self.ready.len();
-                if batch == 0 || self.since_poll.get() >= POLL_INTERVAL {
+                if batch == 0 || since_poll >= POLL_INTERVAL {
                     if let Err(report) = self.tick() {
                         return Some(report);
                     }
+                    since_poll = 0;
                     batch = self.ready.len();
                 }
+                since_poll += batch;
                 continue;
             }
             batch -= 1;
@@ -848,7 +850,6 @@ impl Core {
     /// than POLL_INTERVAL switches have passed; blocks when nothing is ready.
     fn tick(&self) -> std::result::Result<(), String> {
         let idle = self.ready.is_empty();
-        self.since_poll.set(0);
         if !idle {
             if self.external.get() > 0 || self.poller.borrow().inbox_pending() {
                 self.poll(Some(Duration::ZERO));

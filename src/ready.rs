@@ -1,9 +1,11 @@
 //! The ready queue: the tasks waiting for their turn, in the order they became ready.
 //!
-//! Entries are thin pointers to task headers rather than `Rc`s. A switch then
-//! moves one word through the queue, touches no reference count and reads no
-//! vtable; on the switch benchmark that is about a fifth of the cost of a
-//! yield (`arch-notes/benchmarks.md`).
+//! It sits on the switch path, so it is as lean as it can be: entries are thin
+//! pointers to task headers rather than `Rc`s (a switch moves one word, touches
+//! no reference count and reads no vtable), and the deque lives in an
+//! `UnsafeCell` rather than a `RefCell` (no borrow flag written and re-read on
+//! every push and pop). Both are worth a measurable share of a 5 ns switch
+//! (`arch-notes/benchmarks.md`).
 //!
 //! # Invariants
 //!
@@ -15,8 +17,13 @@
 //!   if it is still queued (only a forced unwind finishes a queued task).
 //! - A task is queued only with state `Ready`, by spawn, by a yield, or by the
 //!   end of a wait (which happens once per wait), so it is never queued twice.
+//!
+//! The deque itself is only ever reached through the methods below, each of
+//! which finishes with it before returning and calls no code that could reach
+//! the queue again (see the SAFETY comments).
+#![allow(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 
@@ -24,45 +31,61 @@ use crate::task::Header;
 
 /// FIFO of ready tasks (see the module docs for why entries are raw pointers).
 pub(crate) struct ReadyQueue {
-    tasks: RefCell<VecDeque<NonNull<Header>>>,
+    /// Not `Sync` (`UnsafeCell`), so only the kernel's own thread touches it.
+    tasks: UnsafeCell<VecDeque<NonNull<Header>>>,
 }
 
 impl ReadyQueue {
     pub(crate) fn new() -> ReadyQueue {
         ReadyQueue {
-            tasks: RefCell::new(VecDeque::new()),
+            tasks: UnsafeCell::new(VecDeque::new()),
         }
+    }
+
+    /// Runs `f` on the deque.
+    ///
+    /// This is `Cell`'s argument for a non-`Copy` value: the queue is not
+    /// `Sync`, and no reference to the deque outlives `f`. Every `f` below is
+    /// a plain `VecDeque` operation on `NonNull` entries (no destructor, no
+    /// user code, no kernel call), so none can re-enter `with` while the
+    /// `&mut` it was given is alive.
+    #[inline(always)]
+    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<NonNull<Header>>) -> R) -> R {
+        // SAFETY: exclusive access for the duration of `f`, which cannot
+        // re-enter (see above); `UnsafeCell` makes the queue `!Sync`.
+        f(unsafe { &mut *self.tasks.get() })
     }
 
     /// Queues `task` at the back. The kernel keeps it alive while it is queued.
     #[inline]
     pub(crate) fn push(&self, task: &Header) {
-        self.tasks.borrow_mut().push_back(NonNull::from(task));
+        let p = NonNull::from(task);
+        self.with(|q| q.push_back(p));
     }
 
     /// Takes the task at the front. The pointer names a live header (module
     /// invariants) until the kernel finishes that task.
     #[inline]
     pub(crate) fn pop(&self) -> Option<NonNull<Header>> {
-        self.tasks.borrow_mut().pop_front()
+        self.with(|q| q.pop_front())
     }
 
     /// Tasks queued.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.tasks.borrow().len()
+        self.with(|q| q.len())
     }
 
     /// True if no task is ready.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.tasks.borrow().is_empty()
+        self.with(|q| q.is_empty())
     }
 
     /// Takes `task` out of the queue, wherever it is (a linear scan: only a
     /// forced unwind needs it).
     pub(crate) fn remove(&self, task: &Header) {
         let p = NonNull::from(task);
-        self.tasks.borrow_mut().retain(|&q| q != p);
+        self.with(|q| q.retain(|&e| e != p));
     }
 }
