@@ -623,14 +623,23 @@ impl Builder {
             let size = self
                 .stack_size
                 .map_or(core.default_stack_size(), crate::stack::round_size);
-            let cell = Rc::new(TaskCell::new(Header::new(
-                core.next_task_id(),
-                Some(parent.id),
-                name,
-                self.daemon,
-                size,
-                false,
-            )));
+            // Built in place: `Rc::new(value)` builds the 400-byte cell on the
+            // stack and copies it into the allocation, which cost 10% of a
+            // spawn (arch-notes/benchmarks.md).
+            let mut cell = Rc::<TaskCell<T>>::new_uninit();
+            Rc::get_mut(&mut cell)
+                .expect("a new Rc has no other owner")
+                .write(TaskCell::new(Header::new(
+                    core.next_task_id(),
+                    Some(parent.id),
+                    name,
+                    self.daemon,
+                    size,
+                    false,
+                )));
+            // SAFETY: the `write` just above initialised the cell.
+            #[allow(unsafe_code)]
+            let cell = unsafe { cell.assume_init() };
             if !parent.locals.borrow().values.is_empty() {
                 *cell.header.locals.borrow_mut() = parent.locals.borrow().inherit();
             }
