@@ -232,7 +232,6 @@ impl Header {
     }
 }
 
-/// A task's header behind a type-erased handle (the kernel does not know `T`).
 /// A task's header and its result slot, in one allocation.
 ///
 /// `S` is the slot: [`ResultSlot<T>`] in a typed [`TaskCell<T>`], and `dyn
@@ -395,6 +394,8 @@ impl TaskRef {
         r
     }
 
+    /// Registers the running task as a joiner of this one (before the switch,
+    /// so not inlined into `wait`).
     #[inline(never)]
     fn add_joiner(&self, core: &kernel::Core, w: crate::wait::Waiter) {
         let target = self.header();
@@ -624,8 +625,8 @@ impl Builder {
                 .stack_size
                 .map_or(core.default_stack_size(), crate::stack::round_size);
             // Built in place: `Rc::new(value)` builds the 400-byte cell on the
-            // stack and copies it into the allocation, which cost 10% of a
-            // spawn (arch-notes/benchmarks.md).
+            // stack and copies it into the allocation, about 6% of a spawn
+            // (arch-notes/benchmarks.md).
             let mut cell = Rc::<TaskCell<T>>::new_uninit();
             Rc::get_mut(&mut cell)
                 .expect("a new Rc has no other owner")
