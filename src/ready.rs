@@ -48,7 +48,9 @@ impl ReadyQueue {
     /// `Sync`, and no reference to the deque outlives `f`. Every `f` below is
     /// a plain `VecDeque` operation on `NonNull` entries (no destructor, no
     /// user code, no kernel call), so none can re-enter `with` while the
-    /// `&mut` it was given is alive.
+    /// `&mut` it was given is alive. (Growing the deque calls the global
+    /// allocator, which, like any allocator, must not call back into a task
+    /// runtime.)
     #[inline(always)]
     fn with<R>(&self, f: impl FnOnce(&mut VecDeque<NonNull<Header>>) -> R) -> R {
         // SAFETY: exclusive access for the duration of `f`, which cannot
