@@ -2,25 +2,12 @@
 //! compared line by line to what the tutorial shows. They run on the virtual
 //! clock (`CURIO_CLOCK=virtual`), so the 25-second stories take milliseconds.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The compiled example `name` (cargo builds examples for `cargo test`).
-fn example(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test binary path");
-    dir.pop(); // the test binary
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "example binary {} not built; run `cargo build --examples`",
-        path.display()
-    );
-    path
-}
+use common::example;
 
 /// Runs an example on the virtual clock and returns its stdout lines.
 fn run_virtual(name: &str) -> Vec<String> {
@@ -49,6 +36,19 @@ fn countdown(from: u32) -> Vec<String> {
     (1..=from).rev().map(|n| format!("T-minus {n}")).collect()
 }
 
+/// The ending `several_tasks` and `task_synchronization` share: the parent's
+/// timeout expires, it cancels the kid, and the kid saves its work.
+fn timeout_then_cancel_ending() -> Vec<String> {
+    [
+        "We're leaving!",
+        "I warned you!",
+        "Fine. Saving my work.",
+        "Leaving!",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 #[test]
 fn getting_started_prints_the_countdown() {
     assert_eq!(run_virtual("getting_started"), countdown(10));
@@ -61,15 +61,7 @@ fn several_tasks_matches_the_tutorial() {
         "Let's go".into(),
     ];
     expected.extend(countdown(10));
-    expected.extend(
-        [
-            "We're leaving!",
-            "I warned you!",
-            "Fine. Saving my work.",
-            "Leaving!",
-        ]
-        .map(String::from),
-    );
+    expected.extend(timeout_then_cancel_ending());
     assert_eq!(run_virtual("several_tasks"), expected);
 }
 
@@ -89,15 +81,7 @@ fn task_synchronization_matches_the_tutorial() {
         .map(String::from),
     );
     expected.extend(countdown(10));
-    expected.extend(
-        [
-            "We're leaving!",
-            "I warned you!",
-            "Fine. Saving my work.",
-            "Leaving!",
-        ]
-        .map(String::from),
-    );
+    expected.extend(timeout_then_cancel_ending());
     assert_eq!(run_virtual("task_synchronization"), expected);
 }
 

@@ -9,6 +9,8 @@
 //! killed when the test ends, also when it fails. Every child process runs
 //! under a deadline, so a hang fails the test instead of blocking it.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,41 +18,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::example;
+
 /// How long any one child process or wait may take.
 const DEADLINE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The compiled example `name` (cargo builds examples for `cargo test`).
-fn example(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test binary path");
-    dir.pop(); // the test binary
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "example binary {} not built; run `cargo build --examples`",
-        path.display()
-    );
-    // `cargo test --test examples_net` alone does not rebuild the examples.
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    if let (Some(bin), Some(src)) = (modified(&path), modified(&source)) {
-        assert!(
-            bin >= src,
-            "example binary {} is older than {}; run `cargo build --examples`",
-            path.display(),
-            source.display()
-        );
-    }
-    path
-}
 
 /// The path of the external tool `name`; fails with what to install if missing.
 fn tool(name: &str, package: &str) -> PathBuf {

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -213,6 +214,39 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "<non-string panic payload>".to_string()
     }
+}
+
+// ---------------------------------------------------------------------------
+// Example binaries
+// ---------------------------------------------------------------------------
+
+/// The compiled example `name` (cargo builds examples for `cargo test`).
+pub fn example(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "example binary {} not built; run `cargo build --examples`",
+        path.display()
+    );
+    // `cargo test --test examples` alone does not rebuild the examples.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    if let (Some(bin), Some(src)) = (modified(&path), modified(&source)) {
+        assert!(
+            bin >= src,
+            "example binary {} is older than {}; run `cargo build --examples`",
+            path.display(),
+            source.display()
+        );
+    }
+    path
 }
 
 // ---------------------------------------------------------------------------
