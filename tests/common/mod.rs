@@ -250,6 +250,42 @@ pub fn example(name: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
+// Third-party tools (nc, socat, curl, openssl …)
+// ---------------------------------------------------------------------------
+
+/// The environment variable that turns a missing third-party tool into a test
+/// failure instead of a skip. `.ci/run` sets it, after installing the tools.
+pub const REQUIRE_TOOLS: &str = "CURIO_REQUIRE_TOOLS";
+
+/// The path of the external program `name` (from the Debian package
+/// `package`), or `None` after printing that the calling test is skipped.
+///
+/// `cargo test` must pass on a machine with only the Rust toolchain, so a test
+/// that drives a real third-party client skips itself, loudly, when the client
+/// is missing. With `CURIO_REQUIRE_TOOLS=1` (CI) a missing tool fails the test.
+#[track_caller]
+pub fn external_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/bin".into(), "/bin".into()]);
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    let test = thread::current().name().unwrap_or("this test").to_owned();
+    let what = format!(
+        "`{name}` is not installed; install the `{package}` package \
+         (e.g. `apt-get install {package}`; `bash .ci/run` does)"
+    );
+    if std::env::var_os(REQUIRE_TOOLS).is_some_and(|v| v != "0") {
+        panic!("{what}, or unset {REQUIRE_TOOLS}");
+    }
+    eprintln!("SKIPPED {test}: {what}");
+    None
+}
+
+// ---------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------
 
