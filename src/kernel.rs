@@ -60,6 +60,21 @@ use crate::wait::{WaitQueue, Waiter};
 /// switches, a microsecond or so) at under 5 ns per switch.
 const POLL_INTERVAL: usize = 64;
 
+/// Wait ids are unique for the life of the process, not just of one kernel.
+///
+/// Discussion: a wait is named by a [`Waiter`] (the task's slot and the wait's
+/// id), and copies of it sit in wait queues that belong to primitives, not to
+/// the kernel. `Event`, `Lock`, `Queue` … may outlive a kernel (a `static`, a
+/// leaked box, a value moved to another thread), and so may the waiters in
+/// them. If ids restarted in every kernel, such a stale waiter could name an
+/// unrelated wait of a later kernel with the same slot and id, and waking it
+/// would end that wait early (issue 8, hole 2). Each kernel takes its ids in
+/// blocks from this counter, so no two waits in the process share an id, and a
+/// stale waiter can only ever name a wait that has ended. The cost is one
+/// atomic add per 65 536 waits.
+static WAIT_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+const WAIT_ID_BLOCK: u64 = 1 << 16;
+
 /// When the virtual clock has tasks waiting on I/O or other threads, how long to
 /// wait for real before jumping to the next deadline.
 const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
@@ -161,21 +176,26 @@ impl Kernel {
         if !trap::enter_kernel(&core) {
             return Err(Error::new(ErrorKind::NestedKernel, ""));
         }
-        struct Leave;
-        impl Drop for Leave {
+        let out: Rc<RefCell<Option<std::thread::Result<T>>>> = Rc::new(RefCell::new(None));
+
+        // However `run` ends (normally, or by the kernel itself panicking),
+        // every task is ended and the services released *before* the thread's
+        // kernel mark is cleared: the destructors that ending a task runs may
+        // call curio, and must find their kernel (issue 8, hole 5).
+        struct Running<'a>(&'a Core);
+        impl Drop for Running<'_> {
             fn drop(&mut self) {
+                self.0.teardown();
                 trap::leave_kernel();
             }
         }
-        let _leave = Leave;
+        let running = Running(&core);
 
-        let out: Rc<RefCell<Option<std::thread::Result<T>>>> = Rc::new(RefCell::new(None));
         let main_task = core.spawn_main(main, out.clone())?;
         let deadlock = core.run_until_main_ends(&main_task);
         core.shutdown();
-        for hook in core.exit_hooks.take() {
-            hook();
-        }
+        drop(main_task);
+        drop(running);
         drop(core);
         let outcome = out.borrow_mut().take();
         match (deadlock, outcome) {
@@ -264,7 +284,10 @@ pub(crate) struct Core {
     clock: Clock,
     poller: RefCell<Poller>,
     next_task_id: Cell<u64>,
+    /// The next wait id to hand out, and the end of this kernel's block of
+    /// ids (see [`WAIT_IDS`]).
     next_wait_id: Cell<u64>,
+    wait_ids_end: Cell<u64>,
     /// Tasks alive (spawned, not yet terminated).
     live: Cell<usize>,
     /// Tasks parked in waits that something outside the kernel loop can end
@@ -299,7 +322,8 @@ impl Core {
             },
             poller: RefCell::new(poller),
             next_task_id: Cell::new(1),
-            next_wait_id: Cell::new(1),
+            next_wait_id: Cell::new(0),
+            wait_ids_end: Cell::new(0),
             live: Cell::new(0),
             external: Cell::new(0),
             unwinding: Cell::new(false),
@@ -454,11 +478,22 @@ impl Core {
             self.ready.remove(h); // a forced unwind of a queued task
         }
         if let Some(coro) = h.coro.borrow_mut().take() {
-            let st = coro.into_stack();
-            if st.size() == self.stack_size {
-                self.stacks.borrow_mut().push(st);
+            if coro.done() {
+                let st = coro.into_stack();
+                if st.size() == self.stack_size {
+                    self.stacks.borrow_mut().push(st);
+                } else {
+                    stack::give(st);
+                }
             } else {
-                stack::give(st);
+                // Only a forced unwind that itself failed leaves a coroutine
+                // unfinished. Dropping it would unwind it again; leak it (and
+                // its stack) instead, which is safe.
+                eprintln!(
+                    "curio: task {} could not be unwound; its stack is leaked",
+                    h.id
+                );
+                std::mem::forget(coro);
             }
         }
         let slot = h.slot.get();
@@ -496,7 +531,10 @@ impl Core {
     /// `external` waits can be ended from outside the kernel loop (the poller,
     /// another thread); while any exist, the kernel never reports a deadlock.
     pub(crate) fn begin_wait(&self, h: &Header, state: State, external: bool) -> Waiter {
-        let id = self.next_wait_id.get();
+        let mut id = self.next_wait_id.get();
+        if id == self.wait_ids_end.get() {
+            id = self.take_wait_ids();
+        }
         self.next_wait_id.set(id + 1);
         h.wait_id.set(id);
         h.state.set(state);
@@ -508,6 +546,16 @@ impl Core {
             slot: h.slot.get(),
             wait_id: id,
         }
+    }
+
+    /// Takes a fresh block of wait ids from the process-wide counter; returns
+    /// its first id.
+    #[cold]
+    #[inline(never)]
+    fn take_wait_ids(&self) -> u64 {
+        let first = WAIT_IDS.fetch_add(WAIT_ID_BLOCK, std::sync::atomic::Ordering::Relaxed);
+        self.wait_ids_end.set(first + WAIT_ID_BLOCK);
+        first
     }
 
     /// The task in `slot`, if any.
@@ -964,39 +1012,79 @@ impl Core {
 
     /// Last resort: unwind every remaining task's stack (newest first), running
     /// its destructors, without resuming it normally.
+    ///
+    /// A task being unwound can no longer switch: its recorded yielder is
+    /// cleared first, so a blocking call made by one of its destructors returns
+    /// an error instead ([`trap::suspend`]). Tasks spawned meanwhile (by such a
+    /// destructor) are newer than all the others and are unwound by the next
+    /// call, without ever running.
     fn force_unwind_all(&self) {
-        self.unwinding.set(true);
+        let was_unwinding = self.unwinding.replace(true);
         for t in self.live_tasks().iter().rev() {
             let h = t.header();
             let coro = h.coro.borrow_mut().take();
-            if let Some(mut coro) = coro {
-                trap::set_task(Some(h));
-                let r = panic::catch_unwind(AssertUnwindSafe(|| coro.force_unwind()));
-                trap::set_task(None);
-                if r.is_err() {
-                    eprintln!("curio: task {} panicked while being unwound", h.id);
-                }
-                if h.wait_id.get() != 0 {
-                    self.abort_wait(h);
-                }
-                *h.coro.borrow_mut() = Some(coro);
-                self.finish(t);
+            let Some(mut coro) = coro else { continue };
+            h.yielder.set(std::ptr::null());
+            trap::set_task(Some(h));
+            // A coroutine that never started only drops its closure, which
+            // `trap::new_coroutine_unchecked` wrapped so that the drop cannot
+            // unwind into corosensei (corosensei 0.3.4 would then drop it a
+            // second time: `arch-notes/stacks.md`, "Upstream").
+            let r = panic::catch_unwind(AssertUnwindSafe(|| coro.force_unwind()));
+            trap::set_task(None);
+            if r.is_err() {
+                eprintln!("curio: task {} panicked while being unwound", h.id);
             }
+            if h.wait_id.get() != 0 {
+                self.abort_wait(h);
+            }
+            *h.coro.borrow_mut() = Some(coro);
+            self.finish(t);
         }
-        self.unwinding.set(false);
+        self.unwinding.set(was_unwinding);
+    }
+
+    /// Ends whatever is left, however `run` ends: unwinds the tasks still alive
+    /// (only when shutdown could not finish them, or the kernel itself
+    /// panicked), then runs the exit hooks. Called with this kernel still
+    /// marked as the thread's kernel.
+    fn teardown(&self) {
+        while self.live.get() > 0 {
+            self.force_unwind_all();
+        }
+        for hook in self.exit_hooks.take() {
+            hook();
+        }
     }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        // Only reached with tasks alive if the kernel itself panicked.
-        if self.live.get() > 0 {
-            self.force_unwind_all();
-        }
+        // `teardown` ended every task before the kernel mark was cleared.
+        debug_assert_eq!(self.live.get(), 0, "a kernel is dropped with tasks alive");
         for st in self.stacks.take() {
             stack::give(st);
         }
     }
+}
+
+/// What a blocking call gets when its task can no longer switch: the kernel is
+/// force-unwinding it (its shutdown could not finish, or the kernel itself
+/// panicked), or it never started and its closure is being dropped. Ends the
+/// wait `prepare_park` began, if any, so the task is parked on nothing.
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse_switch() -> Error {
+    trap::with_current(|core, h| {
+        if h.wait_id.get() != 0 {
+            core.abort_wait(h);
+        }
+        h.state.set(State::Running);
+    });
+    Error::new(
+        ErrorKind::Cancelled,
+        "this task is being torn down by its kernel and can no longer block",
+    )
 }
 
 /// Cancel point for the running task.

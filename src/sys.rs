@@ -141,8 +141,19 @@ impl OverflowInfo {
 /// Reports the task running on the calling thread; set once by the kernel.
 static RUNNING: std::sync::OnceLock<fn() -> OverflowInfo> = std::sync::OnceLock::new();
 
-static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+/// The handlers installed before ours, for SIGSEGV and SIGBUS: a fault that is
+/// not a task's stack overflow goes to them.
+static PREVIOUS_SEGV: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+static PREVIOUS_BUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 static INSTALL: Once = Once::new();
+
+fn previous(sig: libc::c_int) -> &'static std::sync::OnceLock<libc::sigaction> {
+    if sig == libc::SIGBUS {
+        &PREVIOUS_BUS
+    } else {
+        &PREVIOUS_SEGV
+    }
+}
 
 /// Installs the SIGSEGV/SIGBUS handler once per process, and an alternate signal
 /// stack on the calling thread if it has none.
@@ -158,8 +169,8 @@ pub(crate) fn install_overflow_handler(running: fn() -> OverflowInfo) {
                 new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut new.sa_mask);
                 let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, &new, &mut old) == 0 && sig == libc::SIGSEGV {
-                    let _ = PREVIOUS.set(old);
+                if libc::sigaction(sig, &new, &mut old) == 0 {
+                    let _ = previous(sig).set(old);
                 }
             }
         }
@@ -238,7 +249,7 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     // Not ours: hand over to the previous handler, or restore the default and return
     // so that the fault repeats with the default action.
     // OnceLock::get is a single atomic load: async-signal-safe.
-    match PREVIOUS.get().copied() {
+    match previous(sig).get().copied() {
         Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
             if p.sa_flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: the previous handler was installed as an SA_SIGINFO handler.

@@ -238,7 +238,7 @@ impl Header {
 /// AnySlot` in the [`AnyTask`] the kernel holds. The header comes first and is
 /// sized, so reaching it from an `AnyTask` is a plain field access, not a
 /// virtual call.
-pub(crate) struct TaskBox<S: ?Sized> {
+pub(crate) struct TaskBox<S: ?Sized + AnySlot> {
     pub(crate) header: Header,
     result: S,
 }
@@ -253,11 +253,52 @@ pub(crate) type TaskCell<T> = TaskBox<ResultSlot<T>>;
 pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
 
 /// Erases a task's result type (see [`TaskBox`]).
-pub(crate) trait AnySlot {}
+pub(crate) trait AnySlot {
+    /// Drops the value or panic payload left in the slot, if any; returns the
+    /// message of a panic that dropping it raised.
+    fn drop_value(&self) -> Option<String>;
+}
 
-impl<T> AnySlot for ResultSlot<T> {}
+impl<T> AnySlot for ResultSlot<T> {
+    fn drop_value(&self) -> Option<String> {
+        let value = self.borrow_mut().take()?;
+        drop_quietly(value)
+    }
+}
 
-impl<S: ?Sized> TaskBox<S> {
+/// Drops `value`, catching a panic its destructor raises; returns that panic's message.
+fn drop_quietly<V>(value: V) -> Option<String> {
+    panic::catch_unwind(AssertUnwindSafe(move || drop(value)))
+        .err()
+        .map(|payload| panic_message(&*payload))
+}
+
+impl<S: ?Sized + AnySlot> Drop for TaskBox<S> {
+    /// A task's result and its task-local values are user data whose
+    /// destructors may panic, and the last reference to a task is often
+    /// dropped by the kernel itself (when a detached task ends). Such a panic
+    /// is reported, never propagated: it must not unwind the kernel loop.
+    fn drop(&mut self) {
+        let h = &self.header;
+        if let Some(msg) = self.result.drop_value() {
+            eprintln!(
+                "curio: dropping the value returned by task {} ('{}') panicked: {msg}",
+                h.id, h.name
+            );
+        }
+        let locals = std::mem::take(&mut h.locals.borrow_mut().values);
+        for (_, value) in locals {
+            if let Some(msg) = drop_quietly(value) {
+                eprintln!(
+                    "curio: dropping a task-local value of task {} ('{}') panicked: {msg}",
+                    h.id, h.name
+                );
+            }
+        }
+    }
+}
+
+impl<S: ?Sized + AnySlot> TaskBox<S> {
     /// The task's header.
     #[inline]
     pub(crate) fn header(&self) -> &Header {
@@ -386,12 +427,15 @@ impl TaskRef {
     /// cancelled or times out here, it stops waiting; the task runs on, untouched.
     #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
     pub fn wait(&self) -> Result<()> {
-        if self.header().terminated.get() {
-            return Ok(());
+        // Re-checked after every wake-up rather than trusting it: the scoped
+        // task group's soundness rests on this returning only once the task
+        // has ended (arch-notes/task-groups.md).
+        while !self.header().terminated.get() {
+            let r = kernel::park(State::TaskJoin, |core, w| self.add_joiner(core, w));
+            trap::with_current(|_, me| me.join_target.set(0));
+            r?;
         }
-        let r = kernel::park(State::TaskJoin, |core, w| self.add_joiner(core, w));
-        trap::with_current(|_, me| me.join_target.set(0));
-        r
+        Ok(())
     }
 
     /// Registers the running task as a joiner of this one (before the switch,

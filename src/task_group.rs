@@ -489,25 +489,28 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     /// });
     /// ```
     pub fn scope<'env, R>(wait: Wait, f: impl FnOnce(&Scope<'_, 'env, T>) -> R) -> (R, Result<()>) {
-        struct JoinOnExit<'a, T: Outcome + 'static>(&'a TaskGroup<T>);
-        impl<T: Outcome + 'static> Drop for JoinOnExit<'_, T> {
+        /// Reached only by unwinding out of `f` (Curio's `async with` on an
+        /// exception): cancel the members, join, and wait for every member
+        /// the scope spawned. No member may outlive the borrows it holds.
+        struct EndOnUnwind<'a, 's, 'env, T: Outcome + 'static>(&'a Scope<'s, 'env, T>);
+        impl<T: Outcome + 'static> Drop for EndOnUnwind<'_, '_, '_, T> {
             fn drop(&mut self) {
-                // Reached only by unwinding out of `f` (Curio's `async with` on
-                // an exception): cancel the members, then join. No member may
-                // outlive the borrows it holds.
-                self.0.cancel_remaining();
-                let _ = disable_cancellation(|| self.0.join());
+                self.0.group.cancel_remaining();
+                let _ = disable_cancellation(|| self.0.group.join());
+                self.0.end_members();
             }
         }
         let group = TaskGroup::with_wait(wait);
         let scope = Scope {
             group: &group,
+            members: RefCell::new(Vec::new()),
             _env: PhantomData,
         };
-        let guard = JoinOnExit(&group);
+        let guard = EndOnUnwind(&scope);
         let r = f(&scope);
         std::mem::forget(guard);
         let joined = group.join();
+        scope.end_members();
         (r, joined)
     }
 }
@@ -525,6 +528,10 @@ impl<T: Outcome + 'static> Drop for TaskGroup<T> {
 /// The handle [`TaskGroup::scope`] lends to its closure.
 pub struct Scope<'scope, 'env: 'scope, T: Outcome + 'static> {
     group: &'scope TaskGroup<T>,
+    /// Every member spawned through this scope, whatever the body later does
+    /// with the group (`next_done`, `cancel_remaining` and `join` take members
+    /// out of the group's own list): `scope` waits for each before it returns.
+    members: RefCell<Vec<TaskRef>>,
     _env: PhantomData<&'env mut &'env ()>,
 }
 
@@ -533,18 +540,31 @@ impl<'scope, 'env, T: Outcome + 'static> Scope<'scope, 'env, T> {
     ///
     /// # Errors
     ///
-    /// An I/O error if no stack could be mapped.
+    /// [`ErrorKind::Usage`] once the group has been joined (inside the scope,
+    /// through [`Scope::group`]), or while the kernel is force-unwinding its
+    /// tasks; an I/O error if no stack could be mapped.
     #[allow(unsafe_code)]
     pub fn spawn<F>(&self, f: F) -> Result<Task<T>>
     where
         F: FnOnce() -> T + 'env,
     {
-        // SAFETY: `TaskGroup::scope` joins the group before it returns, and on
-        // unwinding out of the closure too, so this member ends before anything
-        // borrowed for 'env can go. The scope cannot be leaked: it is only lent to
-        // the closure by reference. At a forced shutdown the kernel unwinds tasks
-        // newest first, so members (spawned later) go before the scope's task.
+        self.group.check_open()?;
+        if trap::with_core(|core| core.is_unwinding()) {
+            return Err(Error::usage(
+                "the kernel is tearing its tasks down; a scoped member cannot start now",
+            ));
+        }
+        // SAFETY: the member is recorded in `self.members` before any code
+        // runs, and `TaskGroup::scope` does not return (normally or by
+        // unwinding) before every recorded member has terminated:
+        // `end_members` waits for each, masked, re-checking termination after
+        // every wake-up, and aborts the process in the one case it cannot
+        // wait (which the argument in arch-notes/task-groups.md shows is not
+        // reachable). So nothing borrowed for 'env goes while the member runs.
+        // The scope cannot be leaked or outlived: it is only lent to the
+        // closure by reference, under a lifetime no member closure can name.
         let t = unsafe { task::Builder::new().spawn_unchecked(f) }.map_err(Error::from)?;
+        self.members.borrow_mut().push(t.as_task_ref().clone());
         self.group.adopt(&t);
         Ok(t)
     }
@@ -552,6 +572,40 @@ impl<'scope, 'env, T: Outcome + 'static> Scope<'scope, 'env, T> {
     /// The group, to call `next_done`, `cancel_remaining` … inside the scope.
     pub fn group(&self) -> &TaskGroup<T> {
         self.group
+    }
+
+    /// Cancels every member this scope spawned that is still running and waits
+    /// until each has terminated.
+    fn end_members(&self) {
+        let members = self.members.take();
+        for t in &members {
+            t.cancel_nowait();
+        }
+        disable_cancellation(|| {
+            for t in &members {
+                // Masked, so only a task that can no longer switch (being
+                // force-unwound) gets an error here; members are newer than
+                // the scope's task and are unwound before it, so they have
+                // ended by then. If that ever failed, returning would free
+                // what the member borrows: stop the process instead.
+                if t.wait().is_err() && !t.is_terminated() {
+                    eprintln!(
+                        "curio: a scoped task group cannot wait for its member {}, which \
+                         borrows from the scope's caller; aborting",
+                        t.id()
+                    );
+                    std::process::abort();
+                }
+            }
+        });
+    }
+}
+
+impl<T: Outcome + 'static> std::fmt::Debug for Scope<'_, '_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("members", &self.members.borrow().len())
+            .finish()
     }
 }
 

@@ -176,10 +176,11 @@ pub(crate) fn suspend(trap: Trap) -> Reply {
     }
     // SAFETY: a non-null task pointer names the running task's live header.
     let y = unsafe { (*task).yielder.get() };
-    debug_assert!(
-        !y.is_null(),
-        "a running task always has its yielder recorded"
-    );
+    if y.is_null() {
+        // The task is being force-unwound (or never started and its closure
+        // is being dropped): there is no yielder to switch with.
+        return Err(crate::kernel::refuse_switch());
+    }
     // SAFETY: `y` was recorded by `new_coroutine`'s body from the `&Yielder`
     // corosensei passed it; that yielder lives at the base of this task's stack
     // for the coroutine's whole life, and we are running on that stack now.
@@ -206,12 +207,48 @@ pub(crate) unsafe fn new_coroutine_unchecked(
     body: impl FnOnce(),
 ) -> TaskCoroutine {
     let header = header as usize;
+    let body = DropQuietly(Some(body));
     let f = move |y: &TaskYielder, _first: ()| {
         // SAFETY: the caller guarantees the header outlives the coroutine.
         let h = unsafe { &*(header as *const Header) };
         h.yielder.set(y as *const TaskYielder as *const ());
-        body();
+        let mut body = body;
+        let run = body.0.take().expect("a task's body runs once");
+        run();
     };
     // SAFETY: forwarded from this function's contract.
     unsafe { Coroutine::with_stack_unchecked(stack, f) }
+}
+
+/// Holds a task's body until it starts; if the task never starts, drops the
+/// body without letting a panic out.
+///
+/// Discussion: corosensei 0.3.4 drops the closure of a coroutine that never
+/// started with `drop_initial_obj` and marks the coroutine finished only
+/// afterwards; if that drop panics, the mark is never made, and the
+/// coroutine's own `Drop` drops the closure a second time (a double free).
+/// So the closure corosensei holds must never panic when dropped: this guard
+/// drops the user's body itself, once, inside `catch_unwind`, and reports a
+/// panic instead of propagating it (`arch-notes/stacks.md`, "Upstream").
+struct DropQuietly<B>(Option<B>);
+
+impl<B> Drop for DropQuietly<B> {
+    fn drop(&mut self) {
+        let Some(body) = self.0.take() else { return };
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(body)))
+        {
+            let id = try_current_id().map_or_else(String::new, |id| format!(" {id}"));
+            eprintln!(
+                "curio: dropping the closure of task{id}, which never started, panicked: {}",
+                crate::task::panic_message(&*payload)
+            );
+        }
+    }
+}
+
+/// The id of the task marked as running, if any (for reports).
+fn try_current_id() -> Option<u64> {
+    let task = TASK.with(|c| c.get());
+    // SAFETY: a non-null task pointer names a live header (module invariants).
+    (!task.is_null()).then(|| unsafe { (*task).id })
 }
