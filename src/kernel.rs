@@ -897,6 +897,8 @@ impl Core {
     /// Looks at the outside world: cheaply skipped while tasks are ready and fewer
     /// than POLL_INTERVAL switches have passed; blocks when nothing is ready.
     fn tick(&self) -> std::result::Result<(), String> {
+        #[cfg(test)]
+        tests::maybe_panic_in_tick();
         let idle = self.ready.is_empty();
         if !idle {
             if self.external.get() > 0 || self.poller.borrow().inbox_pending() {
@@ -1212,4 +1214,58 @@ pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction)
     park_external(state, |core, w| {
         *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    thread_local! {
+        /// Makes the kernel loop itself panic at its next look at the world.
+        static PANIC_IN_TICK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(super) fn maybe_panic_in_tick() {
+        if PANIC_IN_TICK.with(|p| p.replace(false)) {
+            panic!("injected: the kernel loop panics");
+        }
+    }
+
+    /// Records, when dropped, which task curio says is running.
+    struct NameOnDrop(Rc<Cell<Option<u64>>>);
+
+    impl Drop for NameOnDrop {
+        fn drop(&mut self) {
+            self.0.set(Some(crate::current_task().id()));
+        }
+    }
+
+    /// Issue 8, hole 5: the kernel's own panic unwinds out of `run`; the tasks
+    /// still alive are torn down first, while curio calls made by their
+    /// destructors still find their kernel.
+    #[test]
+    fn a_kernel_that_panics_tears_its_tasks_down_before_leaving_the_thread() {
+        let seen = Rc::new(Cell::new(None));
+        let s = seen.clone();
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            Kernel::builder().virtual_clock(true).build().run(move || {
+                crate::spawn(move || {
+                    let _n = NameOnDrop(s);
+                    crate::sleep(Duration::from_secs(3600))
+                });
+                crate::yield_now().unwrap(); // the kid starts and sleeps
+                PANIC_IN_TICK.with(|p| p.set(true));
+                crate::sleep(Duration::from_secs(1))
+            })
+        }));
+        let payload = r.expect_err("the kernel's panic resumes out of run");
+        assert_eq!(
+            crate::task::panic_message(&*payload),
+            "injected: the kernel loop panics"
+        );
+        assert_eq!(seen.get(), Some(2), "the kid's destructor saw itself");
+        assert!(!trap::in_task());
+        assert_eq!(crate::run(|| 5), 5, "the thread can run a kernel again");
+    }
 }

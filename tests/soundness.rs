@@ -137,12 +137,12 @@ fn cancelling_a_universal_getter_in_one_kernel_leaves_another_kernels_getter_reg
     let (b_registered, registered) = mpsc::channel();
     let qb = q.clone();
     let b = thread::spawn(move || {
-        virtual_kernel()
+        // The real clock: the item comes from another thread, in real time.
+        real_kernel()
             .run(move || {
                 let getter = curio::spawn(move || qb.get());
                 until_state(&getter, curio::State::QueueGet);
                 b_registered.send(()).unwrap();
-                // Wait (for real, the item comes from another thread) for the item.
                 curio::timeout_after(Duration::from_secs(5), || getter.join()).map(|r| r.unwrap())
             })
             .unwrap()
@@ -173,7 +173,8 @@ fn cancelling_a_universal_event_waiter_in_one_kernel_leaves_another_kernels_wait
     let (b_registered, registered) = mpsc::channel();
     let eb = evt.clone();
     let b = thread::spawn(move || {
-        virtual_kernel()
+        // The real clock: the item comes from another thread, in real time.
+        real_kernel()
             .run(move || {
                 let waiter = curio::spawn(move || eb.wait());
                 until_state(&waiter, curio::State::EventWait);
@@ -249,7 +250,7 @@ fn a_stress_of_threads_and_kernels_on_universal_primitives_loses_no_wake_up() {
         tx.send(total).unwrap();
     });
     let total = rx
-        .recv_timeout(WATCHDOG)
+        .recv_timeout(watchdog_limit())
         .expect("a kernel's getter was never woken although items were queued");
     assert_eq!(total, (0..u64::from(ITEMS)).sum::<u64>());
 }
@@ -501,4 +502,8 @@ fn a_sigbus_handler_installed_before_run_still_runs() {
         stderr.contains("the program's own SIGBUS handler ran"),
         "{stderr}"
     );
+}
+
+fn real_kernel() -> curio::Kernel {
+    curio::Kernel::builder().virtual_clock(false).build()
 }

@@ -20,8 +20,16 @@ use std::net::SocketAddr;
 use curio::net::{TcpListener, TcpStream};
 use curio::{ErrorKind, Kernel, State};
 
-/// How long a test may run in real time before the watchdog fails it.
-pub const WATCHDOG: Duration = Duration::from_secs(10);
+/// How long a test may run in real time before the watchdog fails it: ten
+/// seconds, or `CURIO_TEST_WATCHDOG_SECS` (CI raises it for the run under
+/// valgrind, which is tens of times slower).
+pub fn watchdog_limit() -> Duration {
+    let secs = std::env::var("CURIO_TEST_WATCHDOG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    Duration::from_secs(secs)
+}
 
 // ---------------------------------------------------------------------------
 // The event log
@@ -136,7 +144,7 @@ impl Stopwatch {
 // ---------------------------------------------------------------------------
 
 /// Runs `f` on a fresh OS thread and returns its value; fails the test if it
-/// has not finished within [`WATCHDOG`]. A panic in `f` resumes here.
+/// has not finished within [`watchdog_limit`]. A panic in `f` resumes here.
 #[track_caller]
 pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
@@ -151,7 +159,8 @@ pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
             let _ = tx.send(r);
         })
         .expect("spawn the kernel thread");
-    match rx.recv_timeout(WATCHDOG) {
+    let limit = watchdog_limit();
+    match rx.recv_timeout(limit) {
         Ok(Ok(v)) => {
             let _ = handle.join();
             v
@@ -161,7 +170,7 @@ pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
             panic::resume_unwind(payload)
         }
         Err(_) => panic!(
-            "watchdog: the kernel did not finish within {WATCHDOG:?} of real time; \
+            "watchdog: the kernel did not finish within {limit:?} of real time; \
              a task is stuck (spinning without a cancel point, or waiting forever)"
         ),
     }
@@ -295,7 +304,7 @@ pub fn in_child(env: &str) -> bool {
 }
 
 /// Re-runs this test binary with only the test `name`, with `env=1` set, and
-/// returns its output. Fails if the child takes longer than [`WATCHDOG`].
+/// returns its output. Fails if the child takes longer than [`watchdog_limit`].
 pub fn run_test_in_child(name: &str, env: &str) -> Output {
     run_test_in_child_with(name, env, &[])
 }
@@ -320,13 +329,14 @@ pub fn run_test_in_child_with(name: &str, env: &str, extra: &[(&str, &str)]) -> 
                 .wait_with_output()
                 .expect("collect the child's output");
         }
-        if started.elapsed() > WATCHDOG {
+        if started.elapsed() > watchdog_limit() {
             let _ = child.kill();
             let out = child
                 .wait_with_output()
                 .expect("collect the child's output");
             panic!(
-                "watchdog: child test {name} did not finish within {WATCHDOG:?}; stderr:\n{}",
+                "watchdog: child test {name} did not finish within {:?}; stderr:\n{}",
+                watchdog_limit(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
