@@ -1015,9 +1015,10 @@ impl Core {
     /// Last resort: unwind every remaining task's stack (newest first), running
     /// its destructors, without resuming it normally.
     ///
-    /// A task being unwound can no longer switch: its recorded yielder is
-    /// cleared first, so a blocking call made by one of its destructors returns
-    /// an error instead ([`trap::suspend`]). Tasks spawned meanwhile (by such a
+    /// A task being unwound can no longer switch: it is taken out of its wait
+    /// and of the ready queue, and its recorded yielder is cleared, so a
+    /// blocking call made by one of its destructors returns an error instead
+    /// ([`trap::suspend`]) and nothing can queue it again. Tasks spawned meanwhile (by such a
     /// destructor) are newer than all the others and are unwound by the next
     /// call, without ever running.
     fn force_unwind_all(&self) {
@@ -1026,6 +1027,15 @@ impl Core {
             let h = t.header();
             let coro = h.coro.borrow_mut().take();
             let Some(mut coro) = coro else { continue };
+            // Out of every queue first: not parked (nothing can wake it) and
+            // not in the ready queue (which must never hold a finished task).
+            if h.wait_id.get() != 0 {
+                self.abort_wait(h);
+            }
+            if h.state.get() == State::Ready {
+                self.ready.remove(h);
+            }
+            h.state.set(State::Running);
             h.yielder.set(std::ptr::null());
             trap::set_task(Some(h));
             // A coroutine that never started only drops its closure, which
@@ -1036,9 +1046,6 @@ impl Core {
             trap::set_task(None);
             if r.is_err() {
                 eprintln!("curio: task {} panicked while being unwound", h.id);
-            }
-            if h.wait_id.get() != 0 {
-                self.abort_wait(h);
             }
             *h.coro.borrow_mut() = Some(coro);
             self.finish(t);
@@ -1064,6 +1071,10 @@ impl Drop for Core {
     fn drop(&mut self) {
         // `teardown` ended every task before the kernel mark was cleared.
         debug_assert_eq!(self.live.get(), 0, "a kernel is dropped with tasks alive");
+        debug_assert!(
+            self.ready.is_empty(),
+            "a kernel is dropped with tasks queued"
+        );
         for st in self.stacks.take() {
             stack::give(st);
         }

@@ -489,14 +489,18 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     /// });
     /// ```
     pub fn scope<'env, R>(wait: Wait, f: impl FnOnce(&Scope<'_, 'env, T>) -> R) -> (R, Result<()>) {
-        /// Reached only by unwinding out of `f` (Curio's `async with` on an
-        /// exception): cancel the members, join, and wait for every member
-        /// the scope spawned. No member may outlive the borrows it holds.
-        struct EndOnUnwind<'a, 's, 'env, T: Outcome + 'static>(&'a Scope<'s, 'env, T>);
-        impl<T: Outcome + 'static> Drop for EndOnUnwind<'_, '_, '_, T> {
+        /// However `scope` is left, every member it spawned has ended first:
+        /// no member may outlive the borrows it holds. On the normal path the
+        /// join below has ended them all and this finds nothing to do. On a
+        /// panic (in `f`, or in the join: a user `Outcome` impl) it cancels
+        /// the members, as Curio's `async with` does on an exception, and
+        /// waits for each, running no user code meanwhile.
+        struct EndMembers<'a, 's, 'env, T: Outcome + 'static>(&'a Scope<'s, 'env, T>);
+        impl<T: Outcome + 'static> Drop for EndMembers<'_, '_, '_, T> {
             fn drop(&mut self) {
-                self.0.group.cancel_remaining();
-                let _ = disable_cancellation(|| self.0.group.join());
+                if std::thread::panicking() {
+                    self.0.group.cancel_remaining();
+                }
                 self.0.end_members();
             }
         }
@@ -506,11 +510,10 @@ impl<T: Outcome + 'static> TaskGroup<T> {
             members: RefCell::new(Vec::new()),
             _env: PhantomData,
         };
-        let guard = EndOnUnwind(&scope);
+        let end = EndMembers(&scope);
         let r = f(&scope);
-        std::mem::forget(guard);
         let joined = group.join();
-        scope.end_members();
+        drop(end);
         (r, joined)
     }
 }
@@ -519,9 +522,19 @@ impl<T: Outcome + 'static> Drop for TaskGroup<T> {
     /// A group dropped unjoined inside a task is joined here (members waited for
     /// per policy, the rest cancelled), so no member outlives it.
     fn drop(&mut self) {
-        if !self.inner.joined.get() && trap::in_task() {
-            let _ = disable_cancellation(|| self.join());
+        if self.inner.joined.get() || !trap::in_task() {
+            return;
         }
+        if std::thread::panicking() {
+            // Left by a panic: cancel every member and wait for each, running
+            // no user code (`Outcome`), since a second panic would abort.
+            self.inner.joined.set(true);
+            let members: Vec<Task<T>> =
+                self.inner.members.borrow().iter().map(clone_task).collect();
+            cancel_and_wait(members.iter().map(|t| t.as_task_ref()));
+            return;
+        }
+        let _ = disable_cancellation(|| self.join());
     }
 }
 

@@ -78,6 +78,44 @@ fn a_scope_waits_for_members_the_group_no_longer_lists() {
     });
 }
 
+/// A member's outcome that panics when the group looks at it.
+struct Tantrum;
+
+impl curio::Outcome for Tantrum {
+    fn is_failure(&self) -> bool {
+        panic!("Outcome::is_failure panics")
+    }
+    fn is_value(&self) -> bool {
+        false
+    }
+}
+
+/// The group's join runs user code (`Outcome`); if that panics, the scope is
+/// left by unwinding after its body returned, and must still wait for every
+/// member first.
+#[test]
+fn a_panic_in_the_scopes_join_still_ends_every_member_first() {
+    run_virtual(|| {
+        let log = Log::new();
+        let data = ["borrowed", "data"].map(String::from).to_vec();
+        let l = log.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            TaskGroup::<Tantrum>::scope(Wait::All, |g| {
+                g.spawn(|| Tantrum).unwrap();
+                g.spawn(|| {
+                    curio::disable_cancellation(|| curio::sleep(secs(1))).unwrap();
+                    l.push(format!("slow member read {}", data.join(" ")));
+                    Tantrum
+                })
+                .unwrap();
+            })
+        }));
+        assert!(r.is_err(), "the Outcome's panic comes out of scope");
+        log.push("scope unwound");
+        log.assert_eq(&["slow member read borrowed data", "scope unwound"]);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Hole 2: waiters carried from one kernel into another
 // ---------------------------------------------------------------------------
@@ -378,6 +416,41 @@ fn a_never_started_tasks_destructor_that_blocks_gets_a_clear_error() {
     );
     assert!(stderr.contains("being torn down"), "{stderr}");
     assert!(stderr.contains("child finished"), "{stderr}");
+}
+
+/// Sets an event when dropped.
+struct SetOnDrop(Rc<Event>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// While shutdown force-unwinds, one task's destructor wakes another task
+/// (queueing it), whose own destructor then tries to block: it gets an error,
+/// and the kernel ends with nothing left in its ready queue (checked by the
+/// kernel's own assertion in debug builds).
+#[test]
+fn a_task_woken_during_the_forced_unwind_is_unwound_out_of_the_ready_queue() {
+    let r = watchdog(|| {
+        virtual_kernel().run(|| {
+            let wakes_x = Rc::new(Event::new());
+            let never = Rc::new(Event::new());
+            let e = wakes_x.clone();
+            curio::spawn(move || {
+                let _y = YieldOnDrop;
+                curio::disable_cancellation(|| e.wait())
+            });
+            let n = never.clone();
+            curio::spawn(move || {
+                let _set = SetOnDrop(wakes_x);
+                curio::disable_cancellation(|| n.wait())
+            });
+            curio::yield_now().unwrap();
+        })
+    });
+    r.unwrap();
 }
 
 // ---------------------------------------------------------------------------
