@@ -431,10 +431,13 @@ impl Core {
         };
         #[allow(unsafe_code)]
         self.spawn(cell.clone(), |st| {
-            // SAFETY: `run` does not return before this task has ended: it drives
-            // main to completion, and shutdown ends or force-unwinds every task
-            // before the borrowed `main` and `out` go out of scope. The header is
-            // kept alive by `cell`, which the slot holds until the task ends.
+            // SAFETY: `run` does not return or unwind past its frame before this
+            // task has ended: it drives main to completion, shutdown ends every
+            // task, and `run`'s guard force-unwinds whatever is left (also when
+            // the kernel panics) before the borrowed `main` and `out` can go.
+            // A coroutine whose unwind failed is leaked, never run again. The
+            // header is kept alive by `cell`, which the slot holds until the
+            // task ends.
             unsafe { trap::new_coroutine_unchecked(st, hp, body) }
         })?;
         Ok(cell)

@@ -22,13 +22,18 @@
 //!
 //! # Invariants
 //!
-//! - `CORE` and `TASK` name the running kernel (for the whole of `run`) and the running
-//!   task (only while the kernel has resumed it). Both pointers are set and cleared
-//!   by the kernel alone.
+//! - `CORE` and `TASK` name the running kernel (for the whole of `run`, its
+//!   teardown included) and the running task (only while the kernel has resumed
+//!   it, or while it force-unwinds it). Both pointers are set and cleared by the
+//!   kernel alone, and `TASK` is only ever set while `CORE` is: `run` ends every
+//!   task (its guard does, also when the kernel panics) before it clears `CORE`.
 //! - The kernel keeps a task's header alive (its slot holds an `Rc`) until the
-//!   task's coroutine has returned, so the task pointer is valid whenever it is set.
-//! - The core outlives every task: `run` drives all tasks to completion (or
-//!   force-unwinds them) before its `Core` is dropped.
+//!   task's coroutine has returned or been unwound, so the task pointer is valid
+//!   whenever it is set.
+//! - A header's `yielder` is non-null exactly while its task can switch: it is
+//!   recorded when the coroutine first runs, and cleared before the kernel
+//!   force-unwinds the task. A task with no yielder (never started, or being
+//!   torn down) gets an error from [`suspend`] instead of a switch.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -79,7 +84,8 @@ pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
         return None;
     }
     // SAFETY: a non-null core pointer is set by `enter_kernel` for the duration of
-    // `run`, and the Core it names lives in `run`'s frame until `leave_kernel`.
+    // `run`, and the Core it names lives in `run`'s frame until `leave_kernel`,
+    // which `run`'s guard calls only after the teardown (also when unwinding).
     Some(f(unsafe { &*core }))
 }
 
@@ -98,9 +104,10 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Core, &Header) -> R) -> R {
         not_in_task();
     }
     let core = CORE.with(|c| c.get());
-    // SAFETY: a task pointer is only set while the kernel runs that task, so both
-    // pointers are non-null and set by the kernel: the core for the whole run,
-    // the task for as long as it runs (module invariants).
+    // SAFETY: a task pointer is only set while the kernel runs (or unwinds) that
+    // task, which happens only while the core pointer is set: the core for the
+    // whole run including teardown, the task for as long as it runs (module
+    // invariants). So both are non-null and name live values.
     unsafe { f(&*core, &*task) }
 }
 
@@ -181,9 +188,11 @@ pub(crate) fn suspend(trap: Trap) -> Reply {
         // is being dropped): there is no yielder to switch with.
         return Err(crate::kernel::refuse_switch());
     }
-    // SAFETY: `y` was recorded by `new_coroutine`'s body from the `&Yielder`
-    // corosensei passed it; that yielder lives at the base of this task's stack
-    // for the coroutine's whole life, and we are running on that stack now.
+    // SAFETY: a non-null `y` was recorded by `new_coroutine_unchecked`'s body
+    // from the `&Yielder` corosensei passed it; that yielder lives at the base
+    // of this task's stack for the coroutine's whole life, and we are running
+    // on that stack now (the yielder is cleared before the task is unwound, so
+    // a destructor run by the unwind never gets here).
     let yielder: &TaskYielder = unsafe { &*(y as *const TaskYielder) };
     yielder.suspend(trap);
     // SAFETY: as above; we are running again, so the header is still live.
