@@ -489,14 +489,7 @@ impl Core {
                     stack::give(st);
                 }
             } else {
-                // Only a forced unwind that itself failed leaves a coroutine
-                // unfinished. Dropping it would unwind it again; leak it (and
-                // its stack) instead, which is safe.
-                eprintln!(
-                    "curio: task {} could not be unwound; its stack is leaked",
-                    h.id
-                );
-                std::mem::forget(coro);
+                leak_unfinished(h, coro);
             }
         }
         let slot = h.slot.get();
@@ -1082,6 +1075,19 @@ impl Drop for Core {
             stack::give(st);
         }
     }
+}
+
+/// Only a forced unwind that itself failed leaves a coroutine unfinished.
+/// Dropping it would unwind it again; it is leaked instead (with its stack),
+/// which is safe: it never runs again.
+#[cold]
+#[inline(never)]
+fn leak_unfinished(h: &Header, coro: TaskCoroutine) {
+    eprintln!(
+        "curio: task {} could not be unwound; its stack is leaked",
+        h.id
+    );
+    std::mem::forget(coro);
 }
 
 /// What a blocking call gets when its task can no longer switch: the kernel is

@@ -256,13 +256,17 @@ pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
 pub(crate) trait AnySlot {
     /// Drops the value or panic payload left in the slot, if any; returns the
     /// message of a panic that dropping it raised.
-    fn drop_value(&self) -> Option<String>;
+    fn drop_value(&mut self) -> Option<String>;
 }
 
 impl<T> AnySlot for ResultSlot<T> {
-    fn drop_value(&self) -> Option<String> {
-        let value = self.borrow_mut().take()?;
-        drop_quietly(value)
+    #[inline]
+    fn drop_value(&mut self) -> Option<String> {
+        let slot = self.get_mut();
+        if slot.is_none() {
+            return None; // joined: the usual case
+        }
+        drop_quietly(slot.take())
     }
 }
 
@@ -278,22 +282,33 @@ impl<S: ?Sized + AnySlot> Drop for TaskBox<S> {
     /// destructors may panic, and the last reference to a task is often
     /// dropped by the kernel itself (when a detached task ends). Such a panic
     /// is reported, never propagated: it must not unwind the kernel loop.
+    #[inline]
     fn drop(&mut self) {
-        let h = &self.header;
-        if let Some(msg) = self.result.drop_value() {
+        let value_panic = self.result.drop_value();
+        if value_panic.is_some() || !self.header.locals.get_mut().values.is_empty() {
+            drop_task_data(&mut self.header, value_panic);
+        }
+    }
+}
+
+/// The slow part of dropping a task: report a panic raised by dropping its
+/// value, then drop its task-locals one by one, reporting theirs.
+#[cold]
+#[inline(never)]
+fn drop_task_data(h: &mut Header, value_panic: Option<String>) {
+    if let Some(msg) = value_panic {
+        eprintln!(
+            "curio: dropping the value returned by task {} ('{}') panicked: {msg}",
+            h.id, h.name
+        );
+    }
+    let locals = std::mem::take(&mut h.locals.get_mut().values);
+    for (_, value) in locals {
+        if let Some(msg) = drop_quietly(value) {
             eprintln!(
-                "curio: dropping the value returned by task {} ('{}') panicked: {msg}",
+                "curio: dropping a task-local value of task {} ('{}') panicked: {msg}",
                 h.id, h.name
             );
-        }
-        let locals = std::mem::take(&mut h.locals.borrow_mut().values);
-        for (_, value) in locals {
-            if let Some(msg) = drop_quietly(value) {
-                eprintln!(
-                    "curio: dropping a task-local value of task {} ('{}') panicked: {msg}",
-                    h.id, h.name
-                );
-            }
         }
     }
 }

@@ -223,6 +223,7 @@ pub(crate) unsafe fn new_coroutine_unchecked(
         h.yielder.set(y as *const TaskYielder as *const ());
         let mut body = body;
         let run = body.0.take().expect("a task's body runs once");
+        std::mem::forget(body); // empty now: nothing to drop
         run();
     };
     // SAFETY: forwarded from this function's contract.
