@@ -504,8 +504,9 @@ impl Core {
         for w in joiners.drain() {
             self.wake(w, Ok(()));
         }
-        if let Some(hook) = h.exit_hook.borrow_mut().take() {
-            hook(task);
+        let group = h.group.borrow().as_ref().and_then(std::rc::Weak::upgrade);
+        if let Some(group) = group {
+            group.member_finished(h.id);
         }
     }
 

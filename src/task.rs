@@ -126,7 +126,14 @@ impl fmt::Display for State {
 // The shared header
 // ---------------------------------------------------------------------------
 
-type ExitHook = Box<dyn FnOnce(&Rc<AnyTask>)>;
+/// The group a task belongs to, as the task sees it (implemented by the task
+/// group; the kernel only calls `member_finished`).
+pub(crate) trait GroupLink {
+    /// The member `id` has terminated (called by the kernel, once).
+    fn member_finished(&self, id: u64);
+    /// The member `id` was joined through its own handle: it leaves the group.
+    fn discard(&self, id: u64);
+}
 
 /// Everything about a task that is not its result: identity, scheduling state,
 /// cancellation and timeouts. Shared by the kernel and the handles.
@@ -163,9 +170,8 @@ pub(crate) struct Header {
     pub(crate) cancel_depth: Cell<usize>,
     pub(crate) joiners: RefCell<WaitQueue>,
     pub(crate) locals: RefCell<Locals>,
-    pub(crate) exit_hook: RefCell<Option<ExitHook>>,
-    /// Belongs to a task group.
-    pub(crate) in_group: Cell<bool>,
+    /// The task group it belongs to, if any.
+    pub(crate) group: RefCell<Option<std::rc::Weak<dyn GroupLink>>>,
     pub(crate) panic_message: RefCell<Option<String>>,
     /// The task's coroutine, resumed in place by the kernel; taken out when it ends.
     pub(crate) coro: RefCell<Option<TaskCoroutine>>,
@@ -210,8 +216,7 @@ impl Header {
             cancel_depth: Cell::new(0),
             joiners: RefCell::new(WaitQueue::new()),
             locals: RefCell::new(Locals::default()),
-            exit_hook: RefCell::new(None),
-            in_group: Cell::new(false),
+            group: RefCell::new(None),
             panic_message: RefCell::new(None),
             coro: RefCell::new(None),
             reply: Cell::new(None),
@@ -453,6 +458,23 @@ impl TaskRef {
         Ok(())
     }
 
+    /// Takes a joined task out of its task group, as Curio's `join` does: the
+    /// group's results, completion order and wait policy no longer see it.
+    #[inline]
+    pub(crate) fn leave_group(&self) {
+        if self.header().group.borrow().is_some() {
+            self.leave_group_slow();
+        }
+    }
+
+    #[inline(never)]
+    fn leave_group_slow(&self) {
+        let link = self.header().group.borrow_mut().take();
+        if let Some(group) = link.and_then(|w| w.upgrade()) {
+            group.discard(self.id());
+        }
+    }
+
     /// Registers the running task as a joiner of this one (before the switch,
     /// so not inlined into `wait`).
     #[inline(never)]
@@ -532,6 +554,7 @@ impl<T> Task<T> {
     #[inline(always)] // as `wait`
     pub fn join(&self) -> Result<T> {
         self.any.wait()?;
+        self.any.leave_group();
         self.cell.take_result()
     }
 

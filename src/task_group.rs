@@ -35,7 +35,7 @@ use std::rc::{Rc, Weak};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel;
-use crate::task::{self, State, Task, TaskRef};
+use crate::task::{self, GroupLink, State, Task, TaskRef};
 use crate::time::disable_cancellation;
 use crate::trap;
 use crate::wait::WaitQueue;
@@ -229,8 +229,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     /// [`ErrorKind::Usage`] if it is already in a group or the group was joined.
     pub fn add_task(&self, task: &Task<T>) -> Result<()> {
         self.check_open()?;
-        let h = task.header();
-        if h.exit_hook.borrow().is_some() || h.in_group.get() {
+        if task.header().group.borrow().is_some() {
             return Err(Error::usage("the task is already part of a task group"));
         }
         self.adopt(task);
@@ -239,18 +238,12 @@ impl<T: Outcome + 'static> TaskGroup<T> {
 
     fn adopt(&self, t: &Task<T>) {
         let h = t.header();
-        h.in_group.set(true);
+        let link: Weak<dyn GroupLink> = Rc::downgrade(&self.inner) as Weak<dyn GroupLink>;
+        *h.group.borrow_mut() = Some(link);
         self.inner.members.borrow_mut().push(clone_task(t));
         if h.terminated.get() {
-            member_finished(&self.inner, h.id);
-            return;
+            self.inner.member_finished(h.id);
         }
-        let weak: Weak<Inner<T>> = Rc::downgrade(&self.inner);
-        *h.exit_hook.borrow_mut() = Some(Box::new(move |task| {
-            if let Some(inner) = weak.upgrade() {
-                member_finished(&inner, task.header().id);
-            }
-        }));
     }
 
     fn running_members(&self) -> usize {
@@ -293,7 +286,9 @@ impl<T: Outcome + 'static> TaskGroup<T> {
                 self.inner.next_done.set(cursor + 1);
                 let mut members = self.inner.members.borrow_mut();
                 if let Some(i) = members.iter().position(|t| t.id() == id && !t.is_daemon()) {
-                    return Ok(Some(members.remove(i)));
+                    let t = members.remove(i);
+                    *t.header().group.borrow_mut() = None;
+                    return Ok(Some(t));
                 }
                 continue;
             }
@@ -333,6 +328,9 @@ impl<T: Outcome + 'static> TaskGroup<T> {
             *members = rest;
             running
         };
+        for t in &victims {
+            *t.header().group.borrow_mut() = None;
+        }
         cancel_and_wait(victims.iter().map(|t| t.as_task_ref()));
     }
 
@@ -470,27 +468,53 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     }
 
     /// Runs `f` with a group whose members may borrow from the caller, like
-    /// [`std::thread::scope`]. When `f` returns (or panics), the group is joined:
-    /// members are waited for per `wait`, then the rest are cancelled and waited
-    /// for. Nothing borrowed can be freed while a member runs.
+    /// [`std::thread::scope`], and leaves the group as Curio's `async with`
+    /// does:
     ///
-    /// Returns `f`'s value and the join's result.
+    /// - `f` returns `Ok`: the group is joined (members waited for per `wait`,
+    ///   then the rest cancelled and waited for), and `scope` returns `f`'s
+    ///   value, or the join's error if the caller was cancelled meanwhile;
+    /// - `f` returns `Err` (a `?` inside it): every member still running is
+    ///   cancelled first, then the group is joined, and `scope` returns `f`'s
+    ///   error;
+    /// - `f` panics: the same as `Err`, then the panic goes on.
+    ///
+    /// Either way no member is running when `scope` returns, so nothing
+    /// borrowed can be freed while a member uses it. Inside `f`, the scope
+    /// dereferences to its [`TaskGroup`], so `g.join()`, `g.results()` and
+    /// `g.next_done()` work on it directly.
     ///
     /// ```
     /// use curio::{TaskGroup, Wait};
-    /// curio::run(|| {
+    /// curio::run(|| -> curio::Result<()> {
     ///     let words = vec!["a".to_string(), "bb".to_string()];
-    ///     let (_, joined) = TaskGroup::<usize>::scope(Wait::All, |g| {
+    ///     let total = TaskGroup::<usize>::scope(Wait::All, |g| {
     ///         for w in &words {
-    ///             g.spawn(move || w.len()).unwrap(); // borrows `words`
+    ///             g.spawn(move || w.len())?; // borrows `words`
     ///         }
-    ///     });
-    ///     joined.unwrap();
-    /// });
+    ///         g.join()?;
+    ///         Ok::<_, curio::Error>(g.results()?.iter().sum::<usize>())
+    ///     })?;
+    ///     assert_eq!(total, 3);
+    ///     Ok(())
+    /// })
+    /// .unwrap();
     /// ```
-    pub fn scope<'env, R>(wait: Wait, f: impl FnOnce(&Scope<'_, 'env, T>) -> R) -> (R, Result<()>) {
+    ///
+    /// # Cancellation
+    ///
+    /// The final join is a cancel point as [`TaskGroup::join`] is: cancelled or
+    /// timed out there, the members are still all cancelled and waited for
+    /// (masked) before the error is returned.
+    pub fn scope<'env, R, E>(
+        wait: Wait,
+        f: impl FnOnce(&Scope<'_, 'env, T>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E>
+    where
+        E: From<Error>,
+    {
         /// However `scope` is left, every member it spawned has ended first:
-        /// no member may outlive the borrows it holds. On the normal path the
+        /// no member may outlive the borrows it holds. On the normal paths the
         /// join below has ended them all and this finds nothing to do. On a
         /// panic (in `f`, or in the join: a user `Outcome` impl) it cancels
         /// the members, as Curio's `async with` does on an exception, and
@@ -511,16 +535,26 @@ impl<T: Outcome + 'static> TaskGroup<T> {
             _env: PhantomData,
         };
         let end = EndMembers(&scope);
-        let r = f(&scope);
-        let joined = group.join();
+        let r = match f(&scope) {
+            Ok(v) => group.join().map(|()| v).map_err(E::from),
+            Err(e) => {
+                // The body failed: cancel first, then join (Curio's `__aexit__`).
+                group.cancel_remaining();
+                let _ = group.join();
+                Err(e)
+            }
+        };
         drop(end);
-        (r, joined)
+        r
     }
 }
 
 impl<T: Outcome + 'static> Drop for TaskGroup<T> {
-    /// A group dropped unjoined inside a task is joined here (members waited for
-    /// per policy, the rest cancelled), so no member outlives it.
+    /// A group dropped without being joined was left by an error (a `?`, an
+    /// early `return`) or a panic, since the normal way out is
+    /// [`TaskGroup::join`]. As Curio's `async with` does when its body raises,
+    /// every member still running is cancelled, then the group is joined
+    /// (masked), so no member outlives it.
     fn drop(&mut self) {
         if self.inner.joined.get() || !trap::in_task() {
             return;
@@ -534,6 +568,7 @@ impl<T: Outcome + 'static> Drop for TaskGroup<T> {
             cancel_and_wait(members.iter().map(|t| t.as_task_ref()));
             return;
         }
+        self.cancel_remaining();
         let _ = disable_cancellation(|| self.join());
     }
 }
@@ -614,6 +649,15 @@ impl<'scope, 'env, T: Outcome + 'static> Scope<'scope, 'env, T> {
     }
 }
 
+impl<T: Outcome + 'static> std::ops::Deref for Scope<'_, '_, T> {
+    type Target = TaskGroup<T>;
+    /// The scope's group (`join`, `results`, `next_done` …); `spawn` on a
+    /// scope is [`Scope::spawn`], whose members may borrow.
+    fn deref(&self) -> &TaskGroup<T> {
+        self.group
+    }
+}
+
 impl<T: Outcome + 'static> std::fmt::Debug for Scope<'_, '_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scope")
@@ -622,14 +666,20 @@ impl<T: Outcome + 'static> std::fmt::Debug for Scope<'_, '_, T> {
     }
 }
 
-fn member_finished<T: 'static>(inner: &Inner<T>, id: u64) {
-    inner.finished.borrow_mut().push(id);
-    let waiters: Vec<_> = inner.waiters.borrow_mut().drain().collect();
-    trap::with_core(|core| {
-        for w in waiters {
-            core.wake(w, Ok(()));
-        }
-    });
+impl<T: 'static> GroupLink for Inner<T> {
+    fn member_finished(&self, id: u64) {
+        self.finished.borrow_mut().push(id);
+        let waiters: Vec<_> = self.waiters.borrow_mut().drain().collect();
+        trap::with_core(|core| {
+            for w in waiters {
+                core.wake(w, Ok(()));
+            }
+        });
+    }
+
+    fn discard(&self, id: u64) {
+        self.members.borrow_mut().retain(|t| t.id() != id);
+    }
 }
 
 /// Requests cancellation of every task first, then waits for each, masked.

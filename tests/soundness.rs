@@ -35,14 +35,14 @@ fn a_scope_refuses_members_after_a_join_and_never_returns_while_one_runs() {
         let words: Vec<String> = ["on", "the", "caller's", "stack"]
             .map(String::from)
             .to_vec();
-        let (spawned, joined) = TaskGroup::<usize>::scope(Wait::All, |g| {
+        let spawned = TaskGroup::<usize>::scope(Wait::All, |g| {
             g.group().join().unwrap();
-            g.spawn(|| {
+            Ok::<_, curio::Error>(g.spawn(|| {
                 curio::disable_cancellation(|| curio::sleep(secs(1))).unwrap();
                 words.iter().map(|w| w.len()).sum()
-            })
-        });
-        joined.unwrap();
+            }))
+        })
+        .unwrap();
         match spawned {
             Err(e) => assert_eq!(e.kind(), ErrorKind::Usage, "{e}"),
             Ok(t) => panic!(
@@ -61,18 +61,18 @@ fn a_scope_waits_for_members_the_group_no_longer_lists() {
         let sw = Stopwatch::start();
         let log = Log::new();
         let local = String::from("caller's data");
-        let (_, joined) = TaskGroup::<()>::scope(Wait::Any, |g| {
+        TaskGroup::<()>::scope(Wait::Any, |g| {
             let l = log.clone();
-            g.spawn(|| {}).unwrap();
+            g.spawn(|| {})?;
             g.spawn(move || {
                 // Ignores cancellation until its work is done.
                 curio::disable_cancellation(|| curio::sleep(secs(2))).unwrap();
                 l.push(format!("slow member read {local}"));
-            })
-            .unwrap();
+            })?;
             // The first member ends the wait at once.
-        });
-        joined.unwrap();
+            Ok::<_, curio::Error>(())
+        })
+        .unwrap();
         log.push(format!("scope returned at {}", sw.stamp()));
         log.assert_eq(&["slow member read caller's data", "scope returned at 2s"]);
     });
@@ -101,13 +101,13 @@ fn a_panic_in_the_scopes_join_still_ends_every_member_first() {
         let l = log.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             TaskGroup::<Tantrum>::scope(Wait::All, |g| {
-                g.spawn(|| Tantrum).unwrap();
+                g.spawn(|| Tantrum)?;
                 g.spawn(|| {
                     curio::disable_cancellation(|| curio::sleep(secs(1))).unwrap();
                     l.push(format!("slow member read {}", data.join(" ")));
                     Tantrum
-                })
-                .unwrap();
+                })?;
+                Ok::<_, curio::Error>(())
             })
         }));
         assert!(r.is_err(), "the Outcome's panic comes out of scope");
@@ -151,10 +151,9 @@ fn a_stale_waiter_from_an_earlier_kernel_wakes_nothing_in_a_later_one() {
                             assert_eq!(data.iter().sum::<u64>(), 6);
                         });
                         done.set(true);
-                    })
-                    .unwrap();
+                    })?;
+                    Ok::<_, curio::Error>(())
                 })
-                .1
                 .unwrap();
                 assert!(
                     done.get(),

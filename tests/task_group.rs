@@ -29,6 +29,14 @@ fn run<T>(f: impl FnOnce() -> T) -> T {
         .expect("kernel run")
 }
 
+/// `"ok"`, or the error's kind.
+fn outcome<T>(r: &curio::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("{:?}", e.kind()),
+    }
+}
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -304,15 +312,124 @@ fn add_task_adopts_running_and_finished_tasks() {
 }
 
 #[test]
-fn dropping_an_unjoined_group_joins_it() {
+fn dropping_an_unjoined_group_cancels_its_members_then_joins() {
     let l = log();
     run(|| {
         {
-            let g = TaskGroup::with_wait(Wait::None);
+            // Wait::All, but the group is left without a join: the error exit.
+            let g = TaskGroup::new();
             g.spawn(sleeper(&l, 50)).unwrap();
             curio::yield_now().unwrap();
         }
         assert_eq!(events(&l), ["50 Cancelled"]);
+    });
+}
+
+/// Issue 9, item 1: a body that fails through `?` cancels the members, as
+/// Curio's `async with TaskGroup()` does when its body raises, instead of
+/// waiting for them by the policy (here: forever, a deadlock report).
+#[test]
+fn a_group_body_that_fails_with_question_mark_cancels_its_members() {
+    let l = log();
+    run(|| {
+        let never = Rc::new(curio::Event::new());
+        let body = || -> curio::Result<()> {
+            let g = TaskGroup::new();
+            for i in 0..3 {
+                let (n, l) = (never.clone(), l.clone());
+                g.spawn(move || {
+                    let r = n.wait();
+                    push(&l, format!("member {i}: {}", outcome(&r)));
+                    r
+                })?;
+            }
+            curio::yield_now()?;
+            Err(curio::Error::from(std::io::Error::other("the body failed")))?;
+            g.join()
+        };
+        let e = body().unwrap_err();
+        assert_eq!(e.to_string(), "the body failed");
+        push(&l, "body returned its error");
+    });
+    assert_eq!(
+        events(&l),
+        [
+            "member 0: Cancelled",
+            "member 1: Cancelled",
+            "member 2: Cancelled",
+            "body returned its error"
+        ]
+    );
+}
+
+/// The scoped form: the closure's `Err` cancels the members first and comes
+/// back out of `scope`.
+#[test]
+fn a_scope_whose_closure_fails_cancels_its_members_and_returns_the_error() {
+    let l = log();
+    run(|| {
+        let never = curio::Event::new();
+        let r: curio::Result<()> = TaskGroup::scope(Wait::All, |g| {
+            for i in 0..3 {
+                let l = l.clone();
+                let never = &never;
+                g.spawn(move || {
+                    let r = never.wait();
+                    push(&l, format!("member {i}: {}", outcome(&r)));
+                    r
+                })?;
+            }
+            curio::yield_now()?;
+            Err(curio::Error::from(std::io::Error::other("the body failed")))
+        });
+        assert_eq!(r.unwrap_err().to_string(), "the body failed");
+    });
+    assert_eq!(
+        events(&l),
+        [
+            "member 0: Cancelled",
+            "member 1: Cancelled",
+            "member 2: Cancelled"
+        ]
+    );
+}
+
+/// Issue 9, item 2: joining a member through its own handle takes it out of
+/// the group, as Curio's `Task.join` does: `results`, `tasks`, `completed`
+/// and the wait policy no longer see it.
+#[test]
+fn joining_a_member_takes_it_out_of_its_group() {
+    run(|| {
+        let g = TaskGroup::new();
+        let a = g.spawn(|| Ok::<_, curio::Error>(1)).unwrap();
+        let failing = g
+            .spawn(|| Err::<u32, _>(curio::Error::from(std::io::Error::other("boom"))))
+            .unwrap();
+        let c = g
+            .spawn(|| {
+                curio::sleep(secs(1))?;
+                Ok::<_, curio::Error>(3)
+            })
+            .unwrap();
+        assert_eq!(a.join().unwrap().unwrap(), 1);
+        assert!(failing.join().unwrap().is_err()); // a failure, joined: no longer the group's
+        g.join().unwrap();
+        // Wait::All went on past the joined failure and waited for `c`.
+        assert!(c.is_terminated() && !c.is_cancelled());
+        let ids: Vec<u64> = g.tasks().iter().map(|t| t.id()).collect();
+        assert_eq!(ids, [c.id()]);
+        let results: Vec<u32> = g
+            .results()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(results, [3]);
+        assert_eq!(g.completed().unwrap().id(), c.id());
+        // A joined member is free to join another group.
+        let h = TaskGroup::new();
+        h.add_task(&a).unwrap();
+        h.join().unwrap();
     });
 }
 
@@ -321,18 +438,17 @@ fn scoped_members_borrow_from_the_parent_stack() {
     run(|| {
         let words = vec!["curio".to_string(), "in".to_string(), "rust".to_string()];
         let total = RefCell::new(0);
-        let (spawned, joined) = TaskGroup::scope(Wait::All, |g| {
+        let spawned = TaskGroup::scope(Wait::All, |g| {
             for w in &words {
                 let total = &total;
                 g.spawn(move || {
                     curio::sleep(secs(w.len() as u64)).unwrap();
                     *total.borrow_mut() += w.len();
-                })
-                .unwrap();
+                })?;
             }
-            words.len()
-        });
-        joined.unwrap();
+            Ok::<_, curio::Error>(words.len())
+        })
+        .unwrap();
         assert_eq!(spawned, 3);
         assert_eq!(*total.borrow(), 11);
     });
@@ -357,6 +473,8 @@ fn a_panic_in_the_scope_still_ends_every_member_first() {
                     .unwrap();
                     curio::yield_now().unwrap();
                     panic!("scope body failed");
+                    #[allow(unreachable_code)]
+                    Ok::<(), curio::Error>(())
                 })
             }));
             push(&l2, "after scope");
