@@ -669,26 +669,30 @@ impl Core {
     /// Arms `deadline` for the running task if it is earlier than the armed one
     /// (Curio's `_set_timeout`). A deadline already passed becomes a pending
     /// timeout at once, so it fires at the first cancel point. Returns the
-    /// deadline armed before.
-    pub(crate) fn set_timeout(&self, h: &Header, deadline: Option<u64>) -> Option<u64> {
+    /// deadline armed before, and whether a heap entry was pushed for this one
+    /// (the block hands that back to [`Core::timeout_block_ended`]).
+    pub(crate) fn set_timeout(&self, h: &Header, deadline: Option<u64>) -> (Option<u64>, bool) {
         let prev = h.timeout.get();
+        let mut pushed = false;
         if let Some(d) = deadline {
             if prev.is_none_or(|p| d < p) {
-                self.arm_timeout(h, d, self.now());
+                pushed = self.arm_timeout(h, d, self.now());
             }
         }
-        prev
+        (prev, pushed)
     }
 
     /// Makes `d` the task's armed deadline. Its heap entry is pushed unless the
     /// deadline has passed, in which case the timeout is made pending now.
-    fn arm_timeout(&self, h: &Header, d: u64, now: u64) {
+    /// Returns whether an entry was pushed.
+    fn arm_timeout(&self, h: &Header, d: u64, now: u64) -> bool {
         h.timeout.set(Some(d));
         if d <= now {
             self.deliver(
                 h,
                 Error::timeout_kind(ErrorKind::Timeout, self.instant(now)),
             );
+            false
         } else {
             self.timers.borrow_mut().push(
                 d,
@@ -697,7 +701,24 @@ impl Core {
                     task_id: h.id,
                 },
             );
+            true
         }
+    }
+
+    /// A timeout block whose deadline pushed a heap entry has ended (its
+    /// deadline is off the task's stack): the entry is stale unless it fired.
+    ///
+    /// Discussion: a server that wraps every read in an hour-long timeout ends
+    /// almost every block long before its deadline. Counting the entry stale
+    /// here lets the heap rebuild itself once stale entries are the majority,
+    /// so its size follows the timers still pending, not the rate of blocks.
+    /// An entry that already fired is counted too; that only brings a rebuild
+    /// forward, and a rebuild needs at least half the heap counted stale, so
+    /// its cost stays amortised O(1) per block.
+    pub(crate) fn timeout_block_ended(&self) {
+        self.timers
+            .borrow_mut()
+            .mark_stale(|d, item| self.timer_is_live(d, item));
     }
 
     fn disarm_timeout(&self, h: &Header) {
@@ -731,7 +752,9 @@ impl Core {
             return now;
         }
         match prev {
-            Some(p) if p <= now => self.arm_timeout(h, p, now),
+            Some(p) if p <= now => {
+                self.arm_timeout(h, p, now);
+            }
             _ => {
                 h.timeout.set(prev);
                 match h.pending.take() {
@@ -1251,6 +1274,36 @@ mod tests {
         if PANIC_IN_TICK.with(|p| p.replace(false)) {
             panic!("injected: the kernel loop panics");
         }
+    }
+
+    /// Issue 9, item 4: timeout blocks that end long before their deadline
+    /// leave no timer behind for long: the heap follows the timers pending.
+    #[test]
+    fn finished_timeout_blocks_do_not_accumulate_timer_entries() {
+        let (len, live) = Kernel::builder()
+            .virtual_clock(true)
+            .build()
+            .run(|| {
+                // 1 000 sleepers keep live entries in the heap meanwhile.
+                let sleepers: Vec<_> = (0..1000)
+                    .map(|_| crate::spawn(|| crate::sleep(Duration::from_secs(7200))))
+                    .collect();
+                crate::yield_now().unwrap();
+                for _ in 0..200_000 {
+                    crate::timeout_after(Duration::from_secs(3600), || Ok::<_, crate::Error>(()))
+                        .unwrap();
+                }
+                let len = trap::with_core(|core| core.timers.borrow().len());
+                for s in &sleepers {
+                    s.cancel().unwrap();
+                }
+                (len, sleepers.len())
+            })
+            .unwrap();
+        assert!(
+            len <= 2 * live + 2 * 1024 + 2,
+            "the timer heap holds {len} entries for {live} pending timers"
+        );
     }
 
     /// Records, when dropped, which task curio says is running.

@@ -172,6 +172,8 @@ fn absolute(i: Option<Instant>) -> Option<u64> {
 /// Restores the deadline state of a timeout block when it ends, even by panic.
 struct BlockGuard {
     prev: Option<u64>,
+    /// This block's deadline pushed a timer entry.
+    pushed: bool,
     armed: bool,
 }
 
@@ -182,6 +184,9 @@ impl BlockGuard {
             core.unset_timeout(h, self.prev);
             let stack = h.deadlines.borrow().clone();
             h.deadlines.borrow_mut().pop();
+            if self.pushed {
+                core.timeout_block_ended();
+            }
             stack
         })
     }
@@ -200,13 +205,17 @@ fn timeout_block<T, E: CurioError>(
     ignore: bool,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<Option<T>, E> {
-    let prev = trap::with_current(|core, h| {
+    let (prev, pushed) = trap::with_current(|core, h| {
         h.deadlines
             .borrow_mut()
             .push(deadline.unwrap_or(NO_DEADLINE));
         core.set_timeout(h, deadline)
     });
-    let mut guard = BlockGuard { prev, armed: true };
+    let mut guard = BlockGuard {
+        prev,
+        pushed,
+        armed: true,
+    };
     let result = f();
     let stack = guard.exit();
     let err = match result {

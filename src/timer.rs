@@ -99,7 +99,17 @@ impl<T> TimerHeap<T> {
                 .filter(|e| is_live(e.0.deadline, &e.0.item))
                 .collect();
             self.stale = 0;
+            // The filter reuses the old allocation: give back what a peak left.
+            if self.heap.capacity() > 4 * self.heap.len().max(MIN_REBUILD) {
+                self.heap.shrink_to(2 * self.heap.len().max(MIN_REBUILD));
+            }
         }
+    }
+
+    /// Entries held, live or stale.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// Notes that a stale entry was popped and discarded.

@@ -9,6 +9,10 @@
 //! scale scale [N] [RUNS]     N tasks (default 1 000 000) sleep 1 s and are joined,
 //!                            RUNS times (default 2) in one process; report spawn time,
 //!                            time until all joined, peak RSS and page faults per run
+//! scale timeouts [N]         N (default 2 000 000) timeout_after(60 s) blocks that finish
+//!                            at once: RSS and live heap before and after
+//! scale peak [N]             N (default 200 000) tasks sleep 1 s and end: RSS before,
+//!                            at the peak, and after (with the kernel still running)
 //! ```
 //!
 //! The second and later `scale` runs reuse the stacks the first run left in
@@ -203,6 +207,58 @@ fn scale(n: u64, runs: u32) {
     }
 }
 
+/// `timeouts N`: N `timeout_after(60 s, …)` blocks that each finish at once.
+/// Memory for timers should follow the timers pending (none here), not N.
+fn timeouts(n: u64) {
+    let report = curio::run(move || {
+        let rss0 = status("VmRSS");
+        let heap0 = live_heap();
+        for _ in 0..n {
+            curio::timeout_after(Duration::from_secs(60), || Ok::<_, curio::Error>(()))
+                .expect("block");
+        }
+        let rss1 = status("VmRSS");
+        let heap1 = live_heap();
+        format!(
+            "timeouts: {n} finished timeout_after(60 s) blocks: RSS {:.1} MiB -> {:.1} MiB, \
+             live heap {:.1} MiB -> {:.1} MiB",
+            mib(rss0),
+            mib(rss1),
+            mib(heap0),
+            mib(heap1),
+        )
+    });
+    println!("{report}");
+}
+
+/// `peak N`: N tasks sleep 1 s and end; how much memory stays resident after
+/// the peak, while the kernel still runs (its stack pool warm).
+fn peak(n: u64) {
+    let report = curio::run(move || {
+        let rss0 = status("VmRSS");
+        let tasks: Vec<_> = (0..n)
+            .map(|_| curio::spawn(|| curio::sleep(SLEEP)))
+            .collect();
+        curio::sleep(Duration::from_millis(200)).expect("sleep");
+        let rss_peak = status("VmRSS");
+        for t in &tasks {
+            t.join().expect("join").expect("sleep");
+        }
+        drop(tasks);
+        // Give the kernel a moment idle, as a server between bursts.
+        curio::sleep(Duration::from_millis(1500)).expect("sleep");
+        let rss_after = status("VmRSS");
+        format!(
+            "peak: {n} sleeping tasks: RSS {:.1} MiB before, {:.1} MiB at the peak, \
+             {:.1} MiB after they ended",
+            mib(rss0),
+            mib(rss_peak),
+            mib(rss_after),
+        )
+    });
+    println!("{report}");
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     match args.get(i) {
         None => default,
@@ -214,7 +270,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: scale [memory [N] | scale [N] [RUNS]]");
+    eprintln!("usage: scale [memory [N] | scale [N] [RUNS] | timeouts [N] | peak [N]]");
     std::process::exit(2);
 }
 
@@ -238,6 +294,8 @@ fn main() {
         }
         Some("memory") => memory(arg(&args, 2, 100_000)),
         Some("scale") => scale(arg(&args, 2, 1_000_000), arg(&args, 3, 2)),
+        Some("timeouts") => timeouts(arg(&args, 2, 2_000_000)),
+        Some("peak") => peak(arg(&args, 2, 200_000)),
         Some(_) => usage(),
     }
 }
