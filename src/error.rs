@@ -201,8 +201,11 @@ impl fmt::Display for Error {
             return io.fmt(f);
         }
         f.write_str(self.describe())?;
-        if !self.inner.message.is_empty() {
-            write!(f, ": {}", self.inner.message)?;
+        let message = &self.inner.message;
+        if message.starts_with('\n') {
+            write!(f, ":{message}")?; // a list, one item per line
+        } else if !message.is_empty() {
+            write!(f, ": {message}")?;
         }
         Ok(())
     }

@@ -75,6 +75,10 @@ const POLL_INTERVAL: usize = 64;
 static WAIT_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 const WAIT_ID_BLOCK: u64 = 1 << 16;
 
+/// How many tasks must have ended since the kernel's tables were last shrunk
+/// before an idle kernel shrinks them again (and trims the allocator).
+const SHRINK_AFTER: usize = 4096;
+
 /// When the virtual clock has tasks waiting on I/O or other threads, how long to
 /// wait for real before jumping to the next deadline.
 const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
@@ -87,6 +91,7 @@ const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
 #[derive(Clone, Debug)]
 pub struct Builder {
     stack_size: usize,
+    idle_stacks: usize,
     virtual_clock: bool,
     thread_pool_size: usize,
 }
@@ -99,16 +104,30 @@ impl Builder {
         let virtual_clock = std::env::var("CURIO_CLOCK").is_ok_and(|v| v == "virtual");
         Builder {
             stack_size: DEFAULT_STACK_SIZE,
+            idle_stacks: stack::DEFAULT_IDLE_STACKS,
             virtual_clock,
             thread_pool_size: 64,
         }
     }
 
-    /// The usable stack size of each task unless its own builder says otherwise.
-    /// Rounded up to whole pages, at least 16 KiB. Stacks are committed lazily, so
-    /// a big size costs address space, not memory.
+    /// The usable stack size of each task unless its own builder says otherwise,
+    /// rounded up to whole pages. Stacks are committed lazily, so a big size
+    /// costs address space, not memory. [`Kernel::run`] fails with
+    /// [`ErrorKind::Usage`] for a size below [`crate::MIN_STACK_SIZE`] (16 KiB)
+    /// or above [`crate::MAX_STACK_SIZE`] (1 GiB).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = bytes;
+        self
+    }
+
+    /// How many unused task stacks the kernel keeps warm, their memory
+    /// resident, for the next spawns (1024 by default). Whenever the kernel
+    /// goes idle, the memory of the unused stacks beyond this is given back to
+    /// the operating system, so memory falls back after a peak of tasks; such a
+    /// stack stays reserved and is reused cold (its first pages are faulted in
+    /// again). Bursts that never let the kernel idle are not slowed.
+    pub fn idle_stacks(mut self, stacks: usize) -> Builder {
+        self.idle_stacks = stacks;
         self
     }
 
@@ -297,6 +316,10 @@ pub(crate) struct Core {
     /// reported as a crash.
     unwinding: Cell<bool>,
     stack_size: usize,
+    /// Warm stacks kept when idle (`Builder::idle_stacks`).
+    idle_stacks: usize,
+    /// Free slots right after the tables were last shrunk.
+    shrunk_free: Cell<usize>,
     thread_pool_size: usize,
     /// Distinguishes kernels, so a socket registered with a kernel that has
     /// ended is not deregistered from a later one on the same thread.
@@ -327,7 +350,10 @@ impl Core {
             live: Cell::new(0),
             external: Cell::new(0),
             unwinding: Cell::new(false),
-            stack_size: stack::round_size(config.stack_size),
+            stack_size: stack::checked_size(config.stack_size)
+                .map_err(|e| Error::usage(e.to_string()))?,
+            idle_stacks: config.idle_stacks,
+            shrunk_free: Cell::new(0),
             thread_pool_size: config.thread_pool_size,
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -927,6 +953,7 @@ impl Core {
             self.expire_timers();
             return Ok(());
         }
+        self.trim_memory();
         loop {
             let next = self.next_deadline();
             let outside = self.external.get() > 0 || self.poller.borrow().inbox_pending();
@@ -953,6 +980,56 @@ impl Core {
                 return Ok(());
             }
         }
+    }
+
+    /// The kernel is about to go idle: give memory back after a peak of tasks.
+    fn trim_memory(&self) {
+        self.trim_stacks();
+        self.shrink_tables();
+    }
+
+    /// After a peak of tasks has ended (at least [`SHRINK_AFTER`] more free
+    /// slots than when last shrunk, and half the table), shrinks the kernel's tables to what is
+    /// live and asks the allocator to return what the task records freed.
+    /// Bursts that never let the kernel idle do not pay for it.
+    fn shrink_tables(&self) {
+        let free = self.free_slots.borrow().len();
+        let peak = SHRINK_AFTER.max(self.slots.borrow().len() / 2);
+        if free < self.shrunk_free.get() + peak {
+            return;
+        }
+        {
+            let mut slots = self.slots.borrow_mut();
+            let mut free_slots = self.free_slots.borrow_mut();
+            while slots.last().is_some_and(|s| s.task.is_none()) {
+                slots.pop();
+            }
+            let len = slots.len() as u32;
+            free_slots.retain(|&i| i < len);
+            // Lowest slots first, so the table stays compact as it refills.
+            free_slots.sort_unstable_by(|a, b| b.cmp(a));
+            slots.shrink_to_fit();
+            free_slots.shrink_to_fit();
+            self.shrunk_free.set(free_slots.len());
+        }
+        self.ready.shrink();
+        self.timers.borrow_mut().shrink();
+        self.woken.borrow_mut().shrink_to_fit();
+        sys::trim_heap();
+    }
+
+    /// The kernel is about to go idle: keep `idle_stacks` warm stacks and give
+    /// the memory of the rest back (the least recently used first).
+    fn trim_stacks(&self) {
+        let mut stacks = self.stacks.borrow_mut();
+        if stacks.len() > self.idle_stacks {
+            let excess = stacks.len() - self.idle_stacks;
+            for st in stacks.drain(..excess) {
+                stack::give_released(st);
+            }
+        }
+        drop(stacks);
+        stack::trim(self.idle_stacks);
     }
 
     fn poll(&self, timeout: Option<Duration>) -> usize {
@@ -997,8 +1074,10 @@ impl Core {
         v
     }
 
+    /// Who waits on what, one task per line (each line starts with a newline);
+    /// `ErrorKind::Deadlock`'s own text says what a deadlock is.
     fn deadlock_report(&self) -> String {
-        let mut s = String::from("every task is blocked and nothing can wake one:");
+        let mut s = String::new();
         for t in self.live_tasks() {
             let h = t.header();
             let _ = write!(s, "\n  {}", h.describe());
@@ -1024,7 +1103,10 @@ impl Core {
                 }
                 self.cancel(h);
                 if let Some(report) = self.run_until(|| h.terminated.get()) {
-                    eprintln!("curio: shutdown blocked, unwinding the remaining tasks: {report}");
+                    eprintln!(
+                        "curio: shutdown blocked (every task waits and nothing can wake one); \
+                         unwinding the remaining tasks:{report}"
+                    );
                     self.force_unwind_all();
                     return;
                 }

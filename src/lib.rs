@@ -80,7 +80,7 @@ pub use error::{CurioError, Error, ErrorKind, Result};
 pub use io::{FileStream, Socket, SocketStream, Stream};
 pub use kernel::{Kernel, run};
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
-pub use stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
+pub use stack::{DEFAULT_IDLE_STACKS, DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use sync::{BoundedSemaphore, Condition, Event, Lock, RLock, ResultCell, Semaphore};
 pub use task::{State, Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
 pub use task_group::{Outcome, Scope, TaskGroup, Wait};

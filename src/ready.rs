@@ -84,6 +84,11 @@ impl ReadyQueue {
         self.with(|q| q.is_empty())
     }
 
+    /// Gives back spare capacity (after a peak of tasks).
+    pub(crate) fn shrink(&self) {
+        self.with(|q| q.shrink_to(q.len().max(64)));
+    }
+
     /// Takes `task` out of the queue, wherever it is (a linear scan: only a
     /// forced unwind needs it).
     pub(crate) fn remove(&self, task: &Header) {

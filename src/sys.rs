@@ -58,6 +58,57 @@ pub(crate) fn map_reserve(len: usize) -> io::Result<usize> {
     }
 }
 
+/// Unmaps `[addr, addr+len)`, a slab made by [`map_reserve`] that no stack uses.
+pub(crate) fn unmap(addr: usize, len: usize) {
+    // SAFETY: the range is a whole mapping of ours that holds no live data and
+    // that nothing refers to any more.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Gives the pages of `[addr, addr+len)` back to the operating system
+/// (`MADV_DONTNEED`): the range stays mapped and reads as zeros when next
+/// touched. `addr` must be page aligned and the range part of a mapping made
+/// by [`map_reserve`] whose contents nobody needs any more (a free stack).
+pub(crate) fn release_memory(addr: usize, len: usize) {
+    // SAFETY: the range lies in our own private anonymous mapping and holds no
+    // live data; MADV_DONTNEED only drops its pages.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+}
+
+/// Asks the C allocator to give the free memory it holds back to the operating
+/// system (`malloc_trim(0)` on glibc; nothing elsewhere).
+///
+/// Discussion: glibc keeps freed memory in its arenas; after a peak of a few
+/// hundred thousand task records (470 bytes each, interleaved with longer-lived
+/// allocations) almost none of it sits at the top of the heap, where glibc
+/// trims by itself. `malloc_trim` releases the free pages inside the heap too.
+/// With another global allocator installed, glibc's heap is nearly empty and
+/// this costs next to nothing.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's own heap to the
+    // kernel; it touches no memory in use and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// How many memory mappings the process has now (lines of `/proc/self/maps`).
+pub(crate) fn map_count() -> Option<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open("/proc/self/maps").ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Some(lines),
+            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// How guard pages are installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum GuardMode {

@@ -631,7 +631,9 @@ impl Builder {
         self
     }
 
-    /// Its usable stack size in bytes (rounded up to pages, at least 16 KiB).
+    /// Its usable stack size in bytes, rounded up to whole pages; between
+    /// [`crate::MIN_STACK_SIZE`] (16 KiB) and [`crate::MAX_STACK_SIZE`] (1 GiB),
+    /// or [`Builder::spawn`] fails with `InvalidInput`.
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self
@@ -642,7 +644,11 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// An I/O error if no stack could be mapped.
+    /// - `InvalidInput` for a stack size out of range ([`Builder::stack_size`]).
+    /// - `OutOfMemory` (or the system's error) if no stack could be mapped; the
+    ///   message says what ran out and what to do (for example, on kernels
+    ///   without `MADV_GUARD_INSTALL`, that `vm.max_map_count` is nearly used
+    ///   up). The program goes on; the task was not created.
     ///
     /// # Panics
     ///
@@ -672,7 +678,7 @@ impl Builder {
         F: FnOnce() -> T + 'a,
         T: 'static,
     {
-        let cell = self.make_cell::<F, T>();
+        let cell = self.make_cell::<F, T>()?;
         let hp: *const Header = &cell.header;
         let c2 = cell.clone();
         let body = move || {
@@ -697,15 +703,16 @@ impl Builder {
         })
     }
 
-    pub(crate) fn make_cell<F, T>(&self) -> Rc<TaskCell<T>> {
+    pub(crate) fn make_cell<F, T>(&self) -> io::Result<Rc<TaskCell<T>>> {
         trap::with_current(|core, parent| {
             let name: Cow<'static, str> = match &self.name {
                 Some(n) => Cow::Owned(n.clone()),
                 None => Cow::Borrowed(std::any::type_name::<F>()),
             };
-            let size = self
-                .stack_size
-                .map_or(core.default_stack_size(), crate::stack::round_size);
+            let size = match self.stack_size {
+                None => core.default_stack_size(),
+                Some(bytes) => crate::stack::checked_size(bytes)?,
+            };
             // Built in place: `Rc::new(value)` builds the 400-byte cell on the
             // stack and copies it into the allocation, about 6% of a spawn
             // (arch-notes/benchmarks.md).
@@ -726,7 +733,7 @@ impl Builder {
             if !parent.locals.borrow().values.is_empty() {
                 *cell.header.locals.borrow_mut() = parent.locals.borrow().inherit();
             }
-            cell
+            Ok(cell)
         })
     }
 }
@@ -794,19 +801,38 @@ pub fn yield_now() -> Result<()> {
 // Crash reports
 // ---------------------------------------------------------------------------
 
+/// A panic in a task, captured by the hook for the crash report.
 struct Captured {
+    task: u64,
     location: String,
+    message: String,
     backtrace: Backtrace,
 }
 
+/// How many captured panics a thread holds at most (older ones are dropped):
+/// the one that is unwinding, one raised by a destructor meanwhile, and a few
+/// that user code caught.
+const CAPTURED_MAX: usize = 4;
+
 thread_local! {
-    static LAST_PANIC: RefCell<Option<Captured>> = const { RefCell::new(None) };
+    /// Panics of tasks on this thread that have not reached the task boundary
+    /// yet, oldest first.
+    static LAST_PANIC: RefCell<Vec<Captured>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Installs (once per process) a panic hook that keeps panics inside curio
-/// tasks quiet at the panic site: the kernel reports them as task crashes at
-/// the task boundary instead. Panics elsewhere, and in main (which resumes out
-/// of `run`), go to the hook that was installed before.
+/// What the runtime passes to the hook when a destructor panics while a panic
+/// unwinds; the process aborts right after the hook returns.
+const NESTED_PANIC: &str = "panic in a destructor during cleanup";
+
+/// Installs (once per process) a panic hook for panics inside curio tasks.
+///
+/// A panic that will unwind to the task boundary is kept quiet at the panic
+/// site: the kernel reports it there, once, as a task crash naming the task.
+/// A panic that cannot get there is reported by the hook itself, at once, since
+/// the process is about to abort: with `panic = "abort"`, and when a destructor
+/// panics while a panic unwinds (the runtime then aborts; both panics are
+/// reported). Panics elsewhere, and in main (which resumes out of `run`), go to
+/// the hook that was installed before.
 pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -816,16 +842,69 @@ pub(crate) fn install_panic_hook() {
             if !in_plain_task {
                 return previous(info);
             }
-            let location = info.location().map(|l| l.to_string()).unwrap_or_default();
-            let backtrace = Backtrace::capture();
+            let task = trap::with_current(|_, h| h.id);
+            let message = panic_message(info.payload());
+            let captured = Captured {
+                task,
+                location: info.location().map(|l| l.to_string()).unwrap_or_default(),
+                message,
+                backtrace: Backtrace::capture(),
+            };
+            if cfg!(panic = "abort") {
+                // Nothing will reach the task boundary: report now.
+                let report = trap::with_current(|_, h| crash_report(h, &captured));
+                eprintln!("{report}");
+                return;
+            }
+            if captured.message == NESTED_PANIC {
+                // The process aborts after this hook: report what this task's
+                // unwinding was about, and the destructor's own panic.
+                let held: Vec<Captured> = LAST_PANIC.with(|p| std::mem::take(&mut *p.borrow_mut()));
+                let mut report = String::new();
+                trap::with_current(|_, h| {
+                    for c in held.iter().filter(|c| c.task == task) {
+                        report.push_str(&crash_report(h, c));
+                        report.push('\n');
+                    }
+                    report.push_str(&format!(
+                        "curio: a destructor panicked while task {} ('{}') was unwinding; \
+                         the process aborts",
+                        h.id, h.name
+                    ));
+                });
+                eprintln!("{report}");
+                return;
+            }
             LAST_PANIC.with(|p| {
-                *p.borrow_mut() = Some(Captured {
-                    location,
-                    backtrace,
-                })
+                let mut held = p.borrow_mut();
+                held.retain(|c| c.task == task);
+                if held.len() == CAPTURED_MAX {
+                    held.remove(0);
+                }
+                held.push(captured);
             });
         }));
     });
+}
+
+/// `curio: task crash: Task(id=3, name='kid', state=RUNNING) panicked at src/x.rs:9:5:`
+/// followed by the message and the backtrace (or how to get one).
+fn crash_report(h: &Header, c: &Captured) -> String {
+    let mut report = format!(
+        "curio: task crash: {} panicked at {}:\n{}",
+        h.describe(),
+        c.location,
+        c.message
+    );
+    match c.backtrace.status() {
+        BacktraceStatus::Captured => {
+            report.push_str(&format!("\nstack backtrace:\n{}", c.backtrace))
+        }
+        _ => report.push_str(
+            "\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        ),
+    }
+    report
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -839,25 +918,27 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 fn report_crash(h: &Header, payload: &(dyn Any + Send)) {
+    // The panic that reached the boundary is the newest this task raised.
+    let captured = LAST_PANIC.with(|p| {
+        let mut held = p.borrow_mut();
+        let last = held
+            .iter()
+            .rposition(|c| c.task == h.id)
+            .map(|i| held.remove(i));
+        held.retain(|c| c.task != h.id);
+        last
+    });
     if trap::with_core(|core| core.is_unwinding()) {
         return; // a forced unwind at shutdown, not a crash
     }
-    let captured = LAST_PANIC.with(|p| p.borrow_mut().take());
-    let msg = panic_message(payload);
-    let mut report = format!("curio: task crash: {}", h.describe());
-    if let Some(c) = &captured {
-        report.push_str(&format!(" panicked at {}:\n{msg}", c.location));
-        match c.backtrace.status() {
-            BacktraceStatus::Captured => {
-                report.push_str(&format!("\nstack backtrace:\n{}", c.backtrace))
-            }
-            _ => report.push_str(
-                "\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
-            ),
-        }
-    } else {
-        report.push_str(&format!(" panicked:\n{msg}"));
-    }
+    let report = match &captured {
+        Some(c) => crash_report(h, c),
+        None => format!(
+            "curio: task crash: {} panicked:\n{}",
+            h.describe(),
+            panic_message(payload)
+        ),
+    };
     eprintln!("{report}");
 }
 

@@ -112,6 +112,14 @@ impl<T> TimerHeap<T> {
         self.heap.len()
     }
 
+    /// Gives back spare capacity (after a peak of timers).
+    pub(crate) fn shrink(&mut self) {
+        let keep = (2 * self.heap.len()).max(64);
+        if self.heap.capacity() > keep {
+            self.heap.shrink_to(keep);
+        }
+    }
+
     /// Notes that a stale entry was popped and discarded.
     pub(crate) fn discarded_stale(&mut self) {
         self.stale = self.stale.saturating_sub(1);

@@ -550,6 +550,11 @@ fn curio_run_panics_on_deadlock_with_the_report() {
         panic_text(&*r.expect_err("curio::run should panic on deadlock"))
     });
     assert!(msg.contains("deadlock"), "{msg}");
+    assert_eq!(
+        msg.matches("nothing can wake one").count(),
+        1,
+        "the report says it once:\n{msg}"
+    );
     assert!(msg.contains("waits for task 1"), "{msg}");
     assert!(msg.contains("waits for task 2"), "{msg}");
 }

@@ -250,10 +250,11 @@ fn peak(n: u64) {
         let rss_after = status("VmRSS");
         format!(
             "peak: {n} sleeping tasks: RSS {:.1} MiB before, {:.1} MiB at the peak, \
-             {:.1} MiB after they ended",
+             {:.1} MiB after they ended (live heap then {:.1} MiB)",
             mib(rss0),
             mib(rss_peak),
             mib(rss_after),
+            mib(live_heap()),
         )
     });
     println!("{report}");
