@@ -170,6 +170,12 @@ impl Socket {
         &self.sock
     }
 
+    /// The poller registration, for protocol layers over this socket (TLS)
+    /// that make their own non-blocking calls and wait with `retry`.
+    pub(crate) fn registration(&self) -> &Registration {
+        &self.reg
+    }
+
     /// The fd number.
     pub fn fileno(&self) -> RawFd {
         self.sock.as_raw_fd()
@@ -365,7 +371,8 @@ impl FileIo {
     }
 }
 
-/// What a [`Stream`] reads from and writes to: a [`Socket`] or a [`FileIo`].
+/// What a [`Stream`] reads from and writes to: a [`Socket`], a [`FileIo`], or a
+/// TLS connection ([`crate::tls::TlsIo`]).
 pub trait StreamIo {
     /// Reads some bytes (0 at end of file), suspending the task while none are ready.
     fn read_some(&self, buf: &mut [u8]) -> Result<usize>;
@@ -373,6 +380,12 @@ pub trait StreamIo {
     fn write_all_of(&self, data: &[u8]) -> Result<()>;
     /// The fd, for [`Stream::blocking`].
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Sends anything the layer has accepted but not yet written (a TLS
+    /// connection's queued records after a cancelled write). Sockets and files
+    /// keep nothing back, so the default does nothing.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl StreamIo for Socket {
@@ -721,9 +734,16 @@ impl<S: StreamIo> Stream<S> {
         Ok(())
     }
 
-    /// Writes are unbuffered, so there is nothing to flush.
+    /// Streams do not buffer writes, so this only sends what the layer
+    /// underneath holds back: nothing for sockets and files; for TLS, records
+    /// queued by a write that was cancelled while sending them.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point (TLS only) while the socket is not writable; cancelled,
+    /// what is still queued stays queued for the next write or flush.
     pub fn flush(&mut self) -> Result<()> {
-        Ok(())
+        self.io.flush()
     }
 
     /// Closes the stream and its fd (the same as dropping it).
@@ -785,7 +805,7 @@ impl<S: StreamIo> Write for Stream<S> {
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        Ok(self.io.flush()?)
     }
 }
 
