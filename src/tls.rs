@@ -378,7 +378,9 @@ impl Write for Raw<'_> {
 /// reads and writes. Also the place for what the handshake settled: ALPN,
 /// peer certificates, protocol version, SNI.
 pub struct TlsIo {
-    conn: RefCell<Connection>,
+    /// Boxed: a rustls connection is over a kilobyte, and a stream must stay
+    /// small enough to move into a task (and out of one as its result).
+    conn: RefCell<Box<Connection>>,
     sock: Socket,
     /// For error messages: `name (address)` or the address.
     peer: String,
@@ -393,7 +395,7 @@ pub struct TlsIo {
 impl TlsIo {
     fn new(conn: Connection, sock: Socket, peer: String, client_name: Option<String>) -> TlsIo {
         TlsIo {
-            conn: RefCell::new(conn),
+            conn: RefCell::new(Box::new(conn)),
             sock,
             peer,
             client_name,
@@ -426,7 +428,7 @@ impl TlsIo {
     /// The server name (SNI): on a server, the one the client asked for; on a
     /// client, the one it sent and verified the certificate against.
     pub fn server_name(&self) -> Option<String> {
-        match &*self.conn.borrow() {
+        match &**self.conn.borrow() {
             Connection::Server(s) => s.server_name().map(str::to_string),
             Connection::Client(_) => self.client_name.clone(),
         }
@@ -434,7 +436,7 @@ impl TlsIo {
 
     /// True on the client side of a connection.
     pub fn is_client(&self) -> bool {
-        matches!(&*self.conn.borrow(), Connection::Client(_))
+        matches!(&**self.conn.borrow(), Connection::Client(_))
     }
 
     /// Runs `f` on the rustls connection, for anything not exposed here
@@ -659,7 +661,7 @@ impl fmt::Debug for TlsIo {
         f.debug_struct("TlsIo")
             .field("fd", &self.sock.fileno())
             .field("peer", &self.peer)
-            .field("client", &matches!(&*conn, Connection::Client(_)))
+            .field("client", &matches!(&**conn, Connection::Client(_)))
             .field("version", &conn.protocol_version())
             .field("handshaking", &conn.is_handshaking())
             .finish()

@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use curio::net::{TcpListener, TcpStream};
 use curio::{ErrorKind, Kernel, State};
 
+pub mod pki;
+
 /// How long a test may run in real time before the watchdog fails it.
 pub const WATCHDOG: Duration = Duration::from_secs(10);
 
