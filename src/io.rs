@@ -73,7 +73,7 @@ impl Registration {
     }
 
     /// Waits until the fd is ready in direction `dir`.
-    fn wait(&self, dir: Direction) -> Result<()> {
+    pub(crate) fn wait(&self, dir: Direction) -> Result<()> {
         let token = trap::with_core(|core| match self.reg.get() {
             Some((k, t)) if k == core.id() => Ok(t),
             _ => {
@@ -83,6 +83,15 @@ impl Registration {
             }
         })?;
         kernel::wait_fd(token, self.fd, dir)
+    }
+
+    /// True once this kernel's poller has reported the fd's read side closed
+    /// (end of file or an error); false if it never waited here.
+    pub(crate) fn read_closed(&self) -> bool {
+        trap::with_core(|core| match self.reg.get() {
+            Some((k, t)) if k == core.id() => core.fd_read_closed(t),
+            _ => false,
+        })
     }
 
     /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness

@@ -92,7 +92,7 @@ use rustls::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{Socket, Stream, StreamIo};
 use crate::net::{self, Connect, Listener, TcpListener};
-use crate::poller::Direction;
+use crate::poller::{self, Direction};
 
 pub use rustls;
 pub use rustls::pki_types;
@@ -353,21 +353,33 @@ impl std::error::Error for TlsError {
 // ---------------------------------------------------------------------------
 
 /// A socket's reads and writes as `std::io`, without waiting: `WouldBlock`
-/// goes back to the caller, who waits with the socket's registration.
-struct Raw<'a>(&'a socket2::Socket);
+/// goes back to the caller, who waits with the socket's registration. A read
+/// shorter than asked for (the socket drained) is noted in `short`.
+struct Raw<'a> {
+    sock: &'a socket2::Socket,
+    short: bool,
+}
+
+impl<'a> Raw<'a> {
+    fn new(sock: &'a socket2::Socket) -> Raw<'a> {
+        Raw { sock, short: false }
+    }
+}
 
 impl Read for Raw<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        let n = (&*self.sock).read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
     }
 }
 
 impl Write for Raw<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send_with_flags(buf, libc::MSG_NOSIGNAL)
+        self.sock.send_with_flags(buf, libc::MSG_NOSIGNAL)
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.0.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+        self.sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -390,6 +402,10 @@ pub struct TlsIo {
     failed: RefCell<Option<rustls::Error>>,
     /// `close_notify` has been queued; writes are refused.
     closed: Cell<bool>,
+    /// The kernel's poll count when a read last drained the socket
+    /// (`poller::polls`): while it has not moved, the next read waits for
+    /// readiness without a try that would answer `EAGAIN`.
+    drained_at: Cell<Option<u64>>,
 }
 
 impl TlsIo {
@@ -401,6 +417,7 @@ impl TlsIo {
             client_name,
             failed: RefCell::new(None),
             closed: Cell::new(false),
+            drained_at: Cell::new(None),
         }
     }
 
@@ -479,11 +496,25 @@ impl TlsIo {
     /// One `read_tls` from the socket, waiting until it is readable. 0: the
     /// peer closed the TCP connection.
     fn read_tls(&self) -> Result<usize> {
-        self.sock.registration().retry(Direction::Read, || {
-            self.conn
-                .borrow_mut()
-                .read_tls(&mut Raw(self.sock.socket()))
-        })
+        let reg = self.sock.registration();
+        if self.drained_at.take() == Some(poller::polls()) && !reg.read_closed() {
+            // Drained, and no poll since: anything that arrived after is an
+            // edge still queued in epoll (see `poller::polls`). An end of file
+            // that came with the data would not come again: the poller keeps
+            // it (`read_closed`), and then we try.
+            reg.wait(Direction::Read)?;
+        }
+        let mut short = false;
+        let n = reg.retry(Direction::Read, || {
+            let mut raw = Raw::new(self.sock.socket());
+            let r = self.conn.borrow_mut().read_tls(&mut raw);
+            short = raw.short;
+            r
+        })?;
+        if short {
+            self.drained_at.set(Some(poller::polls()));
+        }
+        Ok(n)
     }
 
     /// Decrypts what `read_tls` brought; a protocol error is fatal.
@@ -501,7 +532,7 @@ impl TlsIo {
             let n = self.sock.registration().retry(Direction::Write, || {
                 self.conn
                     .borrow_mut()
-                    .write_tls(&mut Raw(self.sock.socket()))
+                    .write_tls(&mut Raw::new(self.sock.socket()))
             })?;
             if n == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero).into());
@@ -514,7 +545,7 @@ impl TlsIo {
     fn flush_nowait(&self) {
         let mut conn = self.conn.borrow_mut();
         while conn.wants_write() {
-            match conn.write_tls(&mut Raw(self.sock.socket())) {
+            match conn.write_tls(&mut Raw::new(self.sock.socket())) {
                 Ok(n) if n > 0 => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => break,

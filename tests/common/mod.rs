@@ -141,6 +141,15 @@ impl Stopwatch {
 /// has not finished within [`WATCHDOG`]. A panic in `f` resumes here.
 #[track_caller]
 pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    watchdog_within(WATCHDOG, f)
+}
+
+/// [`watchdog`] with its own limit.
+#[track_caller]
+pub fn watchdog_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let name = format!(
         "{}-kernel",
@@ -153,7 +162,7 @@ pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
             let _ = tx.send(r);
         })
         .expect("spawn the kernel thread");
-    match rx.recv_timeout(WATCHDOG) {
+    match rx.recv_timeout(limit) {
         Ok(Ok(v)) => {
             let _ = handle.join();
             v
@@ -163,7 +172,7 @@ pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
             panic::resume_unwind(payload)
         }
         Err(_) => panic!(
-            "watchdog: the kernel did not finish within {WATCHDOG:?} of real time; \
+            "watchdog: the kernel did not finish within {limit:?} of real time; \
              a task is stuck (spinning without a cancel point, or waiting forever)"
         ),
     }
@@ -304,6 +313,17 @@ pub fn run_test_in_child(name: &str, env: &str) -> Output {
 
 /// [`run_test_in_child`] with more environment variables for the child.
 pub fn run_test_in_child_with(name: &str, env: &str, extra: &[(&str, &str)]) -> Output {
+    run_test_in_child_within(name, env, extra, WATCHDOG)
+}
+
+/// [`run_test_in_child_with`] with its own watchdog, for a child that does a
+/// few seconds of real work (and may share the machine with other tests).
+pub fn run_test_in_child_within(
+    name: &str,
+    env: &str,
+    extra: &[(&str, &str)],
+    watchdog: Duration,
+) -> Output {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -322,13 +342,13 @@ pub fn run_test_in_child_with(name: &str, env: &str, extra: &[(&str, &str)]) -> 
                 .wait_with_output()
                 .expect("collect the child's output");
         }
-        if started.elapsed() > WATCHDOG {
+        if started.elapsed() > watchdog {
             let _ = child.kill();
             let out = child
                 .wait_with_output()
                 .expect("collect the child's output");
             panic!(
-                "watchdog: child test {name} did not finish within {WATCHDOG:?}; stderr:\n{}",
+                "watchdog: child test {name} did not finish within {watchdog:?}; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -399,7 +419,16 @@ pub fn expect_interrupted<T: std::fmt::Debug>(how: Interrupt, r: curio::Result<T
 /// Runs `main` on a real-clock kernel under the watchdog; fails on a kernel error.
 #[track_caller]
 pub fn run_real<T: Send + 'static>(main: impl FnOnce() -> T + Send + 'static) -> T {
-    watchdog(move || {
+    run_real_within(WATCHDOG, main)
+}
+
+/// [`run_real`] with its own watchdog limit.
+#[track_caller]
+pub fn run_real_within<T: Send + 'static>(
+    limit: Duration,
+    main: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    watchdog_within(limit, move || {
         match curio::Kernel::builder()
             .virtual_clock(false)
             .build()
