@@ -608,8 +608,7 @@ fn simple_http_client_speaks_https_to_simple_ssl_server_and_openssl_agrees() {
     let got = run_with_input(client, Vec::new());
     assert!(!got.status.success());
     assert!(
-        got.stderr
-            .contains(&format!("tls handshake with localhost ("))
+        got.stderr.contains("tls handshake with localhost (")
             && got.stderr.contains("unknown authority"),
         "{}",
         got.stderr
