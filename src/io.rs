@@ -86,12 +86,14 @@ impl Registration {
     }
 
     /// True once this kernel's poller has reported the fd's read side closed
-    /// (end of file or an error); false if it never waited here.
+    /// (end of file or an error); false if it never waited here; true
+    /// outside a kernel (nothing is known, so a reader must try).
     pub(crate) fn read_closed(&self) -> bool {
-        trap::with_core(|core| match self.reg.get() {
+        trap::try_with_core(|core| match self.reg.get() {
             Some((k, t)) if k == core.id() => core.fd_read_closed(t),
             _ => false,
         })
+        .unwrap_or(true)
     }
 
     /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness
