@@ -73,7 +73,7 @@ impl Registration {
     }
 
     /// Waits until the fd is ready in direction `dir`.
-    fn wait(&self, dir: Direction) -> Result<()> {
+    pub(crate) fn wait(&self, dir: Direction) -> Result<()> {
         let token = trap::with_core(|core| match self.reg.get() {
             Some((k, t)) if k == core.id() => Ok(t),
             _ => {
@@ -83,6 +83,17 @@ impl Registration {
             }
         })?;
         kernel::wait_fd(token, self.fd, dir)
+    }
+
+    /// True once this kernel's poller has reported the fd's read side closed
+    /// (end of file or an error); false if it never waited here; true
+    /// outside a kernel (nothing is known, so a reader must try).
+    pub(crate) fn read_closed(&self) -> bool {
+        trap::try_with_core(|core| match self.reg.get() {
+            Some((k, t)) if k == core.id() => core.fd_read_closed(t),
+            _ => false,
+        })
+        .unwrap_or(true)
     }
 
     /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness
@@ -168,6 +179,12 @@ impl Socket {
     /// The underlying socket2 socket, for options (`set_nodelay`, buffer sizes …).
     pub fn socket(&self) -> &socket2::Socket {
         &self.sock
+    }
+
+    /// The poller registration, for protocol layers over this socket (TLS)
+    /// that make their own non-blocking calls and wait with `retry`.
+    pub(crate) fn registration(&self) -> &Registration {
+        &self.reg
     }
 
     /// The fd number.
@@ -365,7 +382,8 @@ impl FileIo {
     }
 }
 
-/// What a [`Stream`] reads from and writes to: a [`Socket`] or a [`FileIo`].
+/// What a [`Stream`] reads from and writes to: a [`Socket`], a [`FileIo`], or a
+/// TLS connection ([`crate::tls::TlsIo`]).
 pub trait StreamIo {
     /// Reads some bytes (0 at end of file), suspending the task while none are ready.
     fn read_some(&self, buf: &mut [u8]) -> Result<usize>;
@@ -373,6 +391,12 @@ pub trait StreamIo {
     fn write_all_of(&self, data: &[u8]) -> Result<()>;
     /// The fd, for [`Stream::blocking`].
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Sends anything the layer has accepted but not yet written (a TLS
+    /// connection's queued records after a cancelled write). Sockets and files
+    /// keep nothing back, so the default does nothing.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl StreamIo for Socket {
@@ -721,9 +745,16 @@ impl<S: StreamIo> Stream<S> {
         Ok(())
     }
 
-    /// Writes are unbuffered, so there is nothing to flush.
+    /// Streams do not buffer writes, so this only sends what the layer
+    /// underneath holds back: nothing for sockets and files; for TLS, records
+    /// queued by a write that was cancelled while sending them.
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point (TLS only) while the socket is not writable; cancelled,
+    /// what is still queued stays queued for the next write or flush.
     pub fn flush(&mut self) -> Result<()> {
-        Ok(())
+        self.io.flush()
     }
 
     /// Closes the stream and its fd (the same as dropping it).
@@ -785,7 +816,7 @@ impl<S: StreamIo> Write for Stream<S> {
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        Ok(self.io.flush()?)
     }
 }
 

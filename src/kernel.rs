@@ -1058,6 +1058,11 @@ impl Core {
         self.poller.borrow_mut().register_fd(fd)
     }
 
+    /// True once a poll has reported the read side of `token`'s fd closed.
+    pub(crate) fn fd_read_closed(&self, token: mio::Token) -> bool {
+        self.poller.borrow().read_closed(token)
+    }
+
     /// Forgets `fd`'s registration; call before closing it.
     pub(crate) fn deregister_fd(&self, token: mio::Token, fd: std::os::fd::RawFd) {
         self.poller.borrow_mut().deregister_fd(token, fd)

@@ -65,6 +65,7 @@ pub mod sync;
 pub mod task;
 pub mod task_group;
 pub mod time;
+pub mod tls;
 pub mod universal;
 pub mod workers;
 

@@ -72,6 +72,12 @@ macro_rules! socket_wrapper {
             }
         }
 
+        impl From<$name> for Socket {
+            fn from(s: $name) -> Socket {
+                s.0
+            }
+        }
+
         impl Deref for $name {
             type Target = Socket;
             fn deref(&self) -> &Socket {
@@ -412,7 +418,8 @@ where
 }
 
 /// Resolves `host` (on a worker thread) and connects to the first address that
-/// accepts, trying each in turn.
+/// accepts, trying each in turn. The same as `Connect::new(host, port).open()`;
+/// [`Connect`] also opens TLS connections.
 ///
 /// # Cancellation
 ///
@@ -422,6 +429,53 @@ pub fn open_connection(host: &str, port: u16) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> =
         crate::workers::run_in_thread(move || target.to_socket_addrs().map(|a| a.collect()))??;
     create_connection(&addrs)
+}
+
+/// An outgoing connection to make: Curio's `open_connection(host, port,
+/// ssl=…, server_hostname=…)` as a builder, so that plain and TLS connections
+/// are opened the same way.
+///
+/// [`Connect::open`] makes a plain TCP connection; `.tls()` (or `.tls_with`,
+/// in [`crate::tls`]) turns the builder into a
+/// [`TlsConnect`](crate::tls::TlsConnect), whose `open` also runs the TLS
+/// handshake, verifying the server's certificate for the name `host` unless
+/// told another name.
+///
+/// ```no_run
+/// use curio::net::Connect;
+/// curio::run(|| -> curio::Result<()> {
+///     let plain = Connect::new("example.com", 80).open()?; // a TcpStream
+///     let tls = Connect::new("example.com", 443).tls().open()?; // a TlsStream
+///     let local = Connect::new("127.0.0.1", 8443).tls().server_name("localhost").open()?;
+///     # drop((plain, tls, local));
+///     Ok(())
+/// })
+/// .unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Connect {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Connect {
+    /// A connection to `host` (a name or an address) on `port`.
+    pub fn new(host: impl Into<String>, port: u16) -> Connect {
+        Connect {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// Resolves the host and connects over TCP (see [`open_connection`]).
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while resolving and while connecting; cancelled, no
+    /// socket is left open.
+    pub fn open(&self) -> Result<TcpStream> {
+        open_connection(&self.host, self.port)
+    }
 }
 
 /// Connects to the first of `addrs` that accepts; the error of the last one

@@ -12,6 +12,7 @@
 //! Sockets register here in a later layer (`io.rs`); the kernel itself only knows
 //! tokens.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,27 @@ struct IoEntry {
     in_use: bool,
     reader: Option<Waiter>,
     writer: Option<Waiter>,
+    /// A poll has reported the read side closed (or an error): final, and
+    /// kept even if nobody was waiting (see [`Poller::read_closed`]).
+    read_closed: bool,
+}
+
+thread_local! {
+    /// How many times the kernel on this thread has polled (see [`polls`]).
+    static POLLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times the kernel on this thread has polled for readiness.
+///
+/// Discussion: epoll is edge-triggered, and an edge harvested while no task
+/// waits on the fd is dropped. But an edge that arrives after a task found an
+/// fd drained (a read shorter than asked for) stays queued inside epoll until
+/// the next poll. So while this count has not moved since the short read, the
+/// task may wait for readiness without first trying a read that would only
+/// answer `EAGAIN` (the TLS layer does; tokio clears readiness on a short read
+/// for the same saving). Any poll in between, and the task must try first.
+pub(crate) fn polls() -> u64 {
+    POLLS.with(Cell::get)
 }
 
 /// The poller, the fd table and the receiving end of the inbox.
@@ -124,6 +146,15 @@ impl Poller {
         self.inbox.pending.load(Ordering::Acquire)
     }
 
+    /// True once a poll has reported `token`'s read side closed (end of file
+    /// or an error). An edge for that cannot come again, so a reader that
+    /// skips its first try (see [`polls`]) must not wait on it.
+    pub(crate) fn read_closed(&self, token: Token) -> bool {
+        self.io
+            .get(token.0)
+            .is_some_and(|e| e.in_use && e.read_closed)
+    }
+
     /// Registers `fd` for read and write readiness (edge-triggered); returns its token.
     pub(crate) fn register_fd(&mut self, fd: RawFd) -> io::Result<Token> {
         let i = match self.io_free.pop() {
@@ -147,6 +178,7 @@ impl Poller {
             in_use: true,
             reader: None,
             writer: None,
+            read_closed: false,
         };
         Ok(token)
     }
@@ -184,6 +216,7 @@ impl Poller {
         let mut n = 0;
         // A message posted before we block must not be slept through: the waker
         // has fired for it, so epoll returns at once.
+        POLLS.with(|p| p.set(p.get() + 1));
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -197,6 +230,9 @@ impl Poller {
             let Some(entry) = self.io.get_mut(ev.token().0) else {
                 continue;
             };
+            if ev.is_read_closed() || ev.is_error() {
+                entry.read_closed = true;
+            }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 wake.extend(entry.reader.take());
             }

@@ -495,3 +495,128 @@ fn websocket_echo_server_echoes_for_tungstenite_clients_on_threads() {
         "every client closed cleanly:\n{out}\n{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// simple_ssl_server with curl and openssl; simple_http_client --https
+// ---------------------------------------------------------------------------
+
+/// `curl --cacert CA https://HOST:PORT/`: (status, stdout, stderr).
+fn curl_https(curl: &Path, ca: &Path, host: &str, port: u16) -> Finished {
+    let mut cmd = Command::new(curl);
+    cmd.args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://{host}:{port}/"));
+    run_with_input(cmd, Vec::new())
+}
+
+#[test]
+fn simple_ssl_server_serves_curl_with_the_self_signed_certificate_it_made() {
+    let Some(curl) = external_tool("curl", "curl") else {
+        return;
+    };
+    let server = Server::example("simple_ssl_server");
+    let port = server.port;
+    let dir = std::env::temp_dir().join(format!("curio-simple-ssl-server-{port}"));
+    let cert = dir.join("cert.pem");
+    for host in ["localhost", "127.0.0.1"] {
+        let got = curl_https(&curl, &cert, host, port);
+        let page = String::from_utf8_lossy(&got.stdout);
+        assert!(got.status.success(), "{host}: curl failed: {}", got.stderr);
+        assert!(
+            page.starts_with("<!DOCTYPE html>")
+                && page.contains("it probably worked")
+                && page.contains("TLSv1_3")
+                && page.trim_end().ends_with("</html>"),
+            "{host}: {page}"
+        );
+    }
+    let (out, err) = server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.contains(&format!("certificate: {}", cert.display())),
+        "it says where the certificate is:\n{out}\n{err}"
+    );
+    assert_eq!(
+        out.matches("  GET / HTTP/1.1").count(),
+        2,
+        "it prints each request:\n{out}\n{err}"
+    );
+}
+
+#[test]
+fn simple_http_client_speaks_https_to_simple_ssl_server_and_openssl_agrees() {
+    let (Some(curl), Some(openssl)) = (
+        external_tool("curl", "curl"),
+        external_tool("openssl", "openssl"),
+    ) else {
+        return;
+    };
+    let ca = common::pki::Ca::new("examples ca");
+    let dir = TempDir::new("https");
+    let ca_file = ca.write(&dir.0, "ca");
+    let (cert, key) = ca.leaf(&["localhost"]).write(&dir.0, "server");
+    let port = free_port();
+    let mut cmd = Command::new(example("simple_ssl_server"));
+    cmd.arg(port.to_string()).arg(&cert).arg(&key);
+    let mut server = Server::start("simple_ssl_server", cmd, port);
+
+    let got = curl_https(&curl, &ca_file, "localhost", port);
+    assert!(got.status.success(), "curl: {}", got.stderr);
+    assert!(String::from_utf8_lossy(&got.stdout).contains("it probably worked"));
+
+    // openssl s_client, verifying the chain.
+    let mut s_client = Command::new(&openssl);
+    s_client
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-brief",
+            "-ign_eof",
+        ])
+        .arg("-CAfile")
+        .arg(&ca_file);
+    let got = run_with_input(s_client, b"GET / HTTP/1.0\r\n\r\n".to_vec());
+    let out = String::from_utf8_lossy(&got.stdout);
+    assert!(got.status.success(), "s_client: {}", got.stderr);
+    assert!(got.stderr.contains("Verification: OK"), "{}", got.stderr);
+    assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+
+    // The tutorial's client, in its HTTPS mode.
+    let mut client = Command::new(example("simple_http_client"));
+    client
+        .args(["--https", "--cacert"])
+        .arg(&ca_file)
+        .args(["localhost", &port.to_string()])
+        .env_remove("CURIO_CLOCK");
+    let got = run_with_input(client, Vec::new());
+    let out = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "simple_http_client --https: {}\n{out}",
+        got.stderr
+    );
+    assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+    assert!(out.trim_end().ends_with("</html>"), "the whole page: {out}");
+
+    // Without --cacert it trusts only the Mozilla roots: refused, saying why.
+    let mut client = Command::new(example("simple_http_client"));
+    client
+        .args(["--https", "localhost", &port.to_string()])
+        .env_remove("CURIO_CLOCK");
+    let got = run_with_input(client, Vec::new());
+    assert!(!got.status.success());
+    assert!(
+        got.stderr.contains("tls handshake with localhost (")
+            && got.stderr.contains("unknown authority"),
+        "{}",
+        got.stderr
+    );
+    server.assert_alive();
+    let (out, _) = server.stop();
+    assert!(
+        out.contains(&format!("Serving https://localhost:{port}/")),
+        "{out}"
+    );
+}

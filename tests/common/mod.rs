@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use curio::net::{TcpListener, TcpStream};
 use curio::{ErrorKind, Kernel, State};
 
+pub mod pki;
+
 /// How long a test may run in real time before the watchdog fails it: ten
 /// seconds, or `CURIO_TEST_WATCHDOG_SECS` (CI raises it for the run under
 /// valgrind, which is tens of times slower).
@@ -147,6 +149,15 @@ impl Stopwatch {
 /// has not finished within [`watchdog_limit`]. A panic in `f` resumes here.
 #[track_caller]
 pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    watchdog_within(watchdog_limit(), f)
+}
+
+/// [`watchdog`] with its own limit.
+#[track_caller]
+pub fn watchdog_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let name = format!(
         "{}-kernel",
@@ -159,7 +170,6 @@ pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
             let _ = tx.send(r);
         })
         .expect("spawn the kernel thread");
-    let limit = watchdog_limit();
     match rx.recv_timeout(limit) {
         Ok(Ok(v)) => {
             let _ = handle.join();
@@ -311,6 +321,17 @@ pub fn run_test_in_child(name: &str, env: &str) -> Output {
 
 /// [`run_test_in_child`] with more environment variables for the child.
 pub fn run_test_in_child_with(name: &str, env: &str, extra: &[(&str, &str)]) -> Output {
+    run_test_in_child_within(name, env, extra, watchdog_limit())
+}
+
+/// [`run_test_in_child_with`] with its own watchdog, for a child that does a
+/// few seconds of real work (and may share the machine with other tests).
+pub fn run_test_in_child_within(
+    name: &str,
+    env: &str,
+    extra: &[(&str, &str)],
+    watchdog: Duration,
+) -> Output {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -329,14 +350,13 @@ pub fn run_test_in_child_with(name: &str, env: &str, extra: &[(&str, &str)]) -> 
                 .wait_with_output()
                 .expect("collect the child's output");
         }
-        if started.elapsed() > watchdog_limit() {
+        if started.elapsed() > watchdog {
             let _ = child.kill();
             let out = child
                 .wait_with_output()
                 .expect("collect the child's output");
             panic!(
-                "watchdog: child test {name} did not finish within {:?}; stderr:\n{}",
-                watchdog_limit(),
+                "watchdog: child test {name} did not finish within {watchdog:?}; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -407,7 +427,16 @@ pub fn expect_interrupted<T: std::fmt::Debug>(how: Interrupt, r: curio::Result<T
 /// Runs `main` on a real-clock kernel under the watchdog; fails on a kernel error.
 #[track_caller]
 pub fn run_real<T: Send + 'static>(main: impl FnOnce() -> T + Send + 'static) -> T {
-    watchdog(move || {
+    run_real_within(watchdog_limit(), main)
+}
+
+/// [`run_real`] with its own watchdog limit.
+#[track_caller]
+pub fn run_real_within<T: Send + 'static>(
+    limit: Duration,
+    main: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    watchdog_within(limit, move || {
         match curio::Kernel::builder()
             .virtual_clock(false)
             .build()
