@@ -363,6 +363,13 @@ impl FileIo {
             file,
         })
     }
+
+    /// Gives back the fd (still non-blocking), deregistered from the poller.
+    pub fn into_fd(self) -> OwnedFd {
+        let FileIo { reg, file } = self;
+        drop(reg);
+        file.into()
+    }
 }
 
 /// What a [`Stream`] reads from and writes to: a [`Socket`] or a [`FileIo`].

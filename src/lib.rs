@@ -61,6 +61,8 @@ pub mod io;
 pub mod kernel;
 pub mod net;
 pub mod queue;
+pub mod signal;
+pub mod subprocess;
 pub mod sync;
 pub mod task;
 pub mod task_group;

@@ -186,7 +186,13 @@ impl Poller {
         // has fired for it, so epoll returns at once.
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Discussion: an interrupted poll means a signal handler ran on
+            // this thread. If it was a signal a `SignalSet` watches, its
+            // wake-up reaches the inbox a moment later, from the dispatcher
+            // thread. Counted as an event, so that a virtual clock waiting for
+            // the outside world does not take the interruption for silence
+            // and jump ahead of it.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => n += 1,
             Err(e) => return Err(e),
         }
         for ev in self.events.iter() {
