@@ -591,8 +591,12 @@ impl fmt::Debug for SignalEvent {
 // Sending, names
 // ---------------------------------------------------------------------------
 
-/// Sends `sig` to this process, as `kill -SIG <this pid>` would (any thread
-/// may take it). What the monitor's `signal NAME` does.
+/// Raises `sig` in this process, on the calling thread (`raise(3)`): the
+/// signal is handled before `raise` returns, so signals raised one after the
+/// other arrive in that order and none is merged with the next. What the
+/// monitor's `signal NAME` does. (To signal the process as a whole, as
+/// `kill -SIG <pid>` from outside does, use [`send`] with
+/// `std::process::id()`.)
 ///
 /// # Example
 ///
@@ -608,7 +612,15 @@ impl fmt::Debug for SignalEvent {
 ///
 /// [`ErrorKind::Usage`] for a number that is no signal.
 pub fn raise(sig: i32) -> Result<()> {
-    send(std::process::id(), sig)
+    if !exists(sig) {
+        return Err(Error::usage(format!("signal {sig} does not exist here")));
+    }
+    signal_hook::low_level::raise(sig).map_err(|e| {
+        Error::from(io::Error::new(
+            e.kind(),
+            format!("cannot raise {}: {e}", describe(sig)),
+        ))
+    })
 }
 
 /// Sends `sig` to the process `pid` (`kill(2)`).
