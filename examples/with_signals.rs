@@ -20,9 +20,11 @@
 //! Leaving!
 //! ```
 //!
-//! One change from the tutorial's program: the `SignalSet` is entered at the
-//! start of `parent`, not just around the wait, so a `SIGHUP` sent as soon as
-//! the PID is printed waits in the set's queue instead of ending the program.
+//! `SignalSet::new(&[SIGHUP])?.wait()` is the tutorial's
+//! `await curio.SignalSet(signal.SIGHUP).wait()`: it watches for `SIGHUP` for
+//! the length of that one wait. A `SIGHUP` sent before it ends the program, as
+//! `SIGHUP` normally does; enter the set earlier (`let set = SignalSet::new(..)?`)
+//! to have such a signal queued instead.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -59,8 +61,6 @@ fn kid(start_evt: Rc<Event>) -> curio::Result<()> {
 }
 
 fn parent() -> curio::Result<()> {
-    // `async with SignalSet(SIGHUP)`: SIGHUP is caught and queued until `sighup` is dropped.
-    let sighup = SignalSet::new(&[SIGHUP])?;
     println!("Parent PID {}", std::process::id());
     let start_evt = Rc::new(Event::new());
     let evt = start_evt.clone();
@@ -70,7 +70,7 @@ fn parent() -> curio::Result<()> {
     println!("Yes, go play");
     start_evt.set();
 
-    sighup.wait()?;
+    SignalSet::new(&[SIGHUP])?.wait()?;
 
     println!("Let's go");
     let count_task = curio::spawn(|| countdown(10));

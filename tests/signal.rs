@@ -129,7 +129,11 @@ impl Kid {
             }
             thread::sleep(Duration::from_millis(5));
         };
-        let err = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
         (status, err)
     }
 
@@ -275,7 +279,10 @@ fn restore_child() {
             linger();
         }
         "ignored" => {
-            assert!(in_proc_mask("SigIgn", SIGUSR2), "started with SIGUSR2 ignored");
+            assert!(
+                in_proc_mask("SigIgn", SIGUSR2),
+                "started with SIGUSR2 ignored"
+            );
             catch_one_then_release(SIGUSR2);
             run_real(|| {
                 let marker = SignalSet::new(&[SIGUSR1]).unwrap();
