@@ -70,7 +70,6 @@ use crate::signal::{self, SignalEvent};
 use crate::sys;
 use crate::task::{self, Task};
 use crate::time::disable_cancellation;
-use crate::trap;
 
 // ---------------------------------------------------------------------------
 // Stdio
@@ -297,22 +296,18 @@ impl Command {
         s
     }
 
-    /// Starts the child. Streams not set are inherited.
+    /// Starts the child. Streams not set are inherited. (Waiting for it, and
+    /// reading and writing its streams, must then happen in a curio task.)
     ///
     /// # Errors
     ///
     /// An I/O error whose message names the program if it cannot be started
     /// (kind `NotFound` for a program that does not exist).
-    ///
-    /// # Panics
-    ///
-    /// Outside a curio task.
     pub fn spawn(&mut self) -> Result<Child> {
         self.spawn_with(SPAWN_DEFAULTS)
     }
 
     fn spawn_with(&mut self, defaults: Defaults) -> Result<Child> {
-        trap::with_core(|_| ()); // a task is needed to wait for it: say so now
         let pick = |set: &Option<Stdio>, default: fn() -> Stdio| match set {
             Some(s) => s.to_std(),
             None => default().to_std(),
