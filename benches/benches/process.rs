@@ -16,109 +16,15 @@
 //!   before `kill` to the task running again; the pause before each `kill` is
 //!   not counted.
 //!
-//! The two runtimes use different signals: tokio registers its action through
-//! signal-hook too, and a signal curio has given back to its default action
-//! would end the process when tokio's turn came (see `arch-notes/signals.md`).
-
-use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! The loops are in `curio_benches::process`; `src/bin/process_rounds.rs`
+//! runs the same loops with the peers interleaved, which this noisy machine
+//! needs for a fair comparison.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use curio_benches::{criterion_config, curio_timed};
-
-fn tokio_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio current_thread runtime")
-}
-
-fn std_true(iters: u64) -> Duration {
-    let start = Instant::now();
-    for _ in 0..iters {
-        let s = std::process::Command::new("/bin/true").status().unwrap();
-        black_box(s);
-    }
-    start.elapsed()
-}
-
-fn curio_true(iters: u64) -> Duration {
-    curio_timed(|| {
-        for _ in 0..iters {
-            let s = curio::subprocess::Command::new("/bin/true")
-                .status()
-                .unwrap();
-            black_box(s);
-        }
-    })
-}
-
-fn tokio_true(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
-    rt.block_on(async move {
-        let start = Instant::now();
-        for _ in 0..iters {
-            let s = tokio::process::Command::new("/bin/true")
-                .status()
-                .await
-                .unwrap();
-            black_box(s);
-        }
-        start.elapsed()
-    })
-}
-
-/// The sending side of the latency loop: `iters` times, waits until the task
-/// says it is about to wait, lets it park, records the time and sends `sig`.
-fn sender(iters: u64, sig: i32, armed: Arc<AtomicBool>, sent: Arc<Mutex<Instant>>) {
-    for _ in 0..iters {
-        while !armed.swap(false, Ordering::AcqRel) {
-            std::hint::spin_loop();
-        }
-        std::thread::sleep(Duration::from_micros(200));
-        *sent.lock().unwrap() = Instant::now();
-        curio::signal::send(std::process::id(), sig).unwrap();
-    }
-}
-
-fn curio_latency(iters: u64) -> Duration {
-    let armed = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(Mutex::new(Instant::now()));
-    let set = curio::signal::SignalSet::new(&[curio::signal::SIGUSR1]).unwrap();
-    let (a, s) = (armed.clone(), sent.clone());
-    let t = std::thread::spawn(move || sender(iters, curio::signal::SIGUSR1, a, s));
-    let total = curio::run(|| {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            armed.store(true, Ordering::Release);
-            set.wait().unwrap();
-            total += sent.lock().unwrap().elapsed();
-        }
-        total
-    });
-    t.join().unwrap();
-    total
-}
-
-fn tokio_latency(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
-    use tokio::signal::unix::{SignalKind, signal};
-    let armed = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(Mutex::new(Instant::now()));
-    let (a, s) = (armed.clone(), sent.clone());
-    rt.block_on(async move {
-        let mut sig = signal(SignalKind::user_defined2()).unwrap();
-        let t = std::thread::spawn(move || sender(iters, libc::SIGUSR2, a, s));
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            armed.store(true, Ordering::Release);
-            sig.recv().await.unwrap();
-            total += sent.lock().unwrap().elapsed();
-        }
-        t.join().unwrap();
-        total
-    })
-}
+use curio_benches::criterion_config;
+use curio_benches::process::{
+    curio_latency, curio_true, std_true, tokio_latency, tokio_rt, tokio_true,
+};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio_rt();
