@@ -22,8 +22,12 @@ fn report(what: &str, unit: &str, names: &[&str], samples: &mut [Vec<f64>]) {
     println!("{what} (median of {} rounds)", samples[0].len());
     let meds: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
     let tokio = meds[names.iter().position(|n| n.starts_with("tokio")).unwrap()];
-    for (name, m) in names.iter().zip(&meds) {
-        println!("  {name:<22} {m:>10.1} {unit}   {:.3} x tokio", m / tokio);
+    for ((name, m), s) in names.iter().zip(&meds).zip(samples.iter()) {
+        let (lo, hi) = (s[0], s[s.len() - 1]);
+        println!(
+            "  {name:<22} {m:>10.1} {unit}   {:.3} x tokio   (rounds from {lo:.1} to {hi:.1})",
+            m / tokio
+        );
     }
 }
 
