@@ -36,6 +36,10 @@
 //!   that was `SIG_IGN` is `SIG_DFL` again in programs this process `exec`s).
 //! - A signal arriving while an ignore guard for it lives is dropped: not
 //!   queued, not acted on.
+//! - Use one signal library per signal: if other code registers its own
+//!   signal-hook action (tokio's `signal`, say) for a signal curio hooked while
+//!   it was `SIG_DFL`, curio's action still applies the default whenever no
+//!   curio set watches it, and for most signals the default ends the process.
 //!
 //! # Example
 //!
