@@ -1125,3 +1125,12 @@ pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction)
         *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
     })
 }
+
+/// [`wait_fd`] shown as `state` instead of `READ_WAIT`/`WRITE_WAIT` (a signal
+/// set waiting on its doorbell socket is in `SIGNAL_WAIT`). The caller makes
+/// sure that only one task waits on the fd in that direction.
+pub(crate) fn wait_fd_as(token: mio::Token, dir: Direction, state: State) -> Result<()> {
+    park_external(state, |core, w| {
+        *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
+    })
+}

@@ -12,14 +12,17 @@
 //! # Invariants
 //!
 //! - Registration is signal-hook's. The first set or event that names a signal
-//!   installs curio's action for it, for the rest of the process (signal-hook
-//!   never uninstalls). Inside the signal handler the action touches only
-//!   atomics and writes the signal's number to a socket (`sys::hook_signal`):
-//!   nothing that allocates, locks or could panic.
-//! - A dispatcher thread, started with the first set, reads those numbers and
-//!   hands each signal to every set and event watching it, in arrival order,
-//!   waking their waiting tasks through their kernels' inboxes. A waiting task
-//!   is in `SIGNAL_WAIT`, an external wait (never reported as a deadlock).
+//!   installs curio's shared action for it, for the rest of the process
+//!   (signal-hook never uninstalls), and each set adds an action of its own
+//!   for its signals while it lives. Inside the signal handler the actions
+//!   touch only atomics and write the signal's number to a socket
+//!   (`sys::hook_signal`, `sys::hook_set_signal`): nothing that allocates,
+//!   locks or could panic.
+//! - A set's action writes to the set's own socket, which the waiting task
+//!   reads through the kernel's poller (state `SIGNAL_WAIT`, an external wait:
+//!   never reported as a deadlock). Events are served by a dispatcher thread,
+//!   started with the first event, which sets them from the shared action's
+//!   socket. Signals come out of a set in arrival order.
 //! - Every delivery that reaches the handler while a set watches the signal is
 //!   queued in that set: none is lost, also when the socket is full (a counter
 //!   per signal backs the bytes up). The operating system itself merges a
@@ -54,17 +57,23 @@
 //! .unwrap();
 //! ```
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use signal_hook::SigId;
+
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::{self, Disposition, NSIG, SignalTable};
+use crate::io::Registration;
+use crate::poller::Direction;
+use crate::sys::{self, Disposition, NSIG, SetDoorbell, SignalTable};
 use crate::task::State;
-use crate::universal::{Side, UniversalEvent, park_task};
+use crate::universal::UniversalEvent;
 
 pub use libc::{
     SIGABRT, SIGALRM, SIGBUS, SIGCHLD, SIGCONT, SIGFPE, SIGHUP, SIGILL, SIGINT, SIGIO, SIGKILL,
@@ -72,16 +81,18 @@ pub use libc::{
     SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGUSR1, SIGUSR2, SIGVTALRM, SIGWINCH, SIGXCPU, SIGXFSZ,
 };
 
-/// What curio's signal action reads: which signals are watched, ignored, and
+/// What curio's signal actions read: which signals are watched, ignored, and
 /// what they did before.
 static TABLE: SignalTable = SignalTable::new();
 
-/// Who watches what. Locked by set and event creation and drop, and by the
-/// dispatcher while it hands out signals; never inside a signal handler.
+/// Which signals are hooked, and the events watching them. Locked when sets
+/// and events are created and dropped, and by the dispatcher while it hands
+/// out signals to events; never inside a signal handler.
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     doorbell: None,
+    dispatcher: None,
     hooked: 0,
-    subs: Vec::new(),
+    events: Vec::new(),
     next_id: 1,
 });
 
@@ -89,24 +100,15 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 type Mask = u128;
 
 struct Registry {
-    /// The write end of the socket the action writes signal numbers to;
+    /// The write end of the socket the shared action rings for events;
     /// `'static` because the action may run at any moment from now on.
     doorbell: Option<&'static UnixStream>,
-    /// Signals curio's action is installed for.
+    /// The read end, until the dispatcher thread takes it (with the first event).
+    dispatcher: Option<UnixStream>,
+    /// Signals curio's shared action is installed for.
     hooked: Mask,
-    subs: Vec<Sub>,
+    events: Vec<(u64, Mask, UniversalEvent)>,
     next_id: u64,
-}
-
-struct Sub {
-    id: u64,
-    mask: Mask,
-    target: Target,
-}
-
-enum Target {
-    Set(Arc<SetShared>),
-    Event(UniversalEvent),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,16 +173,17 @@ fn signals_in(mask: Mask) -> impl Iterator<Item = i32> {
     (1..NSIG as i32).filter(move |s| mask & (1 << s) != 0)
 }
 
-/// Registers `target` for `signals`: installs curio's action for any signal
-/// that does not have it yet, then starts counting the signals as watched.
-fn subscribe(signals: &[i32], target: Target) -> Result<(u64, Mask)> {
-    let mask = mask_of(signals)?;
-    let mut reg = lock(&REGISTRY);
+/// Installs curio's shared action for every signal of `mask` that lacks it,
+/// recording first what each signal did before.
+fn ensure_hooked(reg: &mut Registry, mask: Mask) -> Result<()> {
     let doorbell = match reg.doorbell {
         Some(d) => d,
         None => {
-            let d = start_dispatcher()?;
+            let (read, write) = UnixStream::pair()?;
+            // Never dropped: the action may write to it at any time from now on.
+            let d: &'static UnixStream = Box::leak(Box::new(write));
             reg.doorbell = Some(d);
+            reg.dispatcher = Some(read);
             d
         }
     };
@@ -189,71 +192,93 @@ fn subscribe(signals: &[i32], target: Target) -> Result<(u64, Mask)> {
         // is installed already knows what the signal used to do.
         let before = sys::signal_disposition(sig)?;
         TABLE.default_action[sig as usize].store(before == Disposition::Default, Ordering::SeqCst);
-        sys::hook_signal(sig, &TABLE, doorbell).map_err(|e| {
-            Error::from(io::Error::new(
-                e.kind(),
-                format!("cannot install a handler for {}: {e}", describe(sig)),
-            ))
-        })?;
+        sys::hook_signal(sig, &TABLE, doorbell).map_err(|e| hook_error(sig, e))?;
         reg.hooked |= 1 << sig;
     }
-    let id = reg.next_id;
-    reg.next_id += 1;
-    reg.subs.push(Sub { id, mask, target });
-    // Discussion: counted as watched only after the subscriber is in the list,
-    // and (in `unsubscribe`) uncounted before it leaves, so the dispatcher
-    // always finds a home for a delivery the action queued. The moment the
-    // count changes is the one moment the signal's behaviour switches between
-    // "queued" and "what it did before": no delivery falls between the two.
+    Ok(())
+}
+
+fn hook_error(sig: i32, e: io::Error) -> Error {
+    Error::from(io::Error::new(
+        e.kind(),
+        format!("cannot install a handler for {}: {e}", describe(sig)),
+    ))
+}
+
+/// Counts `mask`'s signals as watched (`by` = 1) or no longer (`by` = -1):
+/// the one moment each switches between "caught" and "what it did before".
+///
+/// Discussion: a set counts itself only after its own action is installed,
+/// and uncounts itself before removing it; an event only once the dispatcher
+/// can find it. So a delivery is always either caught or treated as before,
+/// never neither.
+fn count_watched(mask: Mask, by: i32, events: bool) {
     for sig in signals_in(mask) {
-        TABLE.watched[sig as usize].fetch_add(1, Ordering::SeqCst);
-    }
-    Ok((id, mask))
-}
-
-fn unsubscribe(id: u64) {
-    let mut reg = lock(&REGISTRY);
-    if let Some(i) = reg.subs.iter().position(|s| s.id == id) {
-        for sig in signals_in(reg.subs[i].mask) {
-            TABLE.watched[sig as usize].fetch_sub(1, Ordering::SeqCst);
+        let i = sig as usize;
+        let tables: &[&std::sync::atomic::AtomicU32] = if events {
+            &[&TABLE.events[i], &TABLE.watched[i]]
+        } else {
+            &[&TABLE.watched[i]]
+        };
+        for t in tables {
+            if by > 0 {
+                t.fetch_add(1, Ordering::SeqCst);
+            } else {
+                t.fetch_sub(1, Ordering::SeqCst);
+            }
         }
-        reg.subs.remove(i);
     }
 }
 
 // ---------------------------------------------------------------------------
-// The dispatcher
+// The dispatcher (events only: each set reads its own doorbell)
 // ---------------------------------------------------------------------------
 
-/// Creates the doorbell socket and the thread that reads it.
-fn start_dispatcher() -> Result<&'static UnixStream> {
-    let (read, write) = UnixStream::pair()?;
-    std::thread::Builder::new()
-        .name("curio-signals".into())
-        .spawn(move || dispatch_forever(read))?;
-    // Never dropped: the signal action may write to it at any time from now on.
-    Ok(Box::leak(Box::new(write)))
-}
-
-/// Takes one delivery of `sig` off its pending count, if there is one.
-fn take_one(sig: usize) -> bool {
-    TABLE.pending[sig]
+/// Takes one delivery off a pending count, if there is one.
+fn take_one(count: &std::sync::atomic::AtomicU32) -> bool {
+    count
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
 }
 
-/// Reads signal numbers from the doorbell and hands them out, forever.
+/// Turns the bytes read from a doorbell into signals, in arrival order, with
+/// repeats folded into counts.
 ///
-/// Discussion: the action counts a delivery in `pending` before it writes the
-/// byte, so the byte never arrives before its count. Each byte takes one count,
-/// which keeps arrival order. A byte whose count is already gone was covered by
-/// a sweep (below) and is skipped, so nothing is handed out twice. If a byte
-/// could not be written (the socket full: 200 KiB of signals nobody has read
-/// yet), the action raised `overflowed` first; the sweep then takes every
-/// remaining count, so nothing is lost either, only the order of those few.
+/// Discussion: an action counts a delivery in `pending` before it writes the
+/// byte, so the byte never arrives before its count. Each byte takes one
+/// count, which keeps arrival order. A byte whose count is already gone was
+/// covered by a sweep (below) and is skipped, so nothing is handed out twice.
+/// If a byte could not be written (the socket full: some 200 KiB of signals
+/// nobody has read yet), the action raised `overflowed` first; the sweep then
+/// takes every remaining count, so nothing is lost either, only the order of
+/// those few.
+fn decode(
+    bytes: &[u8],
+    pending: &[std::sync::atomic::AtomicU32; NSIG],
+    overflowed: &std::sync::atomic::AtomicBool,
+    mut add: impl FnMut(i32, u64),
+) {
+    for &b in bytes {
+        if let Some(count) = pending.get(b as usize) {
+            if take_one(count) {
+                add(b as i32, 1);
+            }
+        }
+    }
+    if overflowed.swap(false, Ordering::SeqCst) {
+        for (sig, count) in pending.iter().enumerate() {
+            let n = count.swap(0, Ordering::SeqCst);
+            if n > 0 {
+                add(sig as i32, u64::from(n));
+            }
+        }
+    }
+}
+
+/// Reads signal numbers from the shared doorbell and sets the events
+/// watching them, forever.
 fn dispatch_forever(read: UnixStream) {
     let mut buf = [0u8; 1024];
-    let mut runs: Vec<(i32, u64)> = Vec::new();
     loop {
         let n = match (&read).read(&mut buf) {
             Ok(0) => return,
@@ -264,32 +289,14 @@ fn dispatch_forever(read: UnixStream) {
                 return;
             }
         };
-        runs.clear();
-        let mut add = |sig: i32, count: u64| match runs.last_mut() {
-            Some((s, c)) if *s == sig => *c += count,
-            _ => runs.push((sig, count)),
-        };
-        for &b in &buf[..n] {
-            let sig = b as usize;
-            if sig < NSIG && take_one(sig) {
-                add(sig as i32, 1);
-            }
-        }
-        if TABLE.overflowed.swap(false, Ordering::SeqCst) {
-            for sig in 1..NSIG {
-                let count = TABLE.pending[sig].swap(0, Ordering::SeqCst);
-                if count > 0 {
-                    add(sig as i32, u64::from(count));
-                }
-            }
-        }
+        let mut got: Mask = 0;
+        decode(&buf[..n], &TABLE.pending, &TABLE.overflowed, |sig, _| {
+            got |= 1 << sig
+        });
         let reg = lock(&REGISTRY);
-        for &(sig, count) in &runs {
-            for sub in reg.subs.iter().filter(|s| s.mask & (1 << sig) != 0) {
-                match &sub.target {
-                    Target::Set(set) => set.push(sig, count),
-                    Target::Event(event) => event.set(),
-                }
+        for (_, mask, event) in &reg.events {
+            if mask & got != 0 {
+                event.set();
             }
         }
     }
@@ -298,38 +305,6 @@ fn dispatch_forever(read: UnixStream) {
 // ---------------------------------------------------------------------------
 // SignalSet
 // ---------------------------------------------------------------------------
-
-struct SetShared {
-    state: Mutex<SetState>,
-}
-
-struct SetState {
-    /// Signals caught and not yet handed out, oldest first, with repeats of
-    /// one signal folded into a count (so a flood of one signal costs nothing).
-    queue: VecDeque<(i32, u64)>,
-    waiters: Side,
-}
-
-impl SetShared {
-    fn push(&self, sig: i32, count: u64) {
-        let mut st = lock(&self.state);
-        match st.queue.back_mut() {
-            Some((s, c)) if *s == sig => *c += count,
-            _ => st.queue.push_back((sig, count)),
-        }
-        while st.waiters.wake_task() {}
-    }
-
-    fn pop(st: &mut SetState) -> Option<i32> {
-        let (sig, count) = st.queue.front_mut()?;
-        let sig = *sig;
-        *count -= 1;
-        if *count == 0 {
-            st.queue.pop_front();
-        }
-        Some(sig)
-    }
-}
 
 /// Watches a set of signals from [`SignalSet::new`] until dropped: while it
 /// lives, those signals are caught and queued, and [`SignalSet::wait`] hands
@@ -343,7 +318,8 @@ impl SetShared {
 /// again what it did before (see the [module docs](self)).
 ///
 /// Several sets may watch one signal, in any kernels and threads: each gets
-/// every delivery.
+/// every delivery. A set belongs to the thread that made it (it is not
+/// `Send`), and one task at a time may wait on it.
 ///
 /// # Example
 ///
@@ -360,9 +336,19 @@ impl SetShared {
 /// .unwrap();
 /// ```
 pub struct SignalSet {
-    shared: Arc<SetShared>,
-    id: u64,
+    // Declared before `read`: deregistered before the socket closes.
+    reg: Registration,
+    /// The set's end of its doorbell socket (non-blocking).
+    read: UnixStream,
+    doorbell: Arc<SetDoorbell>,
+    /// The set's actions, one per signal, removed on drop.
+    actions: Vec<SigId>,
     mask: Mask,
+    /// Signals read from the doorbell and not yet handed out, oldest first,
+    /// with repeats of one signal folded into a count (a flood costs nothing).
+    queue: RefCell<VecDeque<(i32, u64)>>,
+    /// A task is waiting on the set.
+    waiting: Cell<bool>,
 }
 
 impl SignalSet {
@@ -372,17 +358,36 @@ impl SignalSet {
     ///
     /// [`ErrorKind::Usage`] for a signal that does not exist or cannot be
     /// waited for (`SIGKILL`, `SIGSTOP`, and the fault signals `SIGSEGV`,
-    /// `SIGBUS`, `SIGILL`, `SIGFPE`); an I/O error if the handler or the
-    /// dispatcher thread could not be set up.
+    /// `SIGBUS`, `SIGILL`, `SIGFPE`); an I/O error if a handler or the set's
+    /// socket could not be set up.
     pub fn new(signals: &[i32]) -> Result<SignalSet> {
-        let shared = Arc::new(SetShared {
-            state: Mutex::new(SetState {
-                queue: VecDeque::new(),
-                waiters: Side::default(),
-            }),
-        });
-        let (id, mask) = subscribe(signals, Target::Set(shared.clone()))?;
-        Ok(SignalSet { shared, id, mask })
+        let mask = mask_of(signals)?;
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        let doorbell = Arc::new(SetDoorbell::new(write));
+        let mut reg = lock(&REGISTRY);
+        ensure_hooked(&mut reg, mask)?;
+        let mut actions = Vec::new();
+        for sig in signals_in(mask) {
+            match sys::hook_set_signal(sig, &TABLE, doorbell.clone()) {
+                Ok(id) => actions.push(id),
+                Err(e) => {
+                    actions.into_iter().for_each(sys::unhook_set_signal);
+                    return Err(hook_error(sig, e));
+                }
+            }
+        }
+        count_watched(mask, 1, false);
+        drop(reg);
+        Ok(SignalSet {
+            reg: Registration::new(read.as_raw_fd()),
+            read,
+            doorbell,
+            actions,
+            mask,
+            queue: RefCell::new(VecDeque::new()),
+            waiting: Cell::new(false),
+        })
     }
 
     /// The signals this set watches, in increasing order.
@@ -390,8 +395,53 @@ impl SignalSet {
         signals_in(self.mask).collect()
     }
 
+    /// Moves whatever the doorbell holds into the queue, without waiting.
+    fn drain(&self) -> io::Result<()> {
+        let mut buf = [0u8; 1024];
+        let mut queue = self.queue.borrow_mut();
+        let mut add = |sig: i32, count: u64| match queue.back_mut() {
+            Some((s, c)) if *s == sig => *c += count,
+            _ => queue.push_back((sig, count)),
+        };
+        loop {
+            match (&self.read).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    decode(&buf[..n], &self.doorbell.pending, &NO_OVERFLOW, &mut add);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The overflow sweep comes after the socket is empty (see `decode`).
+        decode(
+            &[],
+            &self.doorbell.pending,
+            &self.doorbell.overflowed,
+            &mut add,
+        );
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<i32> {
+        let mut queue = self.queue.borrow_mut();
+        let (sig, count) = queue.front_mut()?;
+        let sig = *sig;
+        *count -= 1;
+        if *count == 0 {
+            queue.pop_front();
+        }
+        Some(sig)
+    }
+
     /// Returns the oldest signal caught and not yet handed out, waiting for
     /// one if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ResourceBusy`] if another task is already waiting on this
+    /// set.
     ///
     /// # Panics
     ///
@@ -402,36 +452,38 @@ impl SignalSet {
     /// A cancel point, in state `SIGNAL_WAIT`. Cancelled or timed out, it took
     /// no signal: one that arrives meanwhile stays queued for the next `wait`.
     pub fn wait(&self) -> Result<i32> {
-        loop {
-            if let Some(sig) = self.try_wait() {
-                return Ok(sig);
-            }
-            let r = park_task(&self.shared.state, State::SignalWait, |st, _, tw| {
-                if !st.queue.is_empty() {
-                    return false;
-                }
-                st.waiters.tasks.push_back(tw);
-                true
-            });
-            if let Err((e, w)) = r {
-                let mut st = lock(&self.shared.state);
-                if !st.waiters.forget(w) && !st.queue.is_empty() {
-                    // Woken for a signal we will not take: pass the wake-up on.
-                    st.waiters.wake_task();
-                }
-                return Err(e);
+        if let Some(sig) = self.try_wait() {
+            return Ok(sig);
+        }
+        if self.waiting.replace(true) {
+            return Err(Error::new(
+                ErrorKind::ResourceBusy,
+                "another task is already waiting on this SignalSet; use one waiter per set",
+            ));
+        }
+        struct Done<'a>(&'a Cell<bool>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
             }
         }
+        let _done = Done(&self.waiting);
+        self.reg.retry_as(Direction::Read, State::SignalWait, || {
+            self.drain()?;
+            self.pop().ok_or_else(|| io::ErrorKind::WouldBlock.into())
+        })
     }
 
     /// The oldest signal caught and not yet handed out, without waiting.
     pub fn try_wait(&self) -> Option<i32> {
-        SetShared::pop(&mut lock(&self.shared.state))
+        let _ = self.drain();
+        self.pop()
     }
 
     /// How many caught signals are waiting to be handed out.
     pub fn pending(&self) -> u64 {
-        lock(&self.shared.state).queue.iter().map(|&(_, n)| n).sum()
+        let _ = self.drain();
+        self.queue.borrow().iter().map(|&(_, n)| n).sum()
     }
 
     /// Ignores this set's signals while the returned guard lives: a signal that
@@ -450,6 +502,7 @@ impl SignalSet {
     /// }
     /// signal::raise(SIGUSR1).unwrap(); // queued
     /// assert_eq!(curio::run(|| set.wait()).unwrap(), SIGUSR1);
+    /// assert_eq!(set.pending(), 0);
     /// ```
     pub fn ignore(&self) -> Ignoring<'_> {
         for sig in signals_in(self.mask) {
@@ -459,9 +512,17 @@ impl SignalSet {
     }
 }
 
+/// For reading a set's bytes before the overflow sweep (`SignalSet::drain`).
+static NO_OVERFLOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Drop for SignalSet {
     fn drop(&mut self) {
-        unsubscribe(self.id);
+        let reg = lock(&REGISTRY);
+        count_watched(self.mask, -1, false);
+        drop(reg);
+        for id in self.actions.drain(..) {
+            sys::unhook_set_signal(id);
+        }
     }
 }
 
@@ -470,7 +531,7 @@ impl fmt::Debug for SignalSet {
         let names: Vec<String> = signals_in(self.mask).map(describe).collect();
         f.debug_struct("SignalSet")
             .field("signals", &names)
-            .field("pending", &self.pending())
+            .field("fd", &self.read.as_raw_fd())
             .finish()
     }
 }
@@ -532,8 +593,28 @@ impl SignalEvent {
     ///
     /// As [`SignalSet::new`].
     pub fn new(signals: &[i32]) -> Result<SignalEvent> {
+        let mask = mask_of(signals)?;
         let event = UniversalEvent::new();
-        let (id, mask) = subscribe(signals, Target::Event(event.clone()))?;
+        let mut reg = lock(&REGISTRY);
+        ensure_hooked(&mut reg, mask)?;
+        if let Some(read) = reg.dispatcher.take() {
+            // The first event starts the dispatcher (a failed start leaves the
+            // read end for the next attempt).
+            let theirs = read.try_clone();
+            let started = theirs.and_then(|theirs| {
+                std::thread::Builder::new()
+                    .name("curio-signals".into())
+                    .spawn(move || dispatch_forever(theirs))
+            });
+            if let Err(e) = started {
+                reg.dispatcher = Some(read);
+                return Err(e.into());
+            }
+        }
+        let id = reg.next_id;
+        reg.next_id += 1;
+        reg.events.push((id, mask, event.clone()));
+        count_watched(mask, 1, true);
         Ok(SignalEvent { event, id, mask })
     }
 
@@ -577,7 +658,9 @@ impl SignalEvent {
 
 impl Drop for SignalEvent {
     fn drop(&mut self) {
-        unsubscribe(self.id);
+        let mut reg = lock(&REGISTRY);
+        count_watched(self.mask, -1, true);
+        reg.events.retain(|(id, _, _)| *id != self.id);
     }
 }
 

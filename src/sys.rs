@@ -317,8 +317,12 @@ pub(crate) const NSIG: usize = 65;
 pub(crate) struct SignalTable {
     /// Deliveries caught but not yet handed to a set, per signal.
     pub(crate) pending: [AtomicU32; NSIG],
-    /// Sets and events watching each signal.
+    /// Sets and events watching each signal: while non-zero, the signal does
+    /// not do what it did before curio.
     pub(crate) watched: [AtomicU32; NSIG],
+    /// Events watching each signal (they are served by the dispatcher thread
+    /// through the shared doorbell; sets have doorbells of their own).
+    pub(crate) events: [AtomicU32; NSIG],
     /// Live ignore guards per signal.
     pub(crate) ignored: [AtomicU32; NSIG],
     /// The disposition before curio hooked the signal was `SIG_DFL`: with no
@@ -334,6 +338,7 @@ impl SignalTable {
         SignalTable {
             pending: [const { AtomicU32::new(0) }; NSIG],
             watched: [const { AtomicU32::new(0) }; NSIG],
+            events: [const { AtomicU32::new(0) }; NSIG],
             ignored: [const { AtomicU32::new(0) }; NSIG],
             default_action: [const { AtomicBool::new(false) }; NSIG],
             overflowed: AtomicBool::new(false),
@@ -371,12 +376,12 @@ pub(crate) fn signal_disposition(sig: libc::c_int) -> io::Result<Disposition> {
 /// does at each delivery):
 ///
 /// - an ignore guard is alive: nothing;
-/// - a set watches the signal: count it in `pending` and write the signal
-///   number to `doorbell` (never blocking; if the socket is full, raise
-///   `overflowed` instead);
+/// - an event watches the signal: count it in `pending` and ring `doorbell`
+///   (the dispatcher thread's socket);
 /// - nothing watches it and it used to be `SIG_DFL`: what the default would
 ///   do (terminate, stop, or nothing);
-/// - otherwise nothing (it was ignored, or a handler signal-hook chains runs).
+/// - otherwise nothing (it was ignored, a set's own action queues it, or a
+///   handler signal-hook chains runs).
 ///
 /// Fails for signals outside 1..NSIG and for those signal-hook refuses
 /// (`SIGKILL`, `SIGSTOP`, `SIGILL`, `SIGFPE`, `SIGSEGV`).
@@ -386,14 +391,13 @@ pub(crate) fn hook_signal(
     doorbell: &'static std::os::unix::net::UnixStream,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    if sig <= 0 || sig as usize >= NSIG || signal_hook::consts::FORBIDDEN.contains(&sig) {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
+    check_hookable(sig)?;
     let i = sig as usize;
     // References taken here, so the action itself indexes nothing (no bounds
     // check that could panic inside a signal handler).
     let pending = &table.pending[i];
     let watched = &table.watched[i];
+    let events = &table.events[i];
     let ignored = &table.ignored[i];
     let default_action = &table.default_action[i];
     let overflowed = &table.overflowed;
@@ -402,22 +406,11 @@ pub(crate) fn hook_signal(
         if ignored.load(Ordering::SeqCst) > 0 {
             return;
         }
-        if watched.load(Ordering::SeqCst) > 0 {
-            // Counted before the doorbell rings, so whoever reads the byte
-            // finds the count (see signal.rs, "the dispatcher").
-            pending.fetch_add(1, Ordering::SeqCst);
-            let byte = [sig as u8];
-            if !send_nowait(fd, &byte) {
-                overflowed.store(true, Ordering::SeqCst);
-                // Rung again after raising the flag: either this lands (the
-                // dispatcher wakes and sees the flag) or the socket is still
-                // full, so the dispatcher has bytes to read and will look at
-                // the flag after reading them.
-                send_nowait(fd, &byte);
-            }
-            return;
+        if events.load(Ordering::SeqCst) > 0 {
+            ring(pending, overflowed, fd, sig);
         }
-        if default_action.load(Ordering::SeqCst)
+        if watched.load(Ordering::SeqCst) == 0
+            && default_action.load(Ordering::SeqCst)
             && signal_hook::low_level::emulate_default_handler(sig).is_err()
         {
             // A signal signal-hook has no table entry for (the realtime
@@ -435,6 +428,86 @@ pub(crate) fn hook_signal(
     // around the actions it runs.
     unsafe { signal_hook::low_level::register(sig, action) }?;
     Ok(())
+}
+
+/// A signal set's own doorbell: what its action counts and the socket it
+/// writes signal numbers to (the set reads the other end through the poller).
+pub(crate) struct SetDoorbell {
+    /// Deliveries not yet read by the set, per signal.
+    pub(crate) pending: [AtomicU32; NSIG],
+    /// A byte could not be written (the socket was full): sweep `pending`.
+    pub(crate) overflowed: AtomicBool,
+    /// The write end.
+    pub(crate) write: std::os::unix::net::UnixStream,
+}
+
+impl SetDoorbell {
+    pub(crate) fn new(write: std::os::unix::net::UnixStream) -> SetDoorbell {
+        SetDoorbell {
+            pending: [const { AtomicU32::new(0) }; NSIG],
+            overflowed: AtomicBool::new(false),
+            write,
+        }
+    }
+}
+
+/// Registers, through signal-hook, a set's action for `sig`: unless an ignore
+/// guard for `sig` is alive (`table.ignored`), count the delivery in the set's
+/// `pending` and write the signal number to its socket. Returns the id that
+/// [`unhook_set_signal`] takes; until then the action keeps the doorbell alive.
+pub(crate) fn hook_set_signal(
+    sig: libc::c_int,
+    table: &'static SignalTable,
+    set: std::sync::Arc<SetDoorbell>,
+) -> io::Result<signal_hook::SigId> {
+    use std::os::fd::AsRawFd;
+    check_hookable(sig)?;
+    let ignored = &table.ignored[sig as usize];
+    let action = move || {
+        if ignored.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if let Some(pending) = set.pending.get(sig as usize) {
+            ring(pending, &set.overflowed, set.write.as_raw_fd(), sig);
+        }
+    };
+    // SAFETY: as for `hook_signal`: the action loads and updates atomics (a
+    // `'static` table's, and the set's, which the closure keeps alive through
+    // its `Arc`, never touching the count) and calls send(2) on the set's
+    // socket, which the closure owns through the same `Arc`. signal-hook drops
+    // an action only after `unregister`, once no handler is running it, so the
+    // socket stays open for as long as the action can run. Nothing allocates,
+    // locks, or can panic (`get` instead of indexing).
+    unsafe { signal_hook::low_level::register(sig, action) }
+}
+
+/// Removes a set's action; once this returns, no handler runs it any more.
+pub(crate) fn unhook_set_signal(id: signal_hook::SigId) {
+    signal_hook::low_level::unregister(id);
+}
+
+fn check_hookable(sig: libc::c_int) -> io::Result<()> {
+    if sig <= 0 || sig as usize >= NSIG || signal_hook::consts::FORBIDDEN.contains(&sig) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    Ok(())
+}
+
+/// Counts a delivery of `sig` and writes its number to the socket `fd`.
+/// Async-signal-safe.
+///
+/// Discussion: counted before the byte is written, so whoever reads the byte
+/// finds the count. If the socket is full, `overflowed` is raised and the byte
+/// written again: either it lands (the reader wakes and sees the flag) or the
+/// socket is still full, so the reader has bytes to read and looks at the flag
+/// after reading them.
+fn ring(pending: &AtomicU32, overflowed: &AtomicBool, fd: libc::c_int, sig: libc::c_int) {
+    pending.fetch_add(1, Ordering::SeqCst);
+    let byte = [sig as u8];
+    if !send_nowait(fd, &byte) {
+        overflowed.store(true, Ordering::SeqCst);
+        send_nowait(fd, &byte);
+    }
 }
 
 /// Sends one byte on the socket `fd` without blocking or raising SIGPIPE;
