@@ -45,20 +45,20 @@ use crate::trap;
 use crate::wait::Waiter;
 
 /// A task registered to be woken: its kernel's inbox and its wait.
-pub(crate) struct TaskWaiter {
+struct TaskWaiter {
     inbox: InboxSender,
     waiter: Waiter,
 }
 
 /// The waiters of one side (getters, putters, event waiters).
 #[derive(Default)]
-pub(crate) struct Side {
-    pub(crate) tasks: VecDeque<TaskWaiter>,
+struct Side {
+    tasks: VecDeque<TaskWaiter>,
 }
 
 impl Side {
     /// Wakes the oldest waiting task, if any. Returns whether one was woken.
-    pub(crate) fn wake_task(&mut self) -> bool {
+    fn wake_task(&mut self) -> bool {
         match self.tasks.pop_front() {
             Some(t) => {
                 Core::post_wake(&t.inbox, t.waiter);
@@ -69,7 +69,7 @@ impl Side {
     }
 
     /// Removes `w`'s registration; false if a waker already took it.
-    pub(crate) fn forget(&mut self, w: Waiter) -> bool {
+    fn forget(&mut self, w: Waiter) -> bool {
         match self.tasks.iter().position(|t| t.waiter == w) {
             Some(i) => {
                 self.tasks.remove(i);
@@ -83,7 +83,7 @@ impl Side {
 /// Parks the current task after `check` (run under the caller's lock) says it
 /// must wait; `check` registers the waiter in `side` or returns false to retry
 /// at once. Returns the waiter on wake-up, or the cancellation error.
-pub(crate) fn park_task<S>(
+fn park_task<S>(
     shared: &Mutex<S>,
     state: State,
     mut register: impl FnMut(&mut S, &Core, TaskWaiter) -> bool,
