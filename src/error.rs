@@ -57,6 +57,10 @@ pub enum ErrorKind {
     Usage,
     /// An I/O error from the operating system.
     Io,
+    /// A child process ended unsuccessfully (a non-zero exit status, or killed
+    /// by a signal); [`Error::output`] holds its status and captured output
+    /// (Curio's `CalledProcessError`).
+    ProcessFailed,
 }
 
 /// The error type of this crate: a kind plus detail. Cheap to move (one pointer).
@@ -72,6 +76,9 @@ struct Inner {
     io: Option<io::Error>,
     /// How far an operation got before it failed (bytes sent, read …).
     progress: Option<usize>,
+    /// A child process's status and the output captured from it (a failed
+    /// command, or one whose `run` was cancelled).
+    output: Option<Box<std::process::Output>>,
 }
 
 impl Error {
@@ -83,6 +90,7 @@ impl Error {
                 clock: None,
                 io: None,
                 progress: None,
+                output: None,
             }),
         }
     }
@@ -153,6 +161,19 @@ impl Error {
         self
     }
 
+    /// For a command that failed ([`ErrorKind::ProcessFailed`]), or whose
+    /// `run`, `output`, `check_output` or `communicate` was cancelled or timed
+    /// out (the child was then killed and reaped): its exit status and what it
+    /// wrote to its piped stdout and stderr, up to that moment.
+    pub fn output(&self) -> Option<&std::process::Output> {
+        self.inner.output.as_deref()
+    }
+
+    pub(crate) fn with_output(mut self, output: std::process::Output) -> Error {
+        self.inner.output = Some(Box::new(output));
+        self
+    }
+
     /// The wrapped OS error, for [`ErrorKind::Io`].
     pub fn io_error(&self) -> Option<&io::Error> {
         self.inner.io.as_ref()
@@ -168,6 +189,7 @@ impl Error {
                 clock: self.inner.clock,
                 io: None,
                 progress: self.inner.progress,
+                output: self.inner.output.clone(),
             }),
         }
     }
@@ -191,6 +213,7 @@ impl Error {
             }
             ErrorKind::Usage => "invalid use",
             ErrorKind::Io => "i/o error",
+            ErrorKind::ProcessFailed => "command failed",
         }
     }
 }
@@ -278,6 +301,13 @@ pub trait CurioError: Sized {
 
 impl CurioError for Error {
     fn from_curio(e: Error) -> Self {
+        e
+    }
+    /// Keeps a child process's captured output across the relabelling.
+    fn with_curio(self, mut e: Error) -> Self {
+        if e.inner.output.is_none() {
+            e.inner.output = self.inner.output;
+        }
         e
     }
     fn as_curio(&self) -> Option<&Error> {

@@ -72,17 +72,43 @@ impl Registration {
         }
     }
 
-    /// Waits until the fd is ready in direction `dir`.
-    pub(crate) fn wait(&self, dir: Direction) -> Result<()> {
-        let token = trap::with_core(|core| match self.reg.get() {
+    /// The fd's token with the running kernel's poller, registering it first
+    /// if needed.
+    fn token(&self) -> Result<Token> {
+        trap::with_core(|core| match self.reg.get() {
             Some((k, t)) if k == core.id() => Ok(t),
             _ => {
                 let t = core.register_fd(self.fd)?;
                 self.reg.set(Some((core.id(), t)));
                 Ok::<_, Error>(t)
             }
-        })?;
-        kernel::wait_fd(token, self.fd, dir)
+        })
+    }
+
+    /// Waits until the fd is ready in direction `dir`.
+    pub(crate) fn wait(&self, dir: Direction) -> Result<()> {
+        kernel::wait_fd(self.token()?, self.fd, dir)
+    }
+
+    /// [`Registration::retry`] whose waits show as `state` (`SIGNAL_WAIT` for
+    /// a signal set's doorbell). The caller makes sure one task at a time
+    /// waits on the fd in direction `dir`.
+    pub(crate) fn retry_as<R>(
+        &self,
+        dir: Direction,
+        state: crate::task::State,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> Result<R> {
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    kernel::wait_fd_as(self.token()?, dir, state)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// True once this kernel's poller has reported the fd's read side closed
@@ -379,6 +405,13 @@ impl FileIo {
             reg: Registration::new(file.as_raw_fd()),
             file,
         })
+    }
+
+    /// Gives back the fd (still non-blocking), deregistered from the poller.
+    pub fn into_fd(self) -> OwnedFd {
+        let FileIo { reg, file } = self;
+        drop(reg);
+        file.into()
     }
 }
 

@@ -1347,6 +1347,15 @@ pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction)
     })
 }
 
+/// [`wait_fd`] shown as `state` instead of `READ_WAIT`/`WRITE_WAIT` (a signal
+/// set waiting on its doorbell socket is in `SIGNAL_WAIT`). The caller makes
+/// sure that only one task waits on the fd in that direction.
+pub(crate) fn wait_fd_as(token: mio::Token, dir: Direction, state: State) -> Result<()> {
+    park_external(state, |core, w| {
+        *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,9 @@
 //! - [`run_in_thread`], [`UniversalQueue`], [`UniversalEvent`]: the bridge to OS threads.
 //! - [`net`] ([`net::tcp_server`], [`net::open_connection`], typed sockets) and
 //!   [`io`] ([`Socket`], [`Stream`]): sockets and streams, with `std::io` interop.
+//! - [`signal`] ([`SignalSet`], [`SignalEvent`]): Unix signals caught, queued
+//!   and waited for; [`subprocess`] ([`subprocess::Command`]): child processes
+//!   with piped streams, waited for without threads.
 //! - [`Error`]: one error type; cancellation survives a trip through `io::Error`.
 //!
 //! The design is written up in the repository's `arch-notes/`.
@@ -61,6 +64,8 @@ pub mod io;
 pub mod kernel;
 pub mod net;
 pub mod queue;
+pub mod signal;
+pub mod subprocess;
 pub mod sync;
 pub mod task;
 pub mod task_group;
@@ -81,6 +86,7 @@ pub use error::{CurioError, Error, ErrorKind, Result};
 pub use io::{FileStream, Socket, SocketStream, Stream};
 pub use kernel::{Kernel, run};
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
+pub use signal::{SignalEvent, SignalSet};
 pub use stack::{DEFAULT_IDLE_STACKS, DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use sync::{BoundedSemaphore, Condition, Event, Lock, RLock, ResultCell, Semaphore};
 pub use task::{State, Task, TaskLocal, TaskRef, current_task, spawn, yield_now};

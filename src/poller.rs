@@ -219,7 +219,13 @@ impl Poller {
         POLLS.with(|p| p.set(p.get() + 1));
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Discussion: an interrupted poll means a signal handler ran on
+            // this thread. If it was a signal a `SignalSet` watches, the
+            // handler has just made the set's socket readable, and only the
+            // next poll reports it. Counted as an event, so that a virtual
+            // clock waiting for the outside world does not take the
+            // interruption for silence and jump ahead of it.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => n += 1,
             Err(e) => return Err(e),
         }
         for ev in self.events.iter() {

@@ -1,14 +1,18 @@
-//! libc behind safe functions: memory mappings for stacks and the stack-overflow signal handler.
+//! libc behind safe functions: memory mappings for stacks, the stack-overflow
+//! signal handler, curio's signal action, `kill`, `pidfd_open`.
 //!
 //! # Invariants
 //!
 //! Every function here is safe to call with any arguments: the `unsafe` blocks only
 //! pass plain integers and pointers to memory this module owns to the kernel.
-//! Anything that dereferences memory the caller owns lives in `stack.rs`.
+//! Anything that dereferences memory the caller owns lives in `stack.rs`. The one
+//! piece of code that runs inside a signal handler for curio's own signals
+//! ([`hook_signal`]) touches only `'static` atomics and one `'static` socket.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// `MADV_GUARD_INSTALL` (Linux 6.13): turn a range into guard pages without
 /// splitting the mapping. Not yet in the `libc` crate.
@@ -359,4 +363,286 @@ pub(crate) fn recv_from(
     // uninitialised ones, so `buf` stays initialised.
     let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
     sock.recv_from(uninit)
+}
+
+// ---------------------------------------------------------------------------
+// Signals (see signal.rs and arch-notes/signals.md)
+// ---------------------------------------------------------------------------
+
+/// One more than the highest signal number on Linux (signals are 1..=64).
+pub(crate) const NSIG: usize = 65;
+
+/// Everything curio's signal action reads or writes, as plain atomics, so that
+/// the action is async-signal-safe. One table exists, in a `static` of
+/// `signal.rs`; only its registry (under its mutex) changes `watched`,
+/// `ignored` and `default_action`.
+pub(crate) struct SignalTable {
+    /// Deliveries caught but not yet handed to a set, per signal.
+    pub(crate) pending: [AtomicU32; NSIG],
+    /// Sets and events watching each signal: while non-zero, the signal does
+    /// not do what it did before curio.
+    pub(crate) watched: [AtomicU32; NSIG],
+    /// Events watching each signal (they are served by the dispatcher thread
+    /// through the shared doorbell; sets have doorbells of their own).
+    pub(crate) events: [AtomicU32; NSIG],
+    /// Live ignore guards per signal.
+    pub(crate) ignored: [AtomicU32; NSIG],
+    /// The disposition before curio hooked the signal was `SIG_DFL`: with no
+    /// set watching it, the action does what the default would have done.
+    pub(crate) default_action: [AtomicBool; NSIG],
+    /// A doorbell byte could not be written (the socket was full): the
+    /// dispatcher must sweep `pending` instead of trusting the bytes.
+    pub(crate) overflowed: AtomicBool,
+}
+
+impl SignalTable {
+    pub(crate) const fn new() -> SignalTable {
+        SignalTable {
+            pending: [const { AtomicU32::new(0) }; NSIG],
+            watched: [const { AtomicU32::new(0) }; NSIG],
+            events: [const { AtomicU32::new(0) }; NSIG],
+            ignored: [const { AtomicU32::new(0) }; NSIG],
+            default_action: [const { AtomicBool::new(false) }; NSIG],
+            overflowed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What a signal's disposition was before curio looked at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// `SIG_DFL`.
+    Default,
+    /// `SIG_IGN`.
+    Ignore,
+    /// Some handler function (another library's, or signal-hook's own).
+    Handler,
+}
+
+/// The current disposition of `sig` (a query: changes nothing).
+pub(crate) fn signal_disposition(sig: libc::c_int) -> io::Result<Disposition> {
+    // SAFETY: a zeroed sigaction is a valid value for the kernel to overwrite;
+    // with a null `act`, sigaction only writes the current action into `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is a local the call may write.
+    check(unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) })?;
+    Ok(match old.sa_sigaction {
+        libc::SIG_DFL => Disposition::Default,
+        libc::SIG_IGN => Disposition::Ignore,
+        _ => Disposition::Handler,
+    })
+}
+
+/// Installs, through signal-hook, curio's action for `sig` for the rest of the
+/// process's life (signal-hook never uninstalls; `table` says what the action
+/// does at each delivery):
+///
+/// - an ignore guard is alive: nothing;
+/// - an event watches the signal: count it in `pending` and ring `doorbell`
+///   (the dispatcher thread's socket);
+/// - nothing watches it and it used to be `SIG_DFL`: what the default would
+///   do (terminate, stop, or nothing);
+/// - otherwise nothing (it was ignored, a set's own action queues it, or a
+///   handler signal-hook chains runs).
+///
+/// Fails for signals outside 1..NSIG and for those signal-hook refuses
+/// (`SIGKILL`, `SIGSTOP`, `SIGILL`, `SIGFPE`, `SIGSEGV`).
+pub(crate) fn hook_signal(
+    sig: libc::c_int,
+    table: &'static SignalTable,
+    doorbell: &'static std::os::unix::net::UnixStream,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    check_hookable(sig)?;
+    let i = sig as usize;
+    // References taken here, so the action itself indexes nothing (no bounds
+    // check that could panic inside a signal handler).
+    let pending = &table.pending[i];
+    let watched = &table.watched[i];
+    let events = &table.events[i];
+    let ignored = &table.ignored[i];
+    let default_action = &table.default_action[i];
+    let overflowed = &table.overflowed;
+    let fd = doorbell.as_raw_fd();
+    let action = move || {
+        if ignored.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if events.load(Ordering::SeqCst) > 0 {
+            ring(pending, overflowed, fd, sig);
+        }
+        if watched.load(Ordering::SeqCst) == 0
+            && default_action.load(Ordering::SeqCst)
+            && signal_hook::low_level::emulate_default_handler(sig).is_err()
+        {
+            // A signal signal-hook has no table entry for (the realtime
+            // ones): its default action is to terminate.
+            die_of(sig);
+        }
+    };
+    // SAFETY: signal-hook runs `action` inside the signal handler, so it must be
+    // async-signal-safe and must not panic. It only loads and updates atomics
+    // that live in a `'static` table, calls send(2) (async-signal-safe) on an fd
+    // owned by a `'static` socket that is never dropped, and calls signal-hook's
+    // `emulate_default_handler` (documented async-signal-safe) or `die_of`
+    // (sigaction, pthread_sigmask, raise, abort: all async-signal-safe). It does
+    // not allocate, lock, index or format. signal-hook saves and restores errno
+    // around the actions it runs.
+    unsafe { signal_hook::low_level::register(sig, action) }?;
+    Ok(())
+}
+
+/// A signal set's own doorbell: what its action counts and the socket it
+/// writes signal numbers to (the set reads the other end through the poller).
+pub(crate) struct SetDoorbell {
+    /// Deliveries not yet read by the set, per signal.
+    pub(crate) pending: [AtomicU32; NSIG],
+    /// A byte could not be written (the socket was full): sweep `pending`.
+    pub(crate) overflowed: AtomicBool,
+    /// The write end.
+    pub(crate) write: std::os::unix::net::UnixStream,
+}
+
+impl SetDoorbell {
+    pub(crate) fn new(write: std::os::unix::net::UnixStream) -> SetDoorbell {
+        SetDoorbell {
+            pending: [const { AtomicU32::new(0) }; NSIG],
+            overflowed: AtomicBool::new(false),
+            write,
+        }
+    }
+}
+
+/// Registers, through signal-hook, a set's action for `sig`: unless an ignore
+/// guard for `sig` is alive (`table.ignored`), count the delivery in the set's
+/// `pending` and write the signal number to its socket. Returns the id that
+/// [`unhook_set_signal`] takes; until then the action keeps the doorbell alive.
+pub(crate) fn hook_set_signal(
+    sig: libc::c_int,
+    table: &'static SignalTable,
+    set: std::sync::Arc<SetDoorbell>,
+) -> io::Result<signal_hook::SigId> {
+    use std::os::fd::AsRawFd;
+    check_hookable(sig)?;
+    let ignored = &table.ignored[sig as usize];
+    let action = move || {
+        if ignored.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if let Some(pending) = set.pending.get(sig as usize) {
+            ring(pending, &set.overflowed, set.write.as_raw_fd(), sig);
+        }
+    };
+    // SAFETY: as for `hook_signal`: the action loads and updates atomics (a
+    // `'static` table's, and the set's, which the closure keeps alive through
+    // its `Arc`, never touching the count) and calls send(2) on the set's
+    // socket, which the closure owns through the same `Arc`. signal-hook drops
+    // an action only after `unregister`, once no handler is running it, so the
+    // socket stays open for as long as the action can run. Nothing allocates,
+    // locks, or can panic (`get` instead of indexing).
+    unsafe { signal_hook::low_level::register(sig, action) }
+}
+
+/// Removes a set's action; once this returns, no handler runs it any more.
+pub(crate) fn unhook_set_signal(id: signal_hook::SigId) {
+    signal_hook::low_level::unregister(id);
+}
+
+fn check_hookable(sig: libc::c_int) -> io::Result<()> {
+    if sig <= 0 || sig as usize >= NSIG || signal_hook::consts::FORBIDDEN.contains(&sig) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    Ok(())
+}
+
+/// Counts a delivery of `sig` and writes its number to the socket `fd`.
+/// Async-signal-safe.
+///
+/// Discussion: counted before the byte is written, so whoever reads the byte
+/// finds the count. If the socket is full, `overflowed` is raised and the byte
+/// written again: either it lands (the reader wakes and sees the flag) or the
+/// socket is still full, so the reader has bytes to read and looks at the flag
+/// after reading them.
+fn ring(pending: &AtomicU32, overflowed: &AtomicBool, fd: libc::c_int, sig: libc::c_int) {
+    pending.fetch_add(1, Ordering::SeqCst);
+    let byte = [sig as u8];
+    if !send_nowait(fd, &byte) {
+        overflowed.store(true, Ordering::SeqCst);
+        send_nowait(fd, &byte);
+    }
+}
+
+/// Sends one byte on the socket `fd` without blocking or raising SIGPIPE;
+/// true if it was sent. Async-signal-safe.
+fn send_nowait(fd: libc::c_int, byte: &[u8; 1]) -> bool {
+    // SAFETY: send(2) reads one byte from `byte`, a valid local; MSG_DONTWAIT
+    // keeps it from blocking and MSG_NOSIGNAL from raising SIGPIPE. A bad fd
+    // only makes it fail.
+    unsafe {
+        libc::send(
+            fd,
+            byte.as_ptr() as *const libc::c_void,
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        ) == 1
+    }
+}
+
+/// Ends the process as the default action of `sig` would (termination by that
+/// signal). Async-signal-safe.
+fn die_of(sig: libc::c_int) -> ! {
+    // SAFETY: restoring SIG_DFL with a zeroed sigaction, unblocking the signal
+    // in this thread and raising it touch only locals; all four calls are
+    // async-signal-safe. If the process survives (someone installed another
+    // handler meanwhile), abort ends it.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::abort()
+    }
+}
+
+/// `kill(pid, sig)`: sends `sig` to process `pid` (`sig` 0 only checks that it
+/// exists). `pid` must name one process: 0 and values above `i32::MAX` (which
+/// would mean process groups or every process) are refused.
+pub(crate) fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{pid} is not a process id"),
+        ));
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    check(unsafe { libc::kill(pid as libc::pid_t, sig) })
+}
+
+/// The lowest and highest realtime signal numbers this libc lets programs use.
+pub(crate) fn realtime_range() -> (libc::c_int, libc::c_int) {
+    (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/// `pidfd_open(pid, 0)`: an fd that becomes readable when process `pid` exits
+/// (close-on-exec). `ENOSYS` on kernels before 5.3.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
 }

@@ -94,10 +94,15 @@ fn intertask_communication_hands_every_item_over_then_the_producer_finishes() {
     assert_eq!(run_virtual("intertask_communication"), expected);
 }
 
+/// Tests that need this test process to react within milliseconds
+/// (`with_signals`) do not run while `number_crunching` keeps both CPUs busy.
+static CPU_HOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The real clock here: the point is that the kernel keeps ticking while the
 /// worker threads crunch, and that cancellation reaches the kid in its wait.
 #[test]
 fn number_crunching_keeps_the_kernel_responsive() {
+    let _hog = CPU_HOG.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
     let out = Command::new(example("number_crunching"))
         .output()
@@ -124,4 +129,139 @@ fn number_crunching_keeps_the_kernel_responsive() {
     assert!(lines.iter().any(|l| l == "fib(30) = 832040"), "{lines:?}");
     // Cancelled after ~4 s although fib(44) would take far longer.
     assert!(start.elapsed() < Duration::from_secs(15));
+}
+
+/// Runs `with_signals` on the virtual clock, sending it `SIGHUP` (with
+/// `kill(2)`, from this process, as `kill -HUP PID` would) as soon as the kid
+/// starts playing; returns its output after the PID line.
+fn with_signals_run() -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(example("with_signals"))
+        .env("CURIO_CLOCK", "virtual")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run example");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    assert_eq!(first, format!("Parent PID {}", child.id()));
+    let mut rest = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let playing = line == "Building the Millenium Falcon in Minecraft";
+        rest.push(line);
+        if playing {
+            curio::signal::send(child.id(), curio::signal::SIGHUP).unwrap();
+            break;
+        }
+    }
+    rest.extend(lines.map(Result::unwrap));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "with_signals failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rest
+}
+
+/// The tutorial's "Signals": the kid plays until `SIGHUP` arrives, then the
+/// parent counts down and cancels the kid.
+///
+/// Discussion: while the parent waits for the signal, the kid's 1000-second
+/// sleep is the only deadline. A virtual clock waits 5 ms of real time for
+/// the outside world before it jumps to a deadline (the kernel's
+/// `AUTOJUMP_GRACE`), so the signal must land within 5 ms of the kid's
+/// "Building ..." line, or the kid finishes playing before it: a run whose
+/// output is exactly that story ("We're leaving!" then "Leaving!", nothing to
+/// cancel) was slow, not wrong, and is run again, up to three times. Any other
+/// output fails at once. The test never runs beside the CPU-bound
+/// `number_crunching`.
+#[test]
+fn with_signals_matches_the_tutorial_when_sighup_arrives() {
+    let _quiet = CPU_HOG.lock().unwrap_or_else(|e| e.into_inner());
+    let mut expected = Vec::new();
+    for _ in 0..4 {
+        expected.extend(["Can I play?", "Wha!?!"].map(String::from));
+    }
+    expected.extend(
+        [
+            "Can I play?",
+            "Yes, go play",
+            "Building the Millenium Falcon in Minecraft",
+            "Let's go",
+        ]
+        .map(String::from),
+    );
+    expected.extend(countdown(10));
+    let mut too_late = expected.clone();
+    too_late.extend(["We're leaving!", "Leaving!"].map(String::from));
+    expected.extend(timeout_then_cancel_ending());
+    for attempt in 1..=3 {
+        let got = with_signals_run();
+        if got == too_late && attempt < 3 {
+            eprintln!("with_signals: the SIGHUP landed after the virtual clock jumped; again");
+            continue;
+        }
+        assert_eq!(got, expected, "attempt {attempt}");
+        return;
+    }
+}
+
+/// `simple_subprocess` prints each line of its command's output as it comes,
+/// not when the command ends.
+#[test]
+fn simple_subprocess_follows_the_output_as_it_comes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let start = Instant::now();
+    let mut child = Command::new(example("simple_subprocess"))
+        .args(["sh", "-c", "echo one; sleep 1; echo two"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run example");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "Got: one");
+    let first = start.elapsed();
+    assert_eq!(lines.next().unwrap().unwrap(), "Got: two");
+    let second = start.elapsed();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        first < Duration::from_millis(800) && second >= Duration::from_millis(900),
+        "the first line came after {first:?}, the second after {second:?}"
+    );
+}
+
+#[test]
+fn subprocess_check_output_prints_the_output_or_says_it_failed() {
+    let run = |args: &[&str]| {
+        let out = Command::new(example("subprocess_check_output"))
+            .args(args)
+            .output()
+            .expect("run example");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        run(&["echo", "hello", "world"]),
+        (true, "hello world\n".into(), String::new())
+    );
+    let (ok, out, _) = run(&["sh", "-c", "echo partial; exit 3"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "It failed! command failed: `sh -c echo partial; exit 3` exited with status 3; \
+         its status and output are in Error::output()\n"
+    );
+    let (ok, _, err) = run(&["curio-no-such-command"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot run `curio-no-such-command`: command not found"),
+        "{err}"
+    );
 }

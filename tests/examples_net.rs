@@ -620,3 +620,126 @@ fn simple_http_client_speaks_https_to_simple_ssl_server_and_openssl_agrees() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// managed_echo_server: SIGHUP restarts it
+// ---------------------------------------------------------------------------
+
+/// A long-lived `nc 127.0.0.1 PORT` whose stdin stays open; its output lines
+/// arrive on a channel.
+struct NcSession {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl NcSession {
+    fn start(nc: &Path, port: u16) -> NcSession {
+        let mut child = Command::new(nc)
+            .args(["127.0.0.1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nc");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        NcSession {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    #[track_caller]
+    fn hear(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("nc heard nothing within {DEADLINE:?}; expected {what:?}"))
+    }
+}
+
+impl Drop for NcSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn managed_echo_server_says_goodbye_to_every_client_on_sighup_and_starts_fresh() {
+    let (Some(nc), Some(kill)) = (
+        external_tool("nc", "netcat-openbsd"),
+        external_tool("kill", "procps"),
+    ) else {
+        return;
+    };
+    let mut server = Server::example("managed_echo_server");
+    let port = server.port;
+    let mut clients: Vec<NcSession> = (0..4).map(|_| NcSession::start(&nc, port)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.say(&format!("hello from client {i}"));
+        assert_eq!(c.hear("the echo"), format!("hello from client {i}"));
+    }
+    let mut raw = TcpStream::connect(server.addr()).unwrap();
+    raw.set_read_timeout(Some(DEADLINE)).unwrap();
+    raw.write_all(b"raw\n").unwrap();
+    let mut echo = [0; 4];
+    raw.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"raw\n");
+
+    let status = Command::new(&kill)
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(c.hear("the goodbye"), "Server going down", "client {i}");
+    }
+    // Each connection is closed after its goodbye (seen on a plain socket:
+    // nc itself stays up while its stdin is open).
+    let mut rest = Vec::new();
+    raw.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"Server going down\n");
+    drop(clients);
+
+    // A fresh server, accepting new clients.
+    server.wait_until_accepting();
+    server.assert_alive();
+    let mut late = NcSession::start(&nc, port);
+    late.say("after the restart");
+    assert_eq!(late.hear("the echo"), "after the restart");
+    drop(late);
+
+    let (out, err) = server.stop();
+    assert!(out.starts_with("PID: "), "{out}\n{err}");
+    assert_eq!(
+        out.matches("Starting the server").count(),
+        2,
+        "{out}\n{err}"
+    );
+    assert_eq!(
+        out.matches("Server shutting down").count(),
+        1,
+        "{out}\n{err}"
+    );
+    assert!(
+        out.matches("Connection from 127.0.0.1:").count() >= 6,
+        "{out}"
+    );
+}

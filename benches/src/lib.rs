@@ -9,6 +9,7 @@
 
 pub mod echo;
 pub mod loops;
+pub mod process;
 
 use std::sync::Once;
 use std::time::{Duration, Instant};
