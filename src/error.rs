@@ -57,6 +57,12 @@ pub enum ErrorKind {
     Usage,
     /// An I/O error from the operating system.
     Io,
+    /// The peer of a message channel does not hold the same key (or did not
+    /// answer the challenge properly).
+    AuthenticationFailed,
+    /// A worker process died (killed by a signal, or exited) before it
+    /// answered; the message names the signal or the exit status.
+    WorkerDied,
 }
 
 /// The error type of this crate: a kind plus detail. Cheap to move (one pointer).
@@ -191,6 +197,8 @@ impl Error {
             }
             ErrorKind::Usage => "invalid use",
             ErrorKind::Io => "i/o error",
+            ErrorKind::AuthenticationFailed => "authentication failed",
+            ErrorKind::WorkerDied => "worker process died",
         }
     }
 }
@@ -253,6 +261,7 @@ impl From<Error> for io::Error {
                 io::ErrorKind::TimedOut
             }
             ErrorKind::ResourceBusy => io::ErrorKind::ResourceBusy,
+            ErrorKind::AuthenticationFailed => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
