@@ -565,6 +565,10 @@ enum Listening {
 /// one side [`accept`](Channel::accept)s, the other
 /// [`connect`](Channel::connect)s, and both must hold the same key.
 ///
+/// TCP connections get `TCP_NODELAY`: a message of 16 KiB or more is written
+/// as header then payload, and Nagle's algorithm would hold the payload back
+/// until the peer's delayed ACK (tens of milliseconds).
+///
 /// The handshake authenticates the peers; it does not encrypt or sign the
 /// messages that follow. Use it on a Unix socket or a trusted network, or
 /// under TLS, when the traffic itself must be protected.
@@ -661,6 +665,7 @@ impl Channel {
             let (sock, peer) = match self.listener.as_ref().expect("bound above") {
                 Listening::Tcp(l) => {
                     let (s, a) = l.accept()?;
+                    s.set_nodelay(true)?;
                     (s.into_socket(), a.to_string())
                 }
                 Listening::Unix(l) => {
@@ -698,7 +703,11 @@ impl Channel {
     /// the half-made connection is closed.
     pub fn connect(&self) -> Result<Connection> {
         let sock = match &self.address {
-            Address::Tcp(a) => TcpStream::connect(*a)?.into_socket(),
+            Address::Tcp(a) => {
+                let s = TcpStream::connect(*a)?;
+                s.set_nodelay(true)?;
+                s.into_socket()
+            }
             Address::Unix(p) => UnixStream::connect(p)?.into_socket(),
         };
         let mut conn = Connection::new(sock.as_stream());

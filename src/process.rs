@@ -12,10 +12,11 @@
 //!
 //! A closure cannot travel to another process, so the function is a plain
 //! `fn(A) -> R` registered with [`process_fn!`](crate::process_fn). The
-//! registration puts an entry (the function's path, and a trampoline that
-//! decodes `A`, calls it and encodes `R`) in a table built at link time; a call
-//! sends the entry's index and name, and the worker, running the same binary,
-//! finds the same entry. `arch-notes/processes.md` argues why this cannot call
+//! registration puts an entry (the function's path, the `TypeId` of its
+//! function item type, and a trampoline that decodes `A`, calls it and encodes
+//! `R`) in a table built when the program starts; a call finds its entry by
+//! the type of the function it was given and sends the entry's index and name,
+//! and the worker, running the same binary, finds the same entry. `arch-notes/processes.md` argues why this cannot call
 //! the wrong function or misread bytes, and lists the limits.
 //!
 //! # Invariants
@@ -132,19 +133,22 @@ pub fn init() {
 // The registry
 // ---------------------------------------------------------------------------
 
-/// Registers plain functions `fn(A) -> R` for [`run_in_process`], where `A`
-/// and `R` implement serde's `Serialize` and `DeserializeOwned`. Use it at
-/// item level, beside the function; several paths may be given at once.
+/// Registers functions for [`run_in_process`]: each path names a function
+/// `fn(A) -> R` (a generic one with its parameters given, as in
+/// `sum::<u64>`) whose `A` implements serde's `DeserializeOwned` and whose `R`
+/// implements `Serialize`. Use it at item level, beside the function; several
+/// paths may be given at once.
 ///
 /// ```
 /// fn square(n: u64) -> u64 { n * n }
 /// fn shout(s: String) -> String { s.to_uppercase() }
-/// curio::process_fn!(square, shout);
+/// fn total<T: Into<u64>>(v: Vec<T>) -> u64 { v.into_iter().map(Into::into).sum() }
+/// curio::process_fn!(square, shout, total::<u32>);
 /// ```
 ///
-/// Register a non-generic function that is not `#[inline]` (wrap a generic
-/// one in a plain function): [`run_in_process`] finds the registration from
-/// the function's address, which only such functions have uniquely.
+/// A call finds the registration from the function's own type (every Rust
+/// function has a distinct, zero-sized type), so the path must name a
+/// function, not a `const` holding a function pointer.
 #[macro_export]
 macro_rules! process_fn {
     ($($f:path),+ $(,)?) => {
@@ -167,7 +171,7 @@ macro_rules! process_fn {
 pub struct Entry {
     /// Where it was registered: `crate::module::function`.
     pub name: &'static str,
-    /// Its address and argument and result types, computed in this process.
+    /// The identity of the function's type.
     pub key: fn() -> Key,
     /// Decodes the argument, calls the function, encodes the result.
     pub invoke: fn(&[u8]) -> std::result::Result<Vec<u8>, String>,
@@ -175,32 +179,40 @@ pub struct Entry {
 
 inventory::collect!(Entry);
 
-/// A registered function's identity within this process.
+/// A registered function's identity: the `TypeId` of its function item type.
+///
+/// Discussion: a function item's type is zero-sized and names exactly one
+/// function, so its `TypeId` identifies the function, in every codegen unit
+/// and every process running this binary. Function *addresses* do not: a
+/// small function is copied into each codegen unit that uses it, so the
+/// address taken at registration and at the call may differ (seen in release
+/// builds). A function *pointer* type (`fn(u64) -> u64`) is shared by every
+/// function of that signature, so keys that are not zero-sized are refused.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    addr: usize,
-    arg: TypeId,
-    ret: TypeId,
+    ty: TypeId,
+    zero_sized: bool,
 }
 
-/// The key of `f` (used by [`process_fn!`](crate::process_fn)).
+/// The key of `f`'s type (used by [`process_fn!`](crate::process_fn)).
 #[doc(hidden)]
-pub fn __key<A: 'static, R: 'static>(f: fn(A) -> R) -> Key {
+pub fn __key<F: 'static>(_f: F) -> Key {
     Key {
-        addr: f as usize,
-        arg: TypeId::of::<A>(),
-        ret: TypeId::of::<R>(),
+        ty: TypeId::of::<F>(),
+        zero_sized: std::mem::size_of::<F>() == 0,
     }
 }
 
 /// Decodes an `A` from `bytes`, calls `f`, encodes the `R` (used by
 /// [`process_fn!`](crate::process_fn)).
 #[doc(hidden)]
-pub fn __invoke<A: DeserializeOwned, R: Serialize>(
-    bytes: &[u8],
-    f: fn(A) -> R,
-) -> std::result::Result<Vec<u8>, String> {
+pub fn __invoke<F, A, R>(bytes: &[u8], f: F) -> std::result::Result<Vec<u8>, String>
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
     let arg: A = channel::decode(bytes).map_err(|e| e.to_string())?;
     let out = f(arg);
     channel::encode(&out).map_err(|e| e.to_string())
@@ -218,7 +230,12 @@ fn registry() -> &'static Registry {
         let entries: Vec<&'static Entry> = inventory::iter::<Entry>.into_iter().collect();
         let mut by_key = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
-            by_key.entry((e.key)()).or_insert(i as u32);
+            let key = (e.key)();
+            // A function pointer's type is shared by every function of its
+            // signature: such an entry could be matched by the wrong call.
+            if key.zero_sized {
+                by_key.entry(key).or_insert(i as u32);
+            }
         }
         Registry { entries, by_key }
     })
@@ -593,8 +610,9 @@ pub fn idle_workers() -> usize {
 }
 
 /// Runs `f(arg)` in a worker process and returns its value, while the kernel
-/// runs other tasks. `f` must be registered with
-/// [`process_fn!`](crate::process_fn), and `main` must call [`init`] first.
+/// runs other tasks. `f` is a function (a function item, such as `fib`)
+/// registered with [`process_fn!`](crate::process_fn), and `main` must call
+/// [`init`] first.
 ///
 /// The argument and the value travel encoded with serde (postcard), so they
 /// are copies: `f` sees none of the caller's memory, and what it changes stays
@@ -606,8 +624,8 @@ pub fn idle_workers() -> usize {
 ///   location); the worker stays in the pool.
 /// - [`ErrorKind::WorkerDied`] if the worker died during the call (a signal
 ///   such as SIGSEGV or SIGABRT, or `process::exit`); the message names it.
-/// - [`ErrorKind::Usage`] if [`init`] was not called or `f` is not
-///   registered.
+/// - [`ErrorKind::Usage`] if [`init`] was not called, `f` is not registered,
+///   or `f` is a function pointer or closure rather than a function.
 /// - An I/O error if no worker could be started, or if the argument or the
 ///   value could not be encoded or decoded.
 ///
@@ -619,10 +637,11 @@ pub fn idle_workers() -> usize {
 /// before this returns (a few hundred microseconds; further cancellations
 /// wait for it), so no process is left running `f`; the error is the caller's
 /// cancellation or timeout.
-pub fn run_in_process<A, R>(f: fn(A) -> R, arg: A) -> Result<R>
+pub fn run_in_process<F, A, R>(f: F, arg: A) -> Result<R>
 where
-    A: Serialize + 'static,
-    R: DeserializeOwned + 'static,
+    F: Fn(A) -> R + 'static,
+    A: Serialize,
+    R: DeserializeOwned,
 {
     if !INIT_CALLED.load(Ordering::Acquire) {
         return Err(Error::usage(
@@ -630,12 +649,19 @@ where
              (in tests: a harness = false test target whose main calls it)",
         ));
     }
-    let reg = registry();
-    let Some(&index) = reg.by_key.get(&__key(f)) else {
+    let key = __key(f);
+    if !key.zero_sized {
         return Err(Error::usage(format!(
-            "this {} is not registered for run_in_process; add curio::process_fn!(name) beside \
-             it (a plain function: not generic, not #[inline])",
-            std::any::type_name::<fn(A) -> R>()
+            "run_in_process needs a function item registered with curio::process_fn!, such as \
+             `fib`; this is a {}, which may point to any function",
+            std::any::type_name::<F>()
+        )));
+    }
+    let reg = registry();
+    let Some(&index) = reg.by_key.get(&key) else {
+        return Err(Error::usage(format!(
+            "{} is not registered for run_in_process; add curio::process_fn!(name) beside it",
+            std::any::type_name::<F>()
         )));
     };
     let name = reg.entries[index as usize].name;

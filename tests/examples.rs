@@ -137,7 +137,11 @@ fn check_number_crunching(lines: &[String]) {
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
@@ -180,16 +184,25 @@ fn number_crunching_in_a_process_is_killed_when_the_kid_is_cancelled() {
         if line.starts_with("Fine. Saving my work.") {
             workers_after_cancel = Some(children_of(pid));
         }
-        when.insert(line.split(' ').next().unwrap_or("").to_string(), start.elapsed());
+        when.insert(
+            line.split(' ').next().unwrap_or("").to_string(),
+            start.elapsed(),
+        );
         lines.push(line);
-        assert!(start.elapsed() < Duration::from_secs(15), "too slow: {lines:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "too slow: {lines:?}"
+        );
     }
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{stderr}");
     check_number_crunching(&lines);
-    assert_eq!(workers_during, 1, "one worker crunched during the countdown");
+    assert_eq!(
+        workers_during, 1,
+        "one worker crunched during the countdown"
+    );
     assert_eq!(
         workers_after_cancel,
         Some(vec![]),
@@ -198,5 +211,8 @@ fn number_crunching_in_a_process_is_killed_when_the_kid_is_cancelled() {
     // The countdown ticked on time while the worker crunched: three ticks a
     // second apart, and the cancellation a second after the last.
     let t = |w: &str| when[w];
-    assert!(t("Fine.") - t("Let's") < Duration::from_millis(3900), "{when:?}");
+    assert!(
+        t("Fine.") - t("Let's") < Duration::from_millis(3900),
+        "{when:?}"
+    );
 }

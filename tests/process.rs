@@ -180,7 +180,75 @@ fn an_unregistered_function_is_a_clear_error() {
     run_checked(|| {
         let e = curio::run_in_process(not_registered, 1).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.to_string().contains("not_registered"), "names it: {e}");
         assert!(e.to_string().contains("process_fn!"), "{e}");
+        // A pointer may point to any function of its type, registered or
+        // not: refused, even when it points to a registered one.
+        let pointer: fn(u64) -> u64 = fib;
+        let e = curio::run_in_process(pointer, 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.to_string().contains("function item"), "{e}");
+        let offset = 5;
+        let e = curio::run_in_process(move |n: u64| n + offset, 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert_eq!(child_processes(), [], "no worker was started");
+    });
+}
+
+/// A generic function registered per instantiation.
+fn total<T: Into<u64>>(v: Vec<T>) -> u64 {
+    v.into_iter().map(Into::into).sum()
+}
+curio::process_fn!(total::<u32>);
+
+fn a_generic_instantiation_can_be_registered() {
+    run_checked(|| {
+        assert_eq!(
+            curio::run_in_process(total::<u32>, vec![1, 2, 3]).unwrap(),
+            6
+        );
+        let e = curio::run_in_process(total::<u8>, vec![1, 2]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Usage,
+            "another instantiation is not registered"
+        );
+    });
+}
+
+fn without_init_it_refuses_instead_of_starting_the_program_again() {
+    // This binary called init(); a child that did not is the test's only
+    // way to see the refusal, so run this very check in one.
+    if std::env::var_os("CURIO_TEST_NO_INIT").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("CURIO_TEST_NO_INIT", "1")
+        .arg("--exact")
+        .arg("child_without_init")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("test child_without_init ... ok"),
+        "{stdout}"
+    );
+}
+
+/// Run only in the child of the test above, whose main skipped init().
+fn child_without_init() {
+    if std::env::var_os("CURIO_TEST_NO_INIT").is_none() {
+        return;
+    }
+    run_real(|| {
+        let e = curio::run_in_process(fib, 3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.to_string().contains("curio::process::init()"), "{e}");
     });
 }
 
@@ -362,7 +430,9 @@ fn a_thousand_calls_leave_no_zombie_and_no_fd() {
 // ---------------------------------------------------------------------------
 
 fn main() {
-    curio::process::init();
+    if std::env::var_os("CURIO_TEST_NO_INIT").is_none() {
+        curio::process::init();
+    }
 
     let tests: &[(&str, fn())] = &[
         ("values_come_back", values_come_back),
@@ -375,6 +445,15 @@ fn main() {
             "an_unregistered_function_is_a_clear_error",
             an_unregistered_function_is_a_clear_error,
         ),
+        (
+            "a_generic_instantiation_can_be_registered",
+            a_generic_instantiation_can_be_registered,
+        ),
+        (
+            "without_init_it_refuses_instead_of_starting_the_program_again",
+            without_init_it_refuses_instead_of_starting_the_program_again,
+        ),
+        ("child_without_init", child_without_init),
         (
             "a_crash_names_the_signal_and_the_next_call_gets_a_new_worker",
             a_crash_names_the_signal_and_the_next_call_gets_a_new_worker,
