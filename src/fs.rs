@@ -3,7 +3,7 @@
 //!
 //! [`open`] and [`create`] give a [`File`]; its reads, writes, `readline`,
 //! `lines`, `seek`, `tell` and `flush` each run as one [`run_in_thread`] job.
-//! [`read`], [`read_to_string`] and [`write`] do a whole file in one job.
+//! [`read`], [`read_to_string`] and [`write()`] do a whole file in one job.
 //!
 //! # Invariants
 //!

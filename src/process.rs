@@ -7,7 +7,7 @@
 //! away. Nothing is forked and left running Rust code: a worker is a fresh
 //! exec of the same binary, talking to its parent over a socketpair that is its
 //! standard input, with length-prefixed messages
-//! ([`Connection`](crate::channel::Connection)) whose contents are encoded
+//! ([`crate::channel::Connection`]) whose contents are encoded
 //! with serde and postcard.
 //!
 //! A closure cannot travel to another process, so the function is a plain

@@ -268,7 +268,7 @@ fn each_operation_waits_behind_a_running_job_and_can_be_interrupted_there() {
                 let (f, r) = interrupted(how, f, |f| f.read(100));
                 expect_interrupted(how, r);
                 // The next operation waits behind it, and is interrupted there.
-                let (mut f, r) = interrupted(how, f, move |f| op(f));
+                let (mut f, r) = interrupted(how, f, op);
                 expect_interrupted(how, r);
                 // The read completes; its bytes are there, and the abandoned
                 // operation did not run (a write would have reached the pipe).
