@@ -202,7 +202,11 @@ impl Socket {
     ///
     /// A cancel point while the send buffer is full. Cancelled, nothing was sent.
     pub fn send(&self, data: &[u8]) -> Result<usize> {
-        self.reg.retry(Direction::Write, || self.sock.send(data))
+        // MSG_NOSIGNAL: a closed peer is an EPIPE error, never a SIGPIPE that
+        // kills a program which restored SIGPIPE's default action.
+        self.reg.retry(Direction::Write, || {
+            self.sock.send_with_flags(data, libc::MSG_NOSIGNAL)
+        })
     }
 
     /// Sends all of `data`.
