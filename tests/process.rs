@@ -84,6 +84,13 @@ fn segfault(_: ()) {
     unreachable!("SIGSEGV's default action ends the process");
 }
 
+/// Sends `sig` to process `pid`; true if it was sent.
+#[allow(unsafe_code)]
+fn kill(pid: u32, sig: i32) -> bool {
+    // SAFETY: kill() takes two integers and touches no memory.
+    unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
+}
+
 fn exit_with(code: i32) {
     std::process::exit(code);
 }
@@ -287,11 +294,7 @@ fn a_crash_names_the_signal_and_the_next_call_gets_a_new_worker() {
 fn a_worker_killed_while_idle_is_replaced() {
     run_checked(|| {
         let first = curio::run_in_process(worker_pid, ()).unwrap();
-        let killed = std::process::Command::new("kill")
-            .args(["-9", &first.to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        assert!(kill(first, libc::SIGKILL));
         // Let the kill land before the next call reuses the worker.
         curio::sleep(ms(20)).unwrap();
         let second = curio::run_in_process(worker_pid, ()).unwrap();
