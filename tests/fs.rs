@@ -292,6 +292,37 @@ fn has_pending(f: &std::fs::File) -> bool {
 }
 
 #[test]
+fn the_whole_file_helpers_return_at_once_when_interrupted() {
+    for how in BOTH {
+        let dir = TempDir::new(&format!("helpers-{how:?}"));
+        let fifos: Vec<PathBuf> = (0..3).map(|i| dir.path(&format!("fifo{i}"))).collect();
+        for f in &fifos {
+            mkfifo(f);
+        }
+        run_real(move || {
+            // On a FIFO, open blocks until the other side comes: each helper
+            // is in flight on its pool thread when it is interrupted.
+            let p = fifos[0].clone();
+            let (_, r) = interrupted(how, (), move |_| curio::fs::read(&p).map(drop));
+            expect_interrupted(how, r);
+            let p = fifos[1].clone();
+            let (_, r) = interrupted(how, (), move |_| curio::fs::read_to_string(&p).map(drop));
+            expect_interrupted(how, r);
+            let p = fifos[2].clone();
+            let (_, r) = interrupted(how, (), move |_| curio::fs::write(&p, "late"));
+            expect_interrupted(how, r);
+            // The late jobs finish on their threads once the other sides
+            // come: the late readers see end of file, the late write arrives.
+            for p in &fifos[..2] {
+                drop(std::fs::OpenOptions::new().write(true).open(p).unwrap());
+            }
+            let got = std::fs::read(&fifos[2]).unwrap();
+            assert_eq!(got, b"late", "{how:?}: the write ran late, as documented");
+        });
+    }
+}
+
+#[test]
 fn an_interrupted_open_leaves_no_fd() {
     const ENV: &str = "CURIO_TEST_FS_FD_CHILD";
     if !in_child(ENV) {
