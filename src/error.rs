@@ -61,6 +61,12 @@ pub enum ErrorKind {
     /// by a signal); [`Error::output`] holds its status and captured output
     /// (Curio's `CalledProcessError`).
     ProcessFailed,
+    /// The peer of a message channel does not hold the same key (or did not
+    /// answer the challenge properly).
+    AuthenticationFailed,
+    /// A worker process died (killed by a signal, or exited) before it
+    /// answered; the message names the signal or the exit status.
+    WorkerDied,
 }
 
 /// The error type of this crate: a kind plus detail. Cheap to move (one pointer).
@@ -214,6 +220,8 @@ impl Error {
             ErrorKind::Usage => "invalid use",
             ErrorKind::Io => "i/o error",
             ErrorKind::ProcessFailed => "command failed",
+            ErrorKind::AuthenticationFailed => "authentication failed",
+            ErrorKind::WorkerDied => "worker process died",
         }
     }
 }
@@ -279,6 +287,7 @@ impl From<Error> for io::Error {
                 io::ErrorKind::TimedOut
             }
             ErrorKind::ResourceBusy => io::ErrorKind::ResourceBusy,
+            ErrorKind::AuthenticationFailed => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)

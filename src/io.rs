@@ -245,7 +245,11 @@ impl Socket {
     ///
     /// A cancel point while the send buffer is full. Cancelled, nothing was sent.
     pub fn send(&self, data: &[u8]) -> Result<usize> {
-        self.reg.retry(Direction::Write, || self.sock.send(data))
+        // MSG_NOSIGNAL: a closed peer is an EPIPE error, never a SIGPIPE that
+        // kills a program which restored SIGPIPE's default action.
+        self.reg.retry(Direction::Write, || {
+            self.sock.send_with_flags(data, libc::MSG_NOSIGNAL)
+        })
     }
 
     /// Sends all of `data`.
@@ -569,6 +573,52 @@ impl<S: StreamIo> Stream<S> {
         let n = self.io.read_some(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Reads until at least `n` bytes are buffered or the end of file, growing
+    /// the buffer no faster than data arrives (never to `n` up front, so a
+    /// peer that announces a huge message and sends nothing costs nothing).
+    /// Returns how many bytes are buffered. Consumes nothing: cancelled or
+    /// failed, every byte read stays buffered.
+    pub(crate) fn fill_to(&mut self, n: usize) -> Result<usize> {
+        while self.end - self.pos < n {
+            if self.pos > 0 {
+                self.buf.copy_within(self.pos..self.end, 0);
+                self.end -= self.pos;
+                self.pos = 0;
+            }
+            // At least a chunk, at most what is missing, and never more than
+            // doubling what has already arrived.
+            let room = (n - self.end).min(self.end.max(CHUNK)).max(CHUNK);
+            if self.buf.len() < self.end + room {
+                self.buf.resize(self.end + room, 0);
+            }
+            let got = self
+                .io
+                .read_some(&mut self.buf[self.end..self.end + room])?;
+            if got == 0 {
+                break;
+            }
+            self.end += got;
+        }
+        Ok(self.end - self.pos)
+    }
+
+    /// Drops the first `n` buffered bytes (at most what is buffered).
+    pub(crate) fn discard(&mut self, n: usize) {
+        self.consume_buf(n.min(self.end - self.pos));
+    }
+
+    /// Takes the first `n` buffered bytes (`n` at most what is buffered). A
+    /// message that fills the whole buffer is handed over without a copy.
+    pub(crate) fn take_buffered(&mut self, n: usize) -> Vec<u8> {
+        if self.pos == 0 && self.end == n && n >= CHUNK {
+            let mut out = std::mem::take(&mut self.buf);
+            out.truncate(n);
+            self.end = 0;
+            return out;
+        }
+        self.take(n)
     }
 
     /// Reads up to `maxbytes`: buffered bytes first, else whatever one read

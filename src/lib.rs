@@ -50,6 +50,11 @@
 //! - [`sync`] ([`Event`], [`Lock`], [`Semaphore`], [`Condition`] …) and [`Queue`]:
 //!   coordination between tasks; every wait is a cancel point.
 //! - [`run_in_thread`], [`UniversalQueue`], [`UniversalEvent`]: the bridge to OS threads.
+//! - [`run_in_process`] and [`process_fn!`]: CPU-bound work in worker processes
+//!   ([`process::init`] first thing in `main`).
+//! - [`channel`] ([`channel::Connection`], [`channel::Channel`]): framed, typed
+//!   messages between processes, with an authenticated rendezvous.
+//! - [`fs`] ([`fs::open`], [`fs::File`]): files whose operations run on the thread pool.
 //! - [`net`] ([`net::tcp_server`], [`net::open_connection`], typed sockets) and
 //!   [`io`] ([`Socket`], [`Stream`]): sockets and streams, with `std::io` interop.
 //! - [`signal`] ([`SignalSet`], [`SignalEvent`]): Unix signals caught, queued
@@ -59,10 +64,13 @@
 //!
 //! The design is written up in the repository's `arch-notes/`.
 
+pub mod channel;
 pub mod error;
+pub mod fs;
 pub mod io;
 pub mod kernel;
 pub mod net;
+pub mod process;
 pub mod queue;
 pub mod signal;
 pub mod subprocess;
@@ -85,6 +93,7 @@ mod wait;
 pub use error::{CurioError, Error, ErrorKind, Result};
 pub use io::{FileStream, Socket, SocketStream, Stream};
 pub use kernel::{Kernel, run};
+pub use process::run_in_process;
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
 pub use signal::{SignalEvent, SignalSet};
 pub use stack::{DEFAULT_IDLE_STACKS, DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
@@ -97,3 +106,9 @@ pub use time::{
 };
 pub use universal::{UniversalEvent, UniversalQueue};
 pub use workers::run_in_thread;
+
+/// What the crate's macros expand to; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

@@ -631,18 +631,55 @@ pub(crate) fn realtime_range() -> (libc::c_int, libc::c_int) {
 // Processes
 // ---------------------------------------------------------------------------
 
-/// `pidfd_open(pid, 0)`: an fd that becomes readable when process `pid` exits
-/// (close-on-exec). `ENOSYS` on kernels before 5.3.
+/// A pidfd for the child `pid` (`pidfd_open(pid, 0)`, Linux 5.3+; `ENOSYS`
+/// before): readable once the child has exited, so the kernel can wait for it
+/// with the poller instead of blocking. Close-on-exec.
+///
+/// The caller must hold the child unreaped (a `std::process::Child` not yet
+/// waited for), so that `pid` cannot have been reused by another process.
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    if pid == 0 || pid > i32::MAX as u32 {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: pidfd_open takes a pid and flags and touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: on success the kernel returned a new fd that nothing else owns.
+    // SAFETY: on success pidfd_open returns a new fd (close-on-exec) that
+    // nothing else owns; we take ownership of it here, once.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Asks the OS to send SIGKILL to this process when the thread that started
+/// it exits (`PR_SET_PDEATHSIG`), so a worker never outlives its parent.
+pub(crate) fn kill_me_when_parent_dies() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, signal) takes integers only.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    check(r)
+}
+
+/// Ignores SIGINT in this process (a worker leaves Ctrl-C to its parent).
+pub(crate) fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN runs no code of ours in a signal handler.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
+/// Points fd 0 at `/dev/null`, after the caller has taken a duplicate of what
+/// was there, so code that reads standard input cannot swallow protocol bytes.
+pub(crate) fn stdin_to_dev_null() -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: dup2 onto fd 0 replaces standard input atomically. No OwnedFd
+    // owns fd 0 (std's Stdin only borrows it), so no owner sees its fd change
+    // underneath it; `null` stays owned by its File and is closed on drop.
+    check(unsafe { libc::dup2(null.as_raw_fd(), 0) })
 }

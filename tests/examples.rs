@@ -105,6 +105,7 @@ fn number_crunching_keeps_the_kernel_responsive() {
     let _hog = CPU_HOG.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
     let out = Command::new(example("number_crunching"))
+        .arg("--thread")
         .output()
         .expect("run example");
     assert!(
@@ -117,6 +118,14 @@ fn number_crunching_keeps_the_kernel_responsive() {
         .lines()
         .map(str::to_owned)
         .collect();
+    check_number_crunching(&lines);
+    // Cancelled after ~4 s although fib(44) would take far longer.
+    assert!(start.elapsed() < Duration::from_secs(15));
+}
+
+/// The order the tutorial shows: the kid builds while the countdown ticks, and
+/// the cancellation after the countdown reaches it.
+fn check_number_crunching(lines: &[String]) {
     let pos = |s: &str| {
         lines
             .iter()
@@ -127,8 +136,90 @@ fn number_crunching_keeps_the_kernel_responsive() {
     assert!(pos("T-minus 3") < pos("T-minus 2") && pos("T-minus 2") < pos("T-minus 1"));
     assert!(pos("T-minus 1") < pos("Fine. Saving my work."));
     assert!(lines.iter().any(|l| l == "fib(30) = 832040"), "{lines:?}");
-    // Cancelled after ~4 s although fib(44) would take far longer.
-    assert!(start.elapsed() < Duration::from_secs(15));
+}
+
+/// The children of process `pid` (its `run_in_process` workers).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// The tutorial's form: the Fibonacci numbers are computed in a worker
+/// process while the countdown ticks, and cancelling the kid kills that
+/// worker in the middle of fib(4x): by the time the kid says it saves its
+/// work, the worker is gone.
+#[test]
+fn number_crunching_in_a_process_is_killed_when_the_kid_is_cancelled() {
+    use std::io::BufRead;
+    let start = Instant::now();
+    let mut child = Command::new(example("number_crunching"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run example");
+    let pid = child.id();
+    let mut lines = Vec::new();
+    let mut workers_during = 0;
+    let mut workers_after_cancel = None;
+    let mut when = std::collections::HashMap::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("T-minus") {
+            workers_during = workers_during.max(children_of(pid).len());
+        }
+        if line.starts_with("Fine. Saving my work.") {
+            workers_after_cancel = Some(children_of(pid));
+        }
+        when.insert(
+            line.split(' ').next().unwrap_or("").to_string(),
+            start.elapsed(),
+        );
+        lines.push(line);
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "too slow: {lines:?}"
+        );
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    check_number_crunching(&lines);
+    assert_eq!(
+        workers_during, 1,
+        "one worker crunched during the countdown"
+    );
+    assert_eq!(
+        workers_after_cancel,
+        Some(vec![]),
+        "the worker was killed and reaped when the kid was cancelled"
+    );
+    // The countdown ticked on time while the worker crunched: three ticks a
+    // second apart, and the cancellation a second after the last.
+    let t = |w: &str| when[w];
+    assert!(
+        t("Fine.") - t("Let's") < Duration::from_millis(3900),
+        "{when:?}"
+    );
 }
 
 /// Runs `with_signals` on the virtual clock, sending it `SIGHUP` (with

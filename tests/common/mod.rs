@@ -471,3 +471,47 @@ pub fn until_state(task: &curio::TaskRef, state: State) {
     }
     panic!("task never reached {state:?}; it is {:?}", task.state());
 }
+
+// ---------------------------------------------------------------------------
+// Processes and fds (leak checks)
+// ---------------------------------------------------------------------------
+
+/// How many fds this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The children of this process that exist (running or zombie), as
+/// `(pid, state)` with the state letter of `/proc/PID/stat` (`'Z'`: zombie).
+pub fn child_processes() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == me {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// True if process `pid` exists (in any state, zombie included).
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
