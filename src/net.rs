@@ -8,8 +8,10 @@
 //!   handler is reported as a task crash and the server goes on.
 //! - When the server ends (cancelled, or a fatal accept error) it closes its
 //!   listener and cancels every handler still running, waiting for each.
-//! - Host names are resolved on the worker threads (`run_in_thread`), never on
-//!   the kernel thread.
+//! - Host names are resolved on a lane of worker threads of their own
+//!   ([`resolve`]; at most [`RESOLVER_THREADS`](crate::workers::RESOLVER_THREADS)
+//!   at once, plus as many abandoned lookups), never on the kernel thread and
+//!   never on the `run_in_thread` pool, so slow lookups cannot exhaust it.
 //!
 //! # Example
 //!
@@ -418,10 +420,31 @@ where
 ///
 /// A cancel point while resolving and while connecting.
 pub fn open_connection(host: &str, port: u16) -> Result<TcpStream> {
+    create_connection(&resolve(host, port)?)
+}
+
+/// Resolves `host` and `port` to socket addresses (`getaddrinfo`) on the
+/// kernel's name-lookup threads, which are kept apart from the
+/// [`run_in_thread`](crate::run_in_thread) pool: at most
+/// [`RESOLVER_THREADS`](crate::workers::RESOLVER_THREADS) lookups run at once,
+/// further ones wait for a thread.
+///
+/// ```
+/// curio::run(|| {
+///     let addrs = curio::net::resolve("localhost", 80).unwrap();
+///     assert!(addrs.iter().all(|a| a.port() == 80 && a.ip().is_loopback()));
+/// });
+/// ```
+///
+/// # Cancellation
+///
+/// A cancel point. Cancelled or timed out, it returns at once; a lookup already
+/// running finishes on its thread and its answer is dropped (that thread is
+/// busy until then).
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     let target = (host.to_string(), port);
-    let addrs: Vec<SocketAddr> =
-        crate::workers::run_in_thread(move || target.to_socket_addrs().map(|a| a.collect()))??;
-    create_connection(&addrs)
+    crate::workers::run_in_resolver(move || target.to_socket_addrs().map(|a| a.collect()))?
+        .map_err(Error::from)
 }
 
 /// Connects to the first of `addrs` that accepts; the error of the last one
