@@ -55,6 +55,10 @@ use crate::poller::Direction;
 use crate::sys;
 use crate::trap;
 
+mod blocking;
+
+pub use blocking::Blocking;
+
 /// An fd's registration with the poller of the kernel that first waited on it.
 pub(crate) struct Registration {
     fd: RawFd,
@@ -112,22 +116,6 @@ impl Drop for Registration {
                 }
             });
         }
-    }
-}
-
-/// Puts `fd` in blocking mode for the life of the guard, then back.
-struct BlockingGuard<'a>(BorrowedFd<'a>);
-
-impl<'a> BlockingGuard<'a> {
-    fn new(fd: BorrowedFd<'a>) -> Result<BlockingGuard<'a>> {
-        sys::set_nonblocking(fd, false)?;
-        Ok(BlockingGuard(fd))
-    }
-}
-
-impl Drop for BlockingGuard<'_> {
-    fn drop(&mut self) {
-        let _ = sys::set_nonblocking(self.0, true);
     }
 }
 
@@ -286,13 +274,37 @@ impl Socket {
         Stream::new(self)
     }
 
-    /// Lends the raw socket in blocking mode to `f` (for synchronous code, or to
-    /// hand a `try_clone` of it to a worker thread), and restores non-blocking
-    /// mode afterwards, even if `f` panics. Blocking calls on it block the whole
-    /// kernel unless made from another thread.
-    pub fn blocking<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Result<R> {
-        let _guard = BlockingGuard::new(self.sock.as_fd())?;
-        Ok(f(&self.sock))
+    /// Lends the socket to synchronous code: `f` gets a [`Blocking`] handle
+    /// whose reads and writes wait until they can proceed, by blocking the
+    /// calling OS thread. Hand a [`Blocking::try_clone`] of it to a worker
+    /// thread ([`run_in_thread`](crate::run_in_thread)) to keep the kernel free;
+    /// the clone keeps blocking there after `blocking` returns.
+    ///
+    /// The socket itself stays in non-blocking mode (that mode belongs to the
+    /// open file description every duplicate shares), so other tasks using it
+    /// meanwhile are never turned into calls that block the kernel. See
+    /// `arch-notes/io-readiness.md`.
+    ///
+    /// ```
+    /// use curio::net::UnixStream;
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     a.blocking(|raw| raw.write_all(b"from sync code"))??;
+    ///     assert_eq!(b.recv(100)?, b"from sync code");
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Never fails today; the `Result` matches [`Stream::blocking`].
+    ///
+    /// # Cancellation
+    ///
+    /// Not a cancel point itself; `f` may contain cancel points.
+    pub fn blocking<R>(&self, f: impl FnOnce(&Blocking<BorrowedFd<'_>>) -> R) -> Result<R> {
+        Ok(f(&Blocking::new(self.sock.as_fd(), true)))
     }
 }
 
@@ -735,13 +747,31 @@ impl<S: StreamIo> Stream<S> {
         (self.io, rest)
     }
 
-    /// Lends the fd in blocking mode to `f` and restores non-blocking mode after,
-    /// even if `f` panics. Bytes already buffered are not seen by `f`: read
-    /// them first with [`Stream::buffered`].
-    pub fn blocking<R>(&mut self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
+    /// Lends the socket or file to synchronous code, as [`Socket::blocking`]
+    /// does: `f` gets a [`Blocking`] handle whose calls block the calling OS
+    /// thread, while the fd stays non-blocking for everyone else.
+    ///
+    /// # Errors
+    ///
+    /// Refuses (a [`Usage`](crate::ErrorKind::Usage) error, and `f` does not
+    /// run) while the stream holds unread buffered bytes, which `f` would
+    /// otherwise silently skip: read them first ([`Stream::buffered`] shows
+    /// them), or take them with [`Stream::into_inner`].
+    ///
+    /// # Cancellation
+    ///
+    /// Not a cancel point itself; `f` may contain cancel points.
+    pub fn blocking<R>(&mut self, f: impl FnOnce(&Blocking<BorrowedFd<'_>>) -> R) -> Result<R> {
+        let unread = self.buffered().len();
+        if unread > 0 {
+            return Err(Error::usage(format!(
+                "there is unread buffered data ({unread} bytes); read it before \
+                 lending the fd, or take it with into_inner"
+            )));
+        }
         let fd = self.io.fd();
-        let _guard = BlockingGuard::new(fd)?;
-        Ok(f(fd))
+        let socket = sys::fd_kind(fd) == sys::FdKind::Socket;
+        Ok(f(&Blocking::new(fd, socket)))
     }
 }
 

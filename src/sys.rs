@@ -298,3 +298,110 @@ pub(crate) fn recv_from(
     let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
     sock.recv_from(uninit)
 }
+
+/// Waits until `fd` is readable (`write` false) or writable, an error or
+/// hang-up is pending, or `timeout` has passed (`None`: no limit). Returns
+/// false on timeout. Blocks the calling OS thread; retries after signals.
+pub(crate) fn poll_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    write: bool,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up, so a sub-millisecond wait does not spin at zero.
+                left.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: if write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid, writable pollfd that lives across the call;
+        // poll writes only its `revents`. A borrowed fd is open for the call.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r == 0 {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `read(2)` on a borrowed fd into an initialised buffer.
+pub(crate) fn read_fd(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call,
+    // and read(2) writes at most that many.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `write(2)` on a borrowed fd; for a socket, `send(2)` with `MSG_NOSIGNAL`, so
+/// a closed peer is an `EPIPE` error and never a `SIGPIPE`.
+pub(crate) fn write_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &[u8],
+    socket: bool,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let n = if socket {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call.
+        unsafe { libc::send(raw, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) }
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::write(raw, buf.as_ptr().cast(), buf.len()) }
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// What kind of file an fd is, as far as I/O readiness cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    Socket,
+    /// A pipe or FIFO.
+    Pipe,
+    /// Anything else (terminal, regular file, device), or unknown.
+    Other,
+}
+
+/// The kind of `fd` (`fstat`); [`FdKind::Other`] if it cannot be examined.
+pub(crate) fn fd_kind(fd: std::os::fd::BorrowedFd<'_>) -> FdKind {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into `st`, which is valid for it.
+    let r = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if r != 0 {
+        return FdKind::Other;
+    }
+    // SAFETY: fstat returned 0, so it filled `st` in.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    match mode {
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFIFO => FdKind::Pipe,
+        _ => FdKind::Other,
+    }
+}

@@ -781,19 +781,45 @@ fn a_timeout_through_std_io_is_timed_out_and_still_recognised() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn blocking_lends_the_socket_in_blocking_mode_and_restores_it() {
+fn blocking_lends_a_handle_whose_calls_wait_while_the_socket_stays_non_blocking() {
     run_real(|| {
         let (c, s) = tcp_pair();
         assert!(s.socket().nonblocking().unwrap());
         let mode = s
             .blocking(|raw| {
-                (&*raw).write_all(b"sync write").unwrap();
-                raw.nonblocking().unwrap()
+                raw.write_all(b"sync write").unwrap();
+                raw.socket().unwrap().nonblocking().unwrap()
             })
             .unwrap();
-        assert!(!mode, "inside blocking() the socket blocks");
-        assert!(s.socket().nonblocking().unwrap(), "restored afterwards");
+        assert!(mode, "lending leaves the shared file description non-blocking");
         assert_eq!(c.recv(100).unwrap(), b"sync write");
+
+        // A read on the handle waits for data (here on the kernel thread, so
+        // the whole kernel waits: the data comes from an OS thread).
+        let raw_c = c.blocking(|raw| raw.try_clone()).unwrap().unwrap();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            raw_c.write_all(b"late").unwrap();
+        });
+        let got = s
+            .blocking(|raw| {
+                let mut buf = [0u8; 4];
+                raw.read_exact(&mut buf).map(|()| buf)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"late");
+        sender.join().unwrap();
+
+        // A read timeout on the handle.
+        let e = s
+            .blocking(|raw| {
+                raw.set_read_timeout(Some(Duration::from_millis(30)));
+                raw.read(&mut [0u8; 4])
+            })
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
 
         // A duplicate handed to a worker thread, like blocking_io_in_thread.
         c.sendall(b"threa").unwrap();
@@ -802,18 +828,24 @@ fn blocking_lends_the_socket_in_blocking_mode_and_restores_it() {
                 let dup = raw.try_clone()?;
                 let r = curio::run_in_thread(move || {
                     let mut buf = [0u8; 5];
-                    (&dup).read_exact(&mut buf).map(|()| buf.to_vec())
+                    dup.read_exact(&mut buf).map(|()| buf.to_vec())
                 })??;
                 Ok(r)
             })
             .unwrap();
         assert!(s.socket().nonblocking().unwrap());
         assert_eq!(reply.unwrap(), b"threa");
+
+        // The handle of a stream over a pipe is a file, not a socket.
+        let (r, _w) = io::pipe().unwrap();
+        let mut rd = FileStream::from_fd(r).unwrap();
+        let e = rd.blocking(|raw| raw.socket().map(|_| ())).unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
     });
 }
 
 #[test]
-fn blocking_restores_non_blocking_mode_even_when_the_closure_panics() {
+fn a_panic_inside_blocking_leaves_the_socket_usable_and_non_blocking() {
     run_real(|| {
         // A std client on an OS thread: if the socket stayed in blocking mode
         // the recv below would block the kernel until this late send, and the
@@ -830,7 +862,7 @@ fn blocking_restores_non_blocking_mode_even_when_the_closure_panics() {
 
         let r = panic::catch_unwind(AssertUnwindSafe(|| {
             s.blocking(|raw| {
-                assert!(!raw.nonblocking().unwrap());
+                assert!(raw.socket().unwrap().nonblocking().unwrap());
                 panic!("boom inside blocking()");
             })
         }));
@@ -864,6 +896,129 @@ fn blocking_restores_non_blocking_mode_even_when_the_closure_panics() {
         let r = curio::timeout_after(ms(50), || st.read(10));
         assert_eq!(outcome(&r), "Timeout");
         curio::run_in_thread(move || late.join().unwrap()).unwrap();
+    });
+}
+
+/// Issue 10, item 3: a task that lends a socket (here, to a worker thread, as
+/// `examples/blocking_io_in_thread` does) and waits meanwhile must not turn
+/// another task's I/O on the same socket into a call that blocks the kernel.
+#[test]
+fn lending_a_socket_does_not_stall_other_tasks_using_it() {
+    let (recv_took, outcome_text, worst_gap) = run_real(|| {
+        let listener = TcpListener::bind(any_port()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The peer sends nothing for 1.5 s, then one byte, then reads the reply.
+        let peer = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            c.write_all(b"x").unwrap();
+            let mut reply = [0u8; 5];
+            c.read_exact(&mut reply).unwrap();
+            reply
+        });
+        let (s, _) = listener.accept().unwrap();
+        let s = Rc::new(s);
+
+        let lent = Rc::new(Cell::new(false));
+        let (s1, l1) = (s.clone(), lent.clone());
+        let writer = curio::spawn(move || -> curio::Result<()> {
+            s1.blocking(|raw| -> curio::Result<()> {
+                let dup = raw.try_clone()?;
+                l1.set(true);
+                curio::run_in_thread(move || {
+                    std::thread::sleep(Duration::from_millis(600));
+                    dup.write_all(b"reply")
+                })??;
+                Ok(())
+            })?
+        });
+        let gaps = Rc::new(Cell::new(Duration::ZERO));
+        let g = gaps.clone();
+        let heartbeat = curio::spawn(move || -> curio::Result<()> {
+            let mut last = std::time::Instant::now();
+            loop {
+                curio::sleep(ms(20))?;
+                let now = std::time::Instant::now();
+                g.set(g.get().max(now - last));
+                last = now;
+            }
+        });
+        while !lent.get() {
+            curio::sleep(ms(1)).unwrap();
+        }
+        // The socket is lent; the writer waits for its thread. A reader now:
+        let t0 = std::time::Instant::now();
+        let r = curio::timeout_after(ms(200), || s.recv(10));
+        let took = t0.elapsed();
+        writer.join().unwrap().unwrap();
+        heartbeat.cancel().unwrap();
+        assert_eq!(s.recv(10).unwrap(), b"x");
+        assert_eq!(curio::run_in_thread(move || peer.join().unwrap()).unwrap(), *b"reply");
+        (took, outcome(&r), gaps.get())
+    });
+    assert_eq!(outcome_text, "Timeout");
+    assert!(
+        recv_took < Duration::from_millis(600),
+        "a 200 ms recv took {recv_took:?}: it blocked the kernel"
+    );
+    assert!(
+        worst_gap < Duration::from_millis(400),
+        "a 20 ms heartbeat saw a gap of {worst_gap:?}"
+    );
+}
+
+/// Issue 10, item 3: the documented use, a clone handed to a worker thread,
+/// keeps working after `blocking()` has returned.
+#[test]
+fn a_clone_handed_to_a_thread_blocks_there_after_blocking_returns() {
+    let got = run_real(|| {
+        let (c, s) = tcp_pair();
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.blocking(|raw| {
+            let dup = raw.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 5];
+                let r = dup.read_exact(&mut buf).map(|()| buf);
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            });
+        })
+        .unwrap();
+        curio::sleep(ms(200)).unwrap(); // blocking() is over; the thread waits
+        c.sendall(b"hello").unwrap();
+        curio::run_in_thread(move || rx.recv().unwrap()).unwrap()
+    });
+    assert_eq!(got, Ok(*b"hello"));
+}
+
+/// Issue 9, item 3: a stream holding unread bytes refuses to lend its fd, as
+/// Curio does ("There is unread buffered data."), for sockets and pipes alike.
+#[test]
+fn blocking_refuses_while_a_stream_holds_unread_bytes() {
+    run_real(|| {
+        let (c, s) = tcp_pair();
+        let mut st = s.as_stream();
+        c.sendall(b"line one\nline two\n").unwrap();
+        assert_eq!(st.readline().unwrap(), b"line one\n");
+        let ran = Cell::new(false);
+        let e = st.blocking(|_| ran.set(true)).unwrap_err();
+        assert!(!ran.get(), "the closure ran past unread bytes");
+        assert!(
+            e.to_string().contains("unread buffered data"),
+            "the message says why: {e}"
+        );
+        assert_eq!(st.readline().unwrap(), b"line two\n", "nothing was lost");
+        st.blocking(|_| ran.set(true)).unwrap();
+        assert!(ran.get(), "with nothing buffered, blocking() lends the fd");
+
+        let (r, w) = io::pipe().unwrap();
+        let mut rd = FileStream::from_fd(r).unwrap();
+        let mut wr = FileStream::from_fd(w).unwrap();
+        wr.write(b"a\nb\n").unwrap();
+        assert_eq!(rd.readline().unwrap(), b"a\n");
+        let e = rd.blocking(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("unread buffered data"), "{e}");
+        assert_eq!(rd.readline().unwrap(), b"b\n");
+        rd.blocking(|_| ()).unwrap();
     });
 }
 
