@@ -30,7 +30,7 @@
 //!         let (client, _) = listener.accept()?;
 //!         let mut s = client.as_stream();
 //!         let line = s.readline()?;
-//!         s.write(&line)
+//!         s.write_all(&line)
 //!     });
 //!     let c = TcpStream::connect(addr)?;
 //!     c.sendall(b"hello\n")?;
@@ -44,8 +44,9 @@ use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use mio::Token;
 
@@ -56,8 +57,14 @@ use crate::sys;
 use crate::trap;
 
 mod blocking;
+mod split;
+mod stream;
 
 pub use blocking::Blocking;
+pub use split::{ReadHalf, WriteHalf};
+pub use stream::{
+    DEFAULT_MAX_LINE, FileStream, Lines, Parts, SocketReader, SocketStream, SocketWriter, Stream,
+};
 
 /// An fd's registration with the poller of the kernel that first waited on it.
 pub(crate) struct Registration {
@@ -181,7 +188,44 @@ impl Socket {
     ///
     /// As [`Socket::recv`].
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.reg.retry(Direction::Read, || (&self.sock).read(buf))
+        self.reg
+            .retry(Direction::Read, || sys::read_fd(self.sock.as_fd(), buf))
+    }
+
+    /// Receives into uninitialised memory (no need to zero a buffer first);
+    /// returns the part of `buf` that was filled (empty: the peer closed).
+    ///
+    /// ```
+    /// use std::mem::MaybeUninit;
+    /// use curio::net::UnixStream;
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     a.sendall(b"raw")?;
+    ///     let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+    ///     assert_eq!(b.recv_uninit(&mut buf)?, b"raw");
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Socket::recv`].
+    pub fn recv_uninit<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> Result<&'a mut [u8]> {
+        sys::read_uninit(self.sock.as_fd(), buf, || self.reg.wait(Direction::Read))
+    }
+
+    /// Receives at most `max` bytes into the spare capacity of `buf`, appending
+    /// them (the vector grows if it must; nothing is zeroed first); returns how
+    /// many came (0: the peer closed).
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Socket::recv`]; `buf` is unchanged.
+    pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        self.reg.retry(Direction::Read, || {
+            sys::read_to_spare(self.sock.as_fd(), buf, max)
+        })
     }
 
     /// Sends some of `data`; returns how much.
@@ -269,6 +313,16 @@ impl Socket {
     /// Deregisters and closes the socket (the same as dropping it).
     pub fn close(self) {}
 
+    /// Takes the socket out without closing it: deregistered from the kernel
+    /// first, so it can be handed to other code, another kernel or another
+    /// thread. It stays in non-blocking mode; call `set_nonblocking(false)` on
+    /// it for code that expects a blocking socket.
+    pub fn into_socket2(self) -> socket2::Socket {
+        let Socket { reg, sock } = self;
+        drop(reg); // deregisters while the fd is still open
+        sock
+    }
+
     /// Wraps the socket in a buffered [`SocketStream`].
     pub fn as_stream(self) -> SocketStream {
         Stream::new(self)
@@ -319,6 +373,20 @@ impl std::fmt::Debug for Socket {
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+impl From<Socket> for OwnedFd {
+    /// As [`Socket::into_socket2`]: deregistered, not closed.
+    fn from(s: Socket) -> OwnedFd {
+        s.into_socket2().into()
+    }
+}
+
+impl IntoRawFd for Socket {
+    /// As [`Socket::into_socket2`]: deregistered, not closed; the caller owns the fd.
+    fn into_raw_fd(self) -> RawFd {
+        self.into_socket2().into_raw_fd()
     }
 }
 
@@ -375,16 +443,94 @@ impl FileIo {
             file,
         })
     }
+
+    /// Takes the fd out without closing it (deregistered first). It stays in
+    /// non-blocking mode.
+    pub fn into_owned_fd(self) -> OwnedFd {
+        let FileIo { reg, file } = self;
+        drop(reg);
+        file.into()
+    }
 }
 
-/// What a [`Stream`] reads from and writes to: a [`Socket`] or a [`FileIo`].
+impl From<FileIo> for OwnedFd {
+    fn from(f: FileIo) -> OwnedFd {
+        f.into_owned_fd()
+    }
+}
+
+impl AsFd for FileIo {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl std::fmt::Debug for FileIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileIo")
+            .field("fd", &self.file.as_raw_fd())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What streams read from and write to
+// ---------------------------------------------------------------------------
+
+/// What a [`Stream`] reads from and writes to: a [`Socket`], a [`FileIo`], or
+/// anything else that reads and writes by suspending the task.
+///
+/// Every `StreamIo` is also a [`ReadIo`] and a [`WriteIo`]; the two halves of a
+/// split stream ([`ReadHalf`], [`WriteHalf`]) are one each.
 pub trait StreamIo {
     /// Reads some bytes (0 at end of file), suspending the task while none are ready.
     fn read_some(&self, buf: &mut [u8]) -> Result<usize>;
     /// Writes all of `data`; on failure the error says how much was written.
     fn write_all_of(&self, data: &[u8]) -> Result<()>;
-    /// The fd, for [`Stream::blocking`].
+    /// The fd.
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Reads at most `max` bytes into the spare capacity of `buf`, appending
+    /// them; returns how many came (0 at end of file). The default reads
+    /// through [`StreamIo::read_some`] into zeroed space; sockets and files read
+    /// into the spare capacity directly.
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        let len = buf.len();
+        buf.resize(len + max, 0);
+        let r = self.read_some(&mut buf[len..]);
+        buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        r
+    }
+}
+
+/// The reading side of a [`Stream`]: what its read methods need. Every
+/// [`StreamIo`] is one, and so is a [`ReadHalf`].
+pub trait ReadIo {
+    /// As [`StreamIo::read_some`].
+    fn read_some(&self, buf: &mut [u8]) -> Result<usize>;
+    /// As [`StreamIo::read_spare`].
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize>;
+}
+
+/// The writing side of a [`Stream`]: what its write methods need. Every
+/// [`StreamIo`] is one, and so is a [`WriteHalf`].
+pub trait WriteIo {
+    /// As [`StreamIo::write_all_of`].
+    fn write_all_of(&self, data: &[u8]) -> Result<()>;
+}
+
+impl<T: StreamIo + ?Sized> ReadIo for T {
+    fn read_some(&self, buf: &mut [u8]) -> Result<usize> {
+        StreamIo::read_some(self, buf)
+    }
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        StreamIo::read_spare(self, buf, max)
+    }
+}
+
+impl<T: StreamIo + ?Sized> WriteIo for T {
+    fn write_all_of(&self, data: &[u8]) -> Result<()> {
+        StreamIo::write_all_of(self, data)
+    }
 }
 
 impl StreamIo for Socket {
@@ -397,19 +543,22 @@ impl StreamIo for Socket {
     fn fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        self.recv_append(buf, max)
+    }
 }
 
 impl StreamIo for FileIo {
     fn read_some(&self, buf: &mut [u8]) -> Result<usize> {
-        self.reg.retry(Direction::Read, || (&self.file).read(buf))
+        self.reg
+            .retry(Direction::Read, || sys::read_fd(self.file.as_fd(), buf))
     }
     fn write_all_of(&self, data: &[u8]) -> Result<()> {
         let mut done = 0;
         while done < data.len() {
-            match self
-                .reg
-                .retry(Direction::Write, || (&self.file).write(&data[done..]))
-            {
+            match self.reg.retry(Direction::Write, || {
+                sys::write_fd(self.file.as_fd(), &data[done..], false)
+            }) {
                 Ok(0) => {
                     let e = Error::from(io::Error::from(io::ErrorKind::WriteZero));
                     return Err(e.with_progress(done));
@@ -423,406 +572,9 @@ impl StreamIo for FileIo {
     fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
-}
-
-// ---------------------------------------------------------------------------
-// Streams
-// ---------------------------------------------------------------------------
-
-/// The default longest line [`Stream::readline`] accepts.
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-
-const CHUNK: usize = 8 * 1024;
-
-/// A buffered stream over a socket or a file: `read`, `read_exactly`,
-/// `readline`, lines … and `write`. Bytes read before a cancellation or an
-/// error stay buffered for the next read.
-pub struct Stream<S: StreamIo> {
-    io: S,
-    /// Always fully initialised; `buf[pos..end]` is what has been read but
-    /// not handed out. Reads land in `buf[end..]`, so the buffer is zeroed
-    /// only when it grows, not on every read.
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
-    max_line: usize,
-}
-
-/// A stream over a socket ([`Socket::as_stream`]).
-pub type SocketStream = Stream<Socket>;
-/// A stream over a pipe, terminal or file.
-pub type FileStream = Stream<FileIo>;
-
-impl FileStream {
-    /// A stream over `fd` (a pipe end, a child's stdout …), made non-blocking.
-    pub fn from_fd(fd: impl Into<OwnedFd>) -> Result<FileStream> {
-        Ok(Stream::new(FileIo::new(fd)?))
-    }
-
-    /// A stream over a duplicate of this process's standard input.
-    pub fn stdin() -> Result<FileStream> {
-        FileStream::from_fd(io::stdin().as_fd().try_clone_to_owned()?)
-    }
-
-    /// A stream over a duplicate of this process's standard output.
-    pub fn stdout() -> Result<FileStream> {
-        FileStream::from_fd(io::stdout().as_fd().try_clone_to_owned()?)
-    }
-}
-
-impl<S: StreamIo> Stream<S> {
-    /// A stream over `io`.
-    pub fn new(io: S) -> Stream<S> {
-        Stream {
-            io,
-            buf: Vec::new(),
-            end: 0,
-            pos: 0,
-            max_line: DEFAULT_MAX_LINE,
-        }
-    }
-
-    /// Sets the longest line `readline` accepts (bytes, newline included).
-    pub fn set_max_line(&mut self, bytes: usize) {
-        self.max_line = bytes.max(1);
-    }
-
-    /// The socket or file underneath.
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
-    /// Bytes read from the fd but not yet handed out.
-    pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..self.end]
-    }
-
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        let out = self.buf[self.pos..self.pos + n].to_vec();
-        self.consume_buf(n);
-        out
-    }
-
-    fn consume_buf(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.end {
-            self.pos = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Reads more into the buffer; returns how many bytes came (0: end of file).
-    fn fill(&mut self) -> Result<usize> {
-        if self.pos > 0 && self.buf.len() - self.end < CHUNK {
-            self.buf.copy_within(self.pos..self.end, 0);
-            self.end -= self.pos;
-            self.pos = 0;
-        }
-        if self.buf.len() - self.end < CHUNK {
-            self.buf.resize(self.end + CHUNK, 0);
-        }
-        let n = self.io.read_some(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// Reads up to `maxbytes`: buffered bytes first, else whatever one read
-    /// brings. An empty vector means end of file.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point while nothing is buffered or ready. Cancelled, nothing is lost.
-    pub fn read(&mut self, maxbytes: usize) -> Result<Vec<u8>> {
-        if self.buffered().is_empty() {
-            self.fill()?;
-        }
-        let n = self.buffered().len().min(maxbytes);
-        Ok(self.take(n))
-    }
-
-    /// Reads into `buf` until it is full or the end of file; returns the count
-    /// (less than `buf.len()` only at end of file).
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled (or failed), the bytes already copied into
-    /// `buf` are put back in the stream's buffer, so the next read returns them;
-    /// [`Error::bytes_done`] counts them.
-    pub fn readinto(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.read_short(&mut buf[done..]) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) => {
-                    self.unread(&buf[..done]);
-                    return Err(e.with_progress(done));
-                }
-            }
-        }
-        Ok(done)
-    }
-
-    /// Puts `bytes` back in front of the buffer.
-    fn unread(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut buf = Vec::with_capacity(bytes.len() + self.end - self.pos);
-        buf.extend_from_slice(bytes);
-        buf.extend_from_slice(self.buffered());
-        self.end = buf.len();
-        self.pos = 0;
-        self.buf = buf;
-    }
-
-    /// One read's worth: buffered bytes, else one read from the fd.
-    fn read_short(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.buffered().is_empty() {
-            if buf.len() >= CHUNK {
-                return self.io.read_some(buf);
-            }
-            self.fill()?;
-        }
-        let n = self.buffered().len().min(buf.len());
-        buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.consume_buf(n);
-        Ok(n)
-    }
-
-    /// Reads until end of file.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled (or failed), everything read so far stays
-    /// buffered, and the error's [`Error::bytes_done`] says how much.
-    pub fn read_all(&mut self) -> Result<Vec<u8>> {
-        loop {
-            match self.fill() {
-                Ok(0) => return Ok(self.take(self.buffered().len())),
-                Ok(_) => {}
-                Err(e) => return Err(e.with_progress(self.buffered().len())),
-            }
-        }
-    }
-
-    /// Reads exactly `n` bytes.
-    ///
-    /// # Errors
-    ///
-    /// End of file first: an I/O error of kind `UnexpectedEof` whose
-    /// [`Error::bytes_done`] is the number of bytes that did arrive; they stay
-    /// buffered.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled, the bytes read so far stay buffered.
-    pub fn read_exactly(&mut self, n: usize) -> Result<Vec<u8>> {
-        while self.buffered().len() < n {
-            match self.fill() {
-                Ok(0) => {
-                    let got = self.buffered().len();
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("end of file after {got} of {n} bytes; they stay buffered"),
-                    );
-                    return Err(Error::from(e).with_progress(got));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.with_progress(self.buffered().len())),
-            }
-        }
-        Ok(self.take(n))
-    }
-
-    /// Reads one line, newline included; at end of file, the rest (possibly
-    /// empty: an empty vector means end of file).
-    ///
-    /// # Errors
-    ///
-    /// A line longer than the limit ([`Stream::set_max_line`], 64 KiB by
-    /// default) is an I/O error of kind `InvalidData`; its bytes stay buffered.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled, a partial line stays buffered.
-    pub fn readline(&mut self) -> Result<Vec<u8>> {
-        let mut searched = 0;
-        loop {
-            // Only the first `max_line` bytes may hold the end of the line,
-            // however the data arrived.
-            let unread = self.buffered();
-            let window = &unread[..unread.len().min(self.max_line)];
-            if let Some(i) = window[searched..].iter().position(|&b| b == b'\n') {
-                return Ok(self.take(searched + i + 1));
-            }
-            searched = window.len();
-            if searched >= self.max_line {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "line longer than {} bytes; raise the limit with set_max_line",
-                        self.max_line
-                    ),
-                );
-                return Err(Error::from(e).with_progress(searched));
-            }
-            match self.fill() {
-                Ok(0) => return Ok(self.take(self.buffered().len())),
-                Ok(_) => {}
-                Err(e) => return Err(e.with_progress(self.buffered().len())),
-            }
-        }
-    }
-
-    /// Reads every line until end of file.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled (or failed), the lines already read are put
-    /// back in the buffer, so nothing is lost; [`Error::bytes_done`] counts them.
-    pub fn readlines(&mut self) -> Result<Vec<Vec<u8>>> {
-        let mut lines = Vec::new();
-        loop {
-            match self.readline() {
-                Ok(line) if line.is_empty() => return Ok(lines),
-                Ok(line) => lines.push(line),
-                Err(e) => {
-                    let back: Vec<u8> = lines.concat();
-                    self.unread(&back);
-                    return Err(e.with_progress(back.len()));
-                }
-            }
-        }
-    }
-
-    /// An iterator over lines (newline included) until end of file.
-    pub fn lines(&mut self) -> Lines<'_, S> {
-        Lines { stream: self }
-    }
-
-    /// Writes all of `data` (streams do not buffer writes).
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point while the fd is not writable; the error's
-    /// [`Error::bytes_done`] says how much was written.
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.io.write_all_of(data)
-    }
-
-    /// Writes each item in turn.
-    ///
-    /// # Cancellation
-    ///
-    /// As [`Stream::write`]; [`Error::bytes_done`] counts all bytes written.
-    pub fn writelines<I, B>(&mut self, lines: I) -> Result<()>
-    where
-        I: IntoIterator<Item = B>,
-        B: AsRef<[u8]>,
-    {
-        let mut total = 0;
-        for l in lines {
-            let l = l.as_ref();
-            if let Err(e) = self.io.write_all_of(l) {
-                let done = e.bytes_done().unwrap_or(0);
-                return Err(e.with_progress(total + done));
-            }
-            total += l.len();
-        }
-        Ok(())
-    }
-
-    /// Writes are unbuffered, so there is nothing to flush.
-    pub fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Closes the stream and its fd (the same as dropping it).
-    pub fn close(self) {}
-
-    /// Gives back the socket or file, with any bytes still buffered.
-    pub fn into_inner(self) -> (S, Vec<u8>) {
-        let rest = self.buffered().to_vec();
-        (self.io, rest)
-    }
-
-    /// Lends the socket or file to synchronous code, as [`Socket::blocking`]
-    /// does: `f` gets a [`Blocking`] handle whose calls block the calling OS
-    /// thread, while the fd stays non-blocking for everyone else.
-    ///
-    /// # Errors
-    ///
-    /// Refuses (a [`Usage`](crate::ErrorKind::Usage) error, and `f` does not
-    /// run) while the stream holds unread buffered bytes, which `f` would
-    /// otherwise silently skip: read them first ([`Stream::buffered`] shows
-    /// them), or take them with [`Stream::into_inner`].
-    ///
-    /// # Cancellation
-    ///
-    /// Not a cancel point itself; `f` may contain cancel points.
-    pub fn blocking<R>(&mut self, f: impl FnOnce(&Blocking<BorrowedFd<'_>>) -> R) -> Result<R> {
-        let unread = self.buffered().len();
-        if unread > 0 {
-            return Err(Error::usage(format!(
-                "there is unread buffered data ({unread} bytes); read it before \
-                 lending the fd, or take it with into_inner"
-            )));
-        }
-        let fd = self.io.fd();
-        let socket = sys::fd_kind(fd) == sys::FdKind::Socket;
-        Ok(f(&Blocking::new(fd, socket)))
-    }
-}
-
-/// Lines of a [`Stream`], from [`Stream::lines`].
-pub struct Lines<'a, S: StreamIo> {
-    stream: &'a mut Stream<S>,
-}
-
-impl<S: StreamIo> Iterator for Lines<'_, S> {
-    type Item = Result<Vec<u8>>;
-    fn next(&mut self) -> Option<Result<Vec<u8>>> {
-        match self.stream.readline() {
-            Ok(line) if line.is_empty() => None,
-            other => Some(other),
-        }
-    }
-}
-
-impl<S: StreamIo> Read for Stream<S> {
-    /// A short read, as `Read` expects (unlike [`Stream::readinto`]).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(self.read_short(buf)?)
-    }
-}
-
-impl<S: StreamIo> io::BufRead for Stream<S> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.buffered().is_empty() {
-            self.fill()?;
-        }
-        Ok(self.buffered())
-    }
-    fn consume(&mut self, amt: usize) {
-        self.consume_buf(amt.min(self.buffered().len()));
-    }
-}
-
-impl<S: StreamIo> Write for Stream<S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io.write_all_of(buf)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<S: StreamIo> std::fmt::Debug for Stream<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream")
-            .field("buffered", &self.buffered().len())
-            .finish()
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        self.reg.retry(Direction::Read, || {
+            sys::read_to_spare(self.file.as_fd(), buf, max)
+        })
     }
 }

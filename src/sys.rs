@@ -315,7 +315,9 @@ pub(crate) fn poll_fd(
             Some(d) => {
                 let left = d.saturating_duration_since(std::time::Instant::now());
                 // Round up, so a sub-millisecond wait does not spin at zero.
-                left.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
+                left.as_micros()
+                    .div_ceil(1000)
+                    .min(libc::c_int::MAX as u128) as libc::c_int
             }
         };
         let mut p = libc::pollfd {
@@ -403,5 +405,63 @@ pub(crate) fn fd_kind(fd: std::os::fd::BorrowedFd<'_>) -> FdKind {
         libc::S_IFSOCK => FdKind::Socket,
         libc::S_IFIFO => FdKind::Pipe,
         _ => FdKind::Other,
+    }
+}
+
+/// Reads (`read(2)`) at most `max` bytes from `fd` into the spare capacity of
+/// `buf`, appending them (no zero-filling); returns how many came.
+pub(crate) fn read_to_spare(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare[..len]` is memory `buf` owns, valid for writes of `len`
+    // bytes; read(2) writes at most `len` bytes there and nowhere else.
+    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    assert!(n <= len, "read(2) returned more than it was given room for");
+    // SAFETY: the kernel initialised the `n <= len` bytes just past `buf.len()`,
+    // which lie within its capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Reads (`read(2)`) into uninitialised memory, calling `wait` each time the fd
+/// answers `EAGAIN` (and retrying after `EINTR`), until data or end of file
+/// comes; returns the initialised part of `buf` (empty at end of file).
+pub(crate) fn read_uninit<'a, E: From<io::Error>>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &'a mut [std::mem::MaybeUninit<u8>],
+    mut wait: impl FnMut() -> Result<(), E>,
+) -> Result<&'a mut [u8], E> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; read(2)
+        // writes at most that many.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            let n = n as usize;
+            assert!(
+                n <= buf.len(),
+                "read(2) returned more than it was given room for"
+            );
+            // SAFETY: the kernel initialised the first `n` bytes of `buf`, and
+            // `MaybeUninit<u8>` has the layout of `u8`. The slice borrows `buf`
+            // for 'a, so nothing else can reach that memory meanwhile.
+            return Ok(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n) });
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => wait()?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e.into()),
+        }
     }
 }

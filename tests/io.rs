@@ -296,11 +296,11 @@ fn read_exactly_at_end_of_file_reports_the_bytes_that_came_and_keeps_them() {
         assert_eq!(e.bytes_done(), Some(5));
         assert_eq!(st.buffered(), b"hello");
         assert_eq!(
-            st.read(100).unwrap(),
+            st.read_some(100).unwrap(),
             b"hello",
             "the next read returns them"
         );
-        assert_eq!(st.read(100).unwrap(), b"");
+        assert_eq!(st.read_some(100).unwrap(), b"");
     });
 }
 
@@ -371,7 +371,7 @@ fn read_exactly_read_all_and_writelines() {
             let mut w = c.as_stream();
             w.writelines([&data[..100_000], &data[100_000..]])?;
             w.flush()?;
-            w.close();
+            w.close().unwrap();
             Ok(())
         });
         let mut st = s.as_stream();
@@ -512,10 +512,10 @@ fn stream_read_and_readinto_interrupted_lose_nothing() {
     run_real(|| {
         for how in BOTH {
             let (c, s) = tcp_pair();
-            let (mut st, r) = interrupted(how, s.as_stream(), |st| st.read(100));
+            let (mut st, r) = interrupted(how, s.as_stream(), |st| st.read_some(100));
             expect_interrupted(how, r);
             c.sendall(b"data").unwrap();
-            assert_eq!(st.read(100).unwrap(), b"data");
+            assert_eq!(st.read_some(100).unwrap(), b"data");
 
             let (mut st, r) = interrupted(how, st, |st| st.readinto(&mut [0u8; 32]));
             expect_interrupted(how, r);
@@ -602,13 +602,13 @@ fn stream_write_and_writelines_interrupted_report_what_was_written() {
             let (w, r) = tcp_pair_small_buffers();
             let big = pattern(8 << 20);
             let expected = big.clone();
-            let (mut st, res) = interrupted(how, w.as_stream(), move |st| st.write(&big));
+            let (mut st, res) = interrupted(how, w.as_stream(), move |st| st.write_all(&big));
             let e = expect_interrupted(how, res);
             let wrote = e.bytes_done().expect("write reports its progress");
             assert!(wrote > 0 && wrote < expected.len(), "{how:?}: {wrote}");
             let drain = curio::spawn(move || recv_to_eof(&r));
-            st.write(b"!").unwrap();
-            st.close();
+            st.write_all(b"!").unwrap();
+            st.close().unwrap();
             let got = drain.join().unwrap();
             assert_eq!(got.len(), wrote + 1, "{how:?}");
             assert!(got[..wrote] == expected[..wrote]);
@@ -624,10 +624,198 @@ fn stream_write_and_writelines_interrupted_report_what_was_written() {
                 "{how:?}: counts the completed first line: {wrote}"
             );
             let drain = curio::spawn(move || recv_to_eof(&r));
-            st.write(b"!").unwrap();
-            st.close();
+            st.write_all(b"!").unwrap();
+            st.close().unwrap();
             let got = drain.join().unwrap();
             assert_eq!(got.len(), wrote + 1, "{how:?}");
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// What incremental parsers need (issue 11, item 6)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn read_more_appends_to_the_bytes_not_yet_consumed() {
+    run_real(|| {
+        let (c, s) = tcp_pair();
+        let mut st = s.as_stream();
+        c.sendall(b"*2\r\n$4\r\nEC").unwrap();
+        assert_eq!(st.read_more().unwrap(), 10);
+        assert_eq!(st.buffered(), b"*2\r\n$4\r\nEC");
+        st.consume(4); // the parser used "*2\r\n"
+        c.sendall(b"HO\r\n").unwrap();
+        assert_eq!(st.read_more().unwrap(), 4);
+        assert_eq!(
+            st.buffered(),
+            b"$4\r\nECHO\r\n",
+            "old and new bytes together"
+        );
+        st.consume(100);
+        assert_eq!(st.buffered(), b"");
+        drop(c);
+        assert_eq!(st.read_more().unwrap(), 0, "end of file");
+
+        // More than one chunk arrives whole, however much was kept.
+        let (c, s) = tcp_pair();
+        let mut st = s.as_stream();
+        let data = pattern(100_000);
+        let expected = data.clone();
+        let sender = curio::spawn(move || c.sendall(&data));
+        let (mut total, mut consumed) = (0, 0);
+        while total < 100_000 {
+            let n = st.read_more().unwrap();
+            assert!(n > 0);
+            total += n;
+            st.consume(1); // keep almost everything
+            consumed += 1;
+        }
+        sender.join().unwrap().unwrap();
+        assert!(
+            st.buffered() == &expected[consumed..],
+            "nothing lost or reordered"
+        );
+    });
+}
+
+#[test]
+fn read_more_interrupted_leaves_the_buffer_as_it_was() {
+    run_real(|| {
+        for how in BOTH {
+            let (c, s) = tcp_pair();
+            c.sendall(b"keep").unwrap();
+            let mut st = s.as_stream();
+            st.read_more().unwrap();
+            let (mut st, r) = interrupted(how, st, |st| st.read_more());
+            expect_interrupted(how, r);
+            assert_eq!(st.buffered(), b"keep", "{how:?}");
+            c.sendall(b" me").unwrap();
+            st.read_more().unwrap();
+            assert_eq!(st.buffered(), b"keep me");
+        }
+    });
+}
+
+#[test]
+fn readline_ref_and_read_exactly_ref_lend_bytes_from_the_buffer() {
+    run_real(|| {
+        let (c, s) = tcp_pair();
+        let mut st = s.as_stream();
+        c.sendall(b"SET k 5\r\nhello\r\nPING\r\n").unwrap();
+        assert_eq!(st.readline_ref().unwrap(), b"SET k 5\r\n");
+        assert_eq!(st.read_exactly_ref(5).unwrap(), b"hello");
+        assert_eq!(st.readline_ref().unwrap(), b"\r\n");
+        assert_eq!(st.readline_ref().unwrap(), b"PING\r\n");
+        drop(c);
+        assert_eq!(st.readline_ref().unwrap(), b"", "end of file");
+
+        for how in BOTH {
+            let (c, s) = tcp_pair();
+            c.sendall(b"half a li").unwrap();
+            let (st, r) = interrupted(how, s.as_stream(), |st| st.readline_ref().map(|_| ()));
+            expect_interrupted(how, r);
+            assert_eq!(st.buffered(), b"half a li", "{how:?}");
+            let (mut st, r) = interrupted(how, st, |st| st.read_exactly_ref(20).map(|_| ()));
+            let e = expect_interrupted(how, r);
+            assert_eq!(e.bytes_done(), Some(9));
+            c.sendall(b"ne\n").unwrap();
+            assert_eq!(st.readline_ref().unwrap(), b"half a line\n");
+        }
+    });
+}
+
+#[test]
+fn buffered_writes_go_out_on_flush_or_when_the_buffer_is_full() {
+    run_real(|| {
+        let (c, s) = tcp_pair();
+        let mut st = s.as_stream();
+        st.set_write_buffer(16);
+        st.write_all(b"+OK\r\n").unwrap();
+        st.write_all(b"$1\r\nx\r\n").unwrap();
+        assert_eq!(st.unflushed(), b"+OK\r\n$1\r\nx\r\n");
+        let r = curio::timeout_after(ms(20), || c.recv(100));
+        assert!(
+            r.unwrap_err().is_timeout(),
+            "nothing is sent before the flush"
+        );
+        st.flush().unwrap();
+        assert_eq!(st.unflushed(), b"");
+        assert_eq!(c.recv(100).unwrap(), b"+OK\r\n$1\r\nx\r\n");
+
+        // Bytes that do not fit push out what was buffered, in order.
+        st.write_all(b"first ").unwrap();
+        st.write_all(b"and a second, longer part").unwrap();
+        assert_eq!(st.unflushed(), b"", "too big to buffer: written at once");
+        let mut got = Vec::new();
+        while got.len() < 31 {
+            got.extend(c.recv(100).unwrap());
+        }
+        assert_eq!(got, b"first and a second, longer part");
+        // std::io::Write on the stream buffers too, and its flush sends.
+        Write::write_all(&mut st, b"std").unwrap();
+        assert_eq!(st.unflushed(), b"std");
+        Write::flush(&mut st).unwrap();
+        assert_eq!(c.recv(100).unwrap(), b"std");
+        // close() flushes.
+        st.write_all(b"bye").unwrap();
+        st.close().unwrap();
+        assert_eq!(recv_to_eof(&c), b"bye");
+    });
+}
+
+#[test]
+fn flush_interrupted_keeps_what_was_not_written_for_the_next_flush() {
+    run_real(|| {
+        for how in BOTH {
+            let (w, r) = tcp_pair_small_buffers();
+            let mut st = w.as_stream();
+            let big = pattern(4 << 20);
+            st.set_write_buffer(big.len() + 1);
+            st.write_all(&big).unwrap();
+            let (st, res) = interrupted(how, st, |st| st.flush());
+            let e = expect_interrupted(how, res);
+            let wrote = e.bytes_done().expect("flush reports its progress");
+            assert!(wrote < big.len(), "{how:?}");
+            assert_eq!(st.unflushed().len(), big.len() - wrote, "{how:?}");
+            let drain = curio::spawn(move || recv_to_eof(&r));
+            st.close().unwrap();
+            let got = drain.join().unwrap();
+            assert!(got == big, "{how:?}: everything arrived once, in order");
+        }
+    });
+}
+
+#[test]
+fn recv_uninit_and_recv_append_read_into_memory_not_zeroed_first() {
+    run_real(|| {
+        let (c, mut s) = tcp_pair();
+        c.sendall(b"into uninit").unwrap();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        assert_eq!(s.recv_uninit(&mut buf).unwrap(), b"into uninit");
+        let mut v = b"kept:".to_vec();
+        c.sendall(b"appended").unwrap();
+        assert_eq!(s.recv_append(&mut v, 100).unwrap(), 8);
+        assert_eq!(v, b"kept:appended");
+        c.sendall(b"0123456789").unwrap();
+        assert_eq!(s.recv_append(&mut v, 4).unwrap(), 4, "at most max bytes");
+        assert_eq!(v, b"kept:appended0123");
+        assert_eq!(s.recv_append(&mut v, 100).unwrap(), 6);
+        for how in BOTH {
+            let (s1, r) = interrupted(how, s, |s| {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8];
+                s.recv_uninit(&mut buf).map(|b| b.len())
+            });
+            expect_interrupted(how, r);
+            let ((s1, v), r) =
+                interrupted(how, (s1, b"old".to_vec()), |(s, v)| s.recv_append(v, 8));
+            expect_interrupted(how, r);
+            assert_eq!(v, b"old", "{how:?}: the vector is unchanged");
+            c.sendall(b"after").unwrap();
+            let mut v = Vec::new();
+            assert_eq!(s1.recv_append(&mut v, 8).unwrap(), 5, "nothing was lost");
+            assert_eq!(v, b"after");
+            s = s1;
         }
     });
 }
@@ -791,7 +979,10 @@ fn blocking_lends_a_handle_whose_calls_wait_while_the_socket_stays_non_blocking(
                 raw.socket().unwrap().nonblocking().unwrap()
             })
             .unwrap();
-        assert!(mode, "lending leaves the shared file description non-blocking");
+        assert!(
+            mode,
+            "lending leaves the shared file description non-blocking"
+        );
         assert_eq!(c.recv(100).unwrap(), b"sync write");
 
         // A read on the handle waits for data (here on the kernel thread, so
@@ -839,7 +1030,10 @@ fn blocking_lends_a_handle_whose_calls_wait_while_the_socket_stays_non_blocking(
         // The handle of a stream over a pipe is a file, not a socket.
         let (r, _w) = io::pipe().unwrap();
         let mut rd = FileStream::from_fd(r).unwrap();
-        let e = rd.blocking(|raw| raw.socket().map(|_| ())).unwrap().unwrap_err();
+        let e = rd
+            .blocking(|raw| raw.socket().map(|_| ()))
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Usage);
     });
 }
@@ -893,7 +1087,7 @@ fn a_panic_inside_blocking_leaves_the_socket_usable_and_non_blocking() {
         }));
         assert!(r.is_err());
         assert!(st.get_ref().socket().nonblocking().unwrap());
-        let r = curio::timeout_after(ms(50), || st.read(10));
+        let r = curio::timeout_after(ms(50), || st.read_some(10));
         assert_eq!(outcome(&r), "Timeout");
         curio::run_in_thread(move || late.join().unwrap()).unwrap();
     });
@@ -953,7 +1147,10 @@ fn lending_a_socket_does_not_stall_other_tasks_using_it() {
         writer.join().unwrap().unwrap();
         heartbeat.cancel().unwrap();
         assert_eq!(s.recv(10).unwrap(), b"x");
-        assert_eq!(curio::run_in_thread(move || peer.join().unwrap()).unwrap(), *b"reply");
+        assert_eq!(
+            curio::run_in_thread(move || peer.join().unwrap()).unwrap(),
+            *b"reply"
+        );
         (took, outcome(&r), gaps.get())
     });
     assert_eq!(outcome_text, "Timeout");
@@ -1013,7 +1210,7 @@ fn blocking_refuses_while_a_stream_holds_unread_bytes() {
         let (r, w) = io::pipe().unwrap();
         let mut rd = FileStream::from_fd(r).unwrap();
         let mut wr = FileStream::from_fd(w).unwrap();
-        wr.write(b"a\nb\n").unwrap();
+        wr.write_all(b"a\nb\n").unwrap();
         assert_eq!(rd.readline().unwrap(), b"a\n");
         let e = rd.blocking(|_| ()).unwrap_err();
         assert!(e.to_string().contains("unread buffered data"), "{e}");
@@ -1039,7 +1236,7 @@ fn unix_pair_streams_and_half_close() {
             b"",
             "end of file after the half-close"
         );
-        st.write(b"pong").unwrap();
+        st.write_all(b"pong").unwrap();
         assert_eq!(
             a.recv(10).unwrap(),
             b"pong",
@@ -1056,18 +1253,18 @@ fn file_stream_over_a_pipe_reads_lines_and_survives_a_timeout() {
         let mut wr = FileStream::from_fd(w).unwrap();
         let e = curio::timeout_after(ms(30), || rd.readline()).unwrap_err();
         assert!(e.is_timeout());
-        wr.write(b"first\nsec").unwrap();
+        wr.write_all(b"first\nsec").unwrap();
         assert_eq!(rd.readline().unwrap(), b"first\n");
         let e = curio::timeout_after(ms(30), || rd.readline()).unwrap_err();
         assert!(e.is_timeout());
         assert_eq!(rd.buffered(), b"sec", "the partial line stays buffered");
         wr.writelines(["ond\n", "tail"]).unwrap();
-        wr.close();
+        wr.close().unwrap();
         assert_eq!(
             rd.readlines().unwrap(),
             vec![b"second\n".to_vec(), b"tail".to_vec()]
         );
-        assert_eq!(rd.read(10).unwrap(), b"");
+        assert_eq!(rd.read_some(10).unwrap(), b"");
     });
 }
 
@@ -1079,13 +1276,13 @@ fn a_pipe_writer_blocked_on_a_full_pipe_can_be_cancelled() {
         let wr = FileStream::from_fd(w).unwrap();
         let big = pattern(1 << 20);
         let expected = big.clone();
-        let (mut wr, res) = interrupted(Interrupt::Cancel, wr, move |wr| wr.write(&big));
+        let (mut wr, res) = interrupted(Interrupt::Cancel, wr, move |wr| wr.write_all(&big));
         let e = expect_interrupted(Interrupt::Cancel, res);
         let wrote = e.bytes_done().unwrap();
         assert!(wrote > 0 && wrote < expected.len(), "{wrote}");
         let reader = curio::spawn(move || rd.read_all());
-        wr.write(b"!").unwrap();
-        wr.close();
+        wr.write_all(b"!").unwrap();
+        wr.close().unwrap();
         let got = reader.join().unwrap().unwrap();
         assert_eq!(got.len(), wrote + 1);
         assert!(got[..wrote] == expected[..wrote]);

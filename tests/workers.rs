@@ -553,7 +553,10 @@ fn ten_thousand_cancelled_long_jobs_leave_at_most_twice_the_pool_size_in_threads
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the child failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the child failed:\n{stdout}\n{stderr}"
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.find("threads: baseline").map(|i| &l[i..]))

@@ -138,7 +138,11 @@ impl<F: AsFd> Blocking<F> {
     }
 
     /// Tries `op`; while it answers `WouldBlock`, blocks the thread in `poll`.
-    fn wait_for(&self, write: bool, mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    fn wait_for(
+        &self,
+        write: bool,
+        mut op: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let timeout = if write {
             self.write_timeout.get()
         } else {
