@@ -9,6 +9,7 @@
 
 pub mod echo;
 pub mod loops;
+pub mod resp;
 
 use std::sync::Once;
 use std::time::{Duration, Instant};
