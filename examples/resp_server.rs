@@ -78,13 +78,11 @@ fn parse(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, ProtocolErr
             };
         };
         let mut start = 0;
-        for i in 0..=end {
-            if i == end || buf[i] == b' ' {
-                if i > start {
-                    args.push(start..i);
-                }
-                start = i + 1;
+        for word in buf[..end].split(|&b| b == b' ') {
+            if !word.is_empty() {
+                args.push(start..start + word.len());
             }
+            start += word.len() + 1;
         }
         return Ok(Parsed::Command(end + 2));
     }
