@@ -51,7 +51,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use mio::Token;
 
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{self, Core};
 use crate::poller::Direction;
 use crate::sys;
 use crate::trap;
@@ -66,43 +66,97 @@ pub use stream::{
     DEFAULT_MAX_LINE, FileStream, Lines, Parts, SocketReader, SocketStream, SocketWriter, Stream,
 };
 
-/// An fd's registration with the poller of the kernel that first waited on it.
+/// An fd's registration with the poller of the kernel that first waited on it,
+/// and the try-then-wait loop every operation on it goes through.
+///
+/// Discussion: one system call per read. The poller records, per fd and
+/// direction, whether it may be ready (`Core::fd_ready`): set by every
+/// readiness event, whether or not a task waits, and cleared when an operation
+/// finds the fd not ready. An operation on a registered fd whose bit is clear
+/// waits first instead of trying, and gets `EAGAIN` only when the bit lied
+/// (another reader took the bytes). A read from a stream socket or a pipe that
+/// returns fewer bytes than it asked for means the kernel buffer was empty at
+/// that moment (likewise a short write: the send buffer was full), so it clears
+/// the bit too, as tokio does: the next read waits at once. Bytes that arrive
+/// after that read make the edge-triggered poller report the fd again, and that
+/// report sets the bit even while no task waits (the kernel polls only between
+/// run slices, so no report can fall between an operation and the bookkeeping
+/// that follows it in the same slice). Datagram sockets, terminals and regular
+/// files are never marked drained by a short transfer: a short datagram or a
+/// line from a terminal says nothing about what else is queued.
 pub(crate) struct Registration {
     fd: RawFd,
     /// (kernel id, token), once registered.
     reg: Cell<Option<(u64, Token)>>,
+    /// A transfer shorter than asked drains the fd (stream sockets, pipes).
+    short_drains: bool,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Registration {
+    /// A registration for `fd`; transfers shorter than asked say nothing about
+    /// what is left (the safe default for any fd). The entry point for
+    /// services that wait on other kinds of fd.
+    #[allow(dead_code)]
     pub(crate) fn new(fd: RawFd) -> Registration {
+        Registration::with_short_drains(fd, false)
+    }
+
+    /// A registration for `fd` that treats a short read or write as proof that
+    /// the kernel buffer was drained (true for stream sockets and pipes only).
+    pub(crate) fn with_short_drains(fd: RawFd, short_drains: bool) -> Registration {
         Registration {
             fd,
             reg: Cell::new(None),
+            short_drains,
             _not_send: PhantomData,
         }
     }
 
-    /// Waits until the fd is ready in direction `dir`.
-    fn wait(&self, dir: Direction) -> Result<()> {
-        let token = trap::with_core(|core| match self.reg.get() {
+    /// The fd's token in `core`, registering it there first if need be.
+    fn token(&self, core: &Core) -> Result<Token> {
+        match self.reg.get() {
             Some((k, t)) if k == core.id() => Ok(t),
             _ => {
                 let t = core.register_fd(self.fd)?;
                 self.reg.set(Some((core.id(), t)));
-                Ok::<_, Error>(t)
+                Ok(t)
             }
+        }
+    }
+
+    /// The fd is not ready in direction `dir` (an operation answered
+    /// `WouldBlock`, or it is known to be drained): waits until the poller
+    /// reports it ready.
+    fn wait(&self, dir: Direction) -> Result<()> {
+        let token = trap::with_core(|core| {
+            let t = self.token(core)?;
+            core.set_fd_unready(t, dir);
+            Ok::<_, Error>(t)
         })?;
         kernel::wait_fd(token, self.fd, dir)
     }
 
+    /// True if the fd is registered in this kernel and known not to be ready
+    /// in direction `dir`.
+    fn known_unready(&self, dir: Direction) -> bool {
+        match self.reg.get() {
+            None => false,
+            Some((k, t)) => trap::with_core(|core| core.id() == k && !core.fd_ready(t, dir)),
+        }
+    }
+
     /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness
-    /// in between. `Interrupted` is retried.
+    /// in between (and first, if the fd is known not to be ready). `Interrupted`
+    /// is retried.
     pub(crate) fn retry<R>(
         &self,
         dir: Direction,
         mut op: impl FnMut() -> io::Result<R>,
     ) -> Result<R> {
+        if self.known_unready(dir) {
+            self.wait(dir)?;
+        }
         loop {
             match op() {
                 Ok(v) => return Ok(v),
@@ -110,6 +164,35 @@ impl Registration {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// [`retry`](Registration::retry) for a read or write of up to `want`
+    /// bytes: one that moves some but fewer marks the fd drained in `dir`, if
+    /// this fd's kind says that a short transfer means drained.
+    pub(crate) fn retry_transfer(
+        &self,
+        dir: Direction,
+        want: usize,
+        op: impl FnMut() -> io::Result<usize>,
+    ) -> Result<usize> {
+        let n = self.retry(dir, op)?;
+        self.note_transfer(dir, n, want);
+        Ok(n)
+    }
+
+    /// Records a transfer of `n` of `want` bytes made outside `retry` (see
+    /// [`retry_transfer`](Registration::retry_transfer)).
+    fn note_transfer(&self, dir: Direction, n: usize, want: usize) {
+        if self.short_drains && n > 0 && n < want {
+            trap::with_core(|core| {
+                // Registering now (if the fd never had to wait) makes the
+                // poller report the next bytes; a registration that fails
+                // leaves the fd to be tried first, as before.
+                if let Ok(t) = self.token(core) {
+                    core.set_fd_unready(t, dir);
+                }
+            });
         }
     }
 }
@@ -130,6 +213,12 @@ impl Drop for Registration {
 // Socket
 // ---------------------------------------------------------------------------
 
+/// True for `SOCK_STREAM` (with or without the `SOCK_NONBLOCK`/`SOCK_CLOEXEC`
+/// flags): a byte stream, where a short read means the buffer was drained.
+fn is_stream_type(ty: socket2::Type) -> bool {
+    i32::from(ty) & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) == libc::SOCK_STREAM
+}
+
 /// A non-blocking socket with Curio's methods. Blocking calls suspend the task.
 ///
 /// The typed wrappers in [`crate::net`] (`TcpStream`, `TcpListener`,
@@ -144,9 +233,15 @@ pub struct Socket {
 impl Socket {
     /// Wraps a socket2 socket, switching it to non-blocking mode.
     pub fn from_socket2(sock: socket2::Socket) -> Result<Socket> {
+        let stream = sock.r#type().is_ok_and(is_stream_type);
+        Socket::wrap(sock, stream)
+    }
+
+    /// Wraps `sock` (a stream socket if `stream`), switching it to non-blocking mode.
+    fn wrap(sock: socket2::Socket, stream: bool) -> Result<Socket> {
         sock.set_nonblocking(true)?;
         Ok(Socket {
-            reg: Registration::new(sock.as_raw_fd()),
+            reg: Registration::with_short_drains(sock.as_raw_fd(), stream),
             sock,
         })
     }
@@ -157,7 +252,8 @@ impl Socket {
         ty: socket2::Type,
         protocol: Option<socket2::Protocol>,
     ) -> Result<Socket> {
-        Socket::from_socket2(socket2::Socket::new(domain, ty, protocol)?)
+        let stream = is_stream_type(ty);
+        Socket::wrap(socket2::Socket::new(domain, ty, protocol)?, stream)
     }
 
     /// The underlying socket2 socket, for options (`set_nodelay`, buffer sizes …).
@@ -188,8 +284,10 @@ impl Socket {
     ///
     /// As [`Socket::recv`].
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.reg
-            .retry(Direction::Read, || sys::read_fd(self.sock.as_fd(), buf))
+        let want = buf.len();
+        self.reg.retry_transfer(Direction::Read, want, || {
+            sys::read_fd(self.sock.as_fd(), buf)
+        })
     }
 
     /// Receives into uninitialised memory (no need to zero a buffer first);
@@ -212,7 +310,13 @@ impl Socket {
     ///
     /// As [`Socket::recv`].
     pub fn recv_uninit<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> Result<&'a mut [u8]> {
-        sys::read_uninit(self.sock.as_fd(), buf, || self.reg.wait(Direction::Read))
+        let want = buf.len();
+        if self.reg.known_unready(Direction::Read) {
+            self.reg.wait(Direction::Read)?;
+        }
+        let got = sys::read_uninit(self.sock.as_fd(), buf, || self.reg.wait(Direction::Read))?;
+        self.reg.note_transfer(Direction::Read, got.len(), want);
+        Ok(got)
     }
 
     /// Receives at most `max` bytes into the spare capacity of `buf`, appending
@@ -223,7 +327,7 @@ impl Socket {
     ///
     /// As [`Socket::recv`]; `buf` is unchanged.
     pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
-        self.reg.retry(Direction::Read, || {
+        self.reg.retry_transfer(Direction::Read, max, || {
             sys::read_to_spare(self.sock.as_fd(), buf, max)
         })
     }
@@ -234,7 +338,8 @@ impl Socket {
     ///
     /// A cancel point while the send buffer is full. Cancelled, nothing was sent.
     pub fn send(&self, data: &[u8]) -> Result<usize> {
-        self.reg.retry(Direction::Write, || self.sock.send(data))
+        self.reg
+            .retry_transfer(Direction::Write, data.len(), || self.sock.send(data))
     }
 
     /// Sends all of `data`.
@@ -261,7 +366,8 @@ impl Socket {
     /// A cancel point while no connection is pending. Cancelled, nothing was accepted.
     pub fn accept(&self) -> Result<(Socket, socket2::SockAddr)> {
         let (s, addr) = self.reg.retry(Direction::Read, || self.sock.accept())?;
-        Ok((Socket::from_socket2(s)?, addr))
+        // A connection has the listener's type.
+        Ok((Socket::wrap(s, self.reg.short_drains)?, addr))
     }
 
     /// Connects to `addr`.
@@ -438,8 +544,15 @@ impl FileIo {
     pub fn new(fd: impl Into<OwnedFd>) -> Result<FileIo> {
         let file = File::from(fd.into());
         sys::set_nonblocking(file.as_fd(), true)?;
+        let short_drains = match sys::fd_kind(file.as_fd()) {
+            sys::FdKind::Pipe => true,
+            sys::FdKind::Socket => socket2::SockRef::from(&file)
+                .r#type()
+                .is_ok_and(is_stream_type),
+            sys::FdKind::Other => false,
+        };
         Ok(FileIo {
-            reg: Registration::new(file.as_raw_fd()),
+            reg: Registration::with_short_drains(file.as_raw_fd(), short_drains),
             file,
         })
     }
@@ -550,15 +663,19 @@ impl StreamIo for Socket {
 
 impl StreamIo for FileIo {
     fn read_some(&self, buf: &mut [u8]) -> Result<usize> {
-        self.reg
-            .retry(Direction::Read, || sys::read_fd(self.file.as_fd(), buf))
+        let want = buf.len();
+        self.reg.retry_transfer(Direction::Read, want, || {
+            sys::read_fd(self.file.as_fd(), buf)
+        })
     }
     fn write_all_of(&self, data: &[u8]) -> Result<()> {
         let mut done = 0;
         while done < data.len() {
-            match self.reg.retry(Direction::Write, || {
-                sys::write_fd(self.file.as_fd(), &data[done..], false)
-            }) {
+            match self
+                .reg
+                .retry_transfer(Direction::Write, data.len() - done, || {
+                    sys::write_fd(self.file.as_fd(), &data[done..], false)
+                }) {
                 Ok(0) => {
                     let e = Error::from(io::Error::from(io::ErrorKind::WriteZero));
                     return Err(e.with_progress(done));
@@ -573,7 +690,7 @@ impl StreamIo for FileIo {
         self.file.as_fd()
     }
     fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
-        self.reg.retry(Direction::Read, || {
+        self.reg.retry_transfer(Direction::Read, max, || {
             sys::read_to_spare(self.file.as_fd(), buf, max)
         })
     }

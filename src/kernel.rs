@@ -916,6 +916,17 @@ impl Core {
         self.poller.borrow_mut().deregister_fd(token, fd)
     }
 
+    /// Whether `token`'s fd may be ready in direction `dir` (no operation has
+    /// found it not ready since the poller last reported it ready).
+    pub(crate) fn fd_ready(&self, token: mio::Token, dir: Direction) -> bool {
+        self.poller.borrow().is_ready(token, dir)
+    }
+
+    /// Records that an operation found `token`'s fd not ready in direction `dir`.
+    pub(crate) fn set_fd_unready(&self, token: mio::Token, dir: Direction) {
+        self.poller.borrow_mut().clear_ready(token, dir)
+    }
+
     fn live_tasks(&self) -> Vec<Rc<AnyTask>> {
         let mut v: Vec<_> = self
             .slots

@@ -70,12 +70,38 @@ pub(crate) enum Direction {
     Write,
 }
 
-/// A registered fd: the one task waiting to read it and the one waiting to write.
+/// A registered fd: the one task waiting to read it and the one waiting to
+/// write, and whether it may be ready in each direction.
 #[derive(Default)]
 struct IoEntry {
     in_use: bool,
     reader: Option<Waiter>,
     writer: Option<Waiter>,
+    /// Per direction ([`Direction::bit`]): set when the poller reports
+    /// readiness (or at registration, not knowing), cleared when an operation
+    /// finds the fd not ready. Clear means: wait before trying again.
+    ///
+    /// A direction reported closed (end of file, hang-up, error) gets its
+    /// [`Direction::closed_bit`] too, which is never cleared: it is a final
+    /// state, and the event that reported it may have come together with the
+    /// last bytes, so a short read of those bytes does not mean that the next
+    /// read would wait (it returns end of file, and no further event comes).
+    ready: u8,
+}
+
+impl Direction {
+    /// This direction's bit in [`IoEntry::ready`].
+    fn bit(self) -> u8 {
+        match self {
+            Direction::Read => 1,
+            Direction::Write => 2,
+        }
+    }
+
+    /// This direction's sticky "closed" bit in [`IoEntry::ready`].
+    fn closed_bit(self) -> u8 {
+        self.bit() << 2
+    }
 }
 
 /// The poller, the fd table and the receiving end of the inbox.
@@ -147,6 +173,8 @@ impl Poller {
             in_use: true,
             reader: None,
             writer: None,
+            // Not known yet: the first operation in each direction tries.
+            ready: Direction::Read.bit() | Direction::Write.bit(),
         };
         Ok(token)
     }
@@ -169,6 +197,23 @@ impl Poller {
         match dir {
             Direction::Read => &mut e.reader,
             Direction::Write => &mut e.writer,
+        }
+    }
+
+    /// Whether `token`'s fd may be ready in direction `dir`: true unless an
+    /// operation found it not ready and no readiness was reported since.
+    pub(crate) fn is_ready(&self, token: Token, dir: Direction) -> bool {
+        self.io
+            .get(token.0)
+            .is_none_or(|e| !e.in_use || e.ready & (dir.bit() | dir.closed_bit()) != 0)
+    }
+
+    /// Records that an operation found `token`'s fd not ready in direction
+    /// `dir` (it answered `EAGAIN`, or a short read or write drained it); the
+    /// next readiness event sets it again. A closed direction stays ready.
+    pub(crate) fn clear_ready(&mut self, token: Token, dir: Direction) {
+        if let Some(e) = self.io.get_mut(token.0) {
+            e.ready &= !dir.bit();
         }
     }
 
@@ -197,10 +242,21 @@ impl Poller {
             let Some(entry) = self.io.get_mut(ev.token().0) else {
                 continue;
             };
+            // Readiness is recorded whether or not a task waits: under
+            // edge-triggered polling this event is not repeated, and a task
+            // that skips its next try on a drained fd relies on it.
+            if ev.is_read_closed() || ev.is_error() {
+                entry.ready |= Direction::Read.closed_bit();
+            }
+            if ev.is_write_closed() || ev.is_error() {
+                entry.ready |= Direction::Write.closed_bit();
+            }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                entry.ready |= Direction::Read.bit();
                 wake.extend(entry.reader.take());
             }
             if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                entry.ready |= Direction::Write.bit();
                 wake.extend(entry.writer.take());
             }
         }

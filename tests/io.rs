@@ -821,6 +821,177 @@ fn recv_uninit_and_recv_append_read_into_memory_not_zeroed_first() {
 }
 
 // ---------------------------------------------------------------------------
+// One system call per read (issue 11, item 10)
+// ---------------------------------------------------------------------------
+
+/// `read(2)` calls made so far by the calling OS thread (`syscr` in
+/// /proc/thread-self/io; every call counts, also one that answers `EAGAIN`).
+/// Reading the file costs reads of its own, the same number each time.
+fn thread_read_calls() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscr:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a syscr line")
+}
+
+/// Request and reply with a peer on an OS thread: after a read that returned
+/// less than it asked for (the socket's buffer was drained), the next read
+/// waits for readiness at once instead of first trying and getting `EAGAIN`.
+#[test]
+fn after_a_short_read_the_next_read_waits_without_trying_first() {
+    const ROUNDS: u64 = 200;
+    let per_round = run_real(|| {
+        let listener = TcpListener::bind(any_port()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let mut buf = [0u8; 4];
+            for _ in 0..ROUNDS {
+                c.read_exact(&mut buf).unwrap();
+                c.write_all(b"pong").unwrap();
+            }
+        });
+        let (s, _) = listener.accept().unwrap();
+        // A first round registers the socket with the poller.
+        s.sendall(b"ping").unwrap();
+        assert_eq!(s.recv(100).unwrap(), b"pong");
+        let cost = thread_read_calls();
+        let cost = thread_read_calls() - cost; // of reading the counter
+        let before = thread_read_calls();
+        for _ in 1..ROUNDS {
+            s.sendall(b"ping").unwrap();
+            assert_eq!(s.recv(100).unwrap(), b"pong");
+        }
+        let reads = thread_read_calls() - before - cost;
+        curio::run_in_thread(move || peer.join().unwrap()).unwrap();
+        reads as f64 / (ROUNDS - 1) as f64
+    });
+    assert!(
+        per_round <= 1.05,
+        "{per_round:.2} read calls per reply: a read answered EAGAIN before waiting"
+    );
+}
+
+/// The readiness that a wait relies on after a short read is not lost when it
+/// arrives while no task waits: at once after the read, during a wait that is
+/// then cancelled or timed out, or between two waits.
+#[test]
+fn readiness_that_comes_while_no_task_waits_is_not_lost() {
+    run_real(|| {
+        for how in BOTH {
+            let (c, s) = tcp_pair();
+            c.sendall(b"short").unwrap();
+            assert_eq!(s.recv(100).unwrap(), b"short"); // drained
+            // Data at once after the short read, before any wait.
+            c.sendall(b"at once").unwrap();
+            let r = curio::timeout_after(secs(2), || s.recv(100));
+            assert_eq!(r.unwrap(), b"at once", "{how:?}");
+            // A wait interrupted, then data while nobody waits.
+            let (s, r) = interrupted(how, s, |s| s.recv(100));
+            expect_interrupted(how, r);
+            c.sendall(b"while nobody waits").unwrap();
+            curio::sleep(ms(20)).unwrap(); // the kernel polls and sees it
+            let r = curio::timeout_after(secs(2), || s.recv(100));
+            assert_eq!(r.unwrap(), b"while nobody waits", "{how:?}");
+        }
+        // The same through a stream over a pipe, and a Unix socket pair.
+        let (r, w) = io::pipe().unwrap();
+        let mut rd = FileStream::from_fd(r).unwrap();
+        let mut wr = FileStream::from_fd(w).unwrap();
+        wr.write_all(b"one\n").unwrap();
+        assert_eq!(rd.readline().unwrap(), b"one\n");
+        wr.write_all(b"two\n").unwrap();
+        let got = curio::timeout_after(secs(2), || rd.readline());
+        assert_eq!(got.unwrap(), b"two\n");
+        let (a, b) = UnixStream::pair().unwrap();
+        a.sendall(b"x").unwrap();
+        assert_eq!(b.recv(10).unwrap(), b"x");
+        a.sendall(b"y").unwrap();
+        assert_eq!(curio::timeout_after(secs(2), || b.recv(10)).unwrap(), b"y");
+    });
+}
+
+/// End of file that comes with the last bytes (one readiness event for both)
+/// is seen after the short read of those bytes: no further event will come.
+#[test]
+fn end_of_file_that_came_with_the_last_bytes_is_not_missed() {
+    run_real(|| {
+        // No task waiting when the bytes and the end of file arrive.
+        let (c, s) = tcp_pair();
+        assert!(curio::timeout_after(ms(10), || s.recv(100)).is_err()); // registers s
+        c.sendall(b"last").unwrap();
+        drop(c);
+        curio::sleep(ms(20)).unwrap();
+        assert_eq!(s.recv(100).unwrap(), b"last");
+        let r = curio::timeout_after(secs(2), || s.recv(100));
+        assert_eq!(r.unwrap(), b"", "end of file");
+
+        // A task waiting, the peer writing and closing at once (one event).
+        for _ in 0..20 {
+            let listener = TcpListener::bind(any_port()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let peer = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                c.write_all(b"bye").unwrap();
+            });
+            let (s, _) = listener.accept().unwrap();
+            let mut st = s.as_stream();
+            let r = curio::timeout_after(secs(2), || st.read_all());
+            assert_eq!(r.unwrap(), b"bye");
+            curio::run_in_thread(move || peer.join().unwrap()).unwrap();
+        }
+        // Through a pipe: the writer's last bytes and its close.
+        let (r, w) = io::pipe().unwrap();
+        let mut rd = FileStream::from_fd(r).unwrap();
+        let mut wr = FileStream::from_fd(w).unwrap();
+        wr.write_all(b"x\n").unwrap();
+        assert_eq!(rd.readline().unwrap(), b"x\n");
+        wr.write_all(b"end").unwrap();
+        wr.close().unwrap();
+        let got = curio::timeout_after(secs(2), || rd.read_all());
+        assert_eq!(got.unwrap(), b"end");
+    });
+}
+
+/// A datagram shorter than the buffer does not mean the socket is drained:
+/// the next datagram, already queued, brings no new readiness event.
+#[test]
+fn a_short_datagram_does_not_make_the_next_receive_wait() {
+    run_real(|| {
+        let a = curio::net::UdpSocket::bind(any_port()).unwrap();
+        let b = curio::net::UdpSocket::bind(any_port()).unwrap();
+        let to = b.local_addr().unwrap();
+        // Register b with the poller: one wait that times out.
+        let mut buf = [0u8; 100];
+        assert!(curio::timeout_after(ms(10), || b.recvfrom(&mut buf)).is_err());
+        a.sendto(b"first", to).unwrap();
+        a.sendto(b"second", to).unwrap();
+        curio::sleep(ms(20)).unwrap();
+        let (n, _) = b.recvfrom(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first");
+        let r = curio::timeout_after(secs(2), || b.recvfrom(&mut buf));
+        let (n, _) = r.expect("the queued datagram is read without waiting");
+        assert_eq!(&buf[..n], b"second");
+        // recv (not recvfrom) on a connected datagram socket as well.
+        let s = curio::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.socket().bind(&any_port().into()).unwrap();
+        let to = s.socket().local_addr().unwrap().as_socket().unwrap();
+        let u = curio::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        assert!(curio::timeout_after(ms(10), || s.recv(100)).is_err());
+        u.sendto(b"d1", &to.into()).unwrap();
+        u.sendto(b"d2", &to.into()).unwrap();
+        curio::sleep(ms(20)).unwrap();
+        assert_eq!(s.recv(100).unwrap(), b"d1");
+        assert_eq!(
+            curio::timeout_after(secs(2), || s.recv(100)).unwrap(),
+            b"d2"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
 // std::io interop
 // ---------------------------------------------------------------------------
 
