@@ -72,12 +72,13 @@ pub use stream::{
 /// Discussion: one system call per read. The poller records, per fd and
 /// direction, whether it may be ready (`Core::fd_ready`): set by every
 /// readiness event, whether or not a task waits, and cleared when an operation
-/// finds the fd not ready. An operation on a registered fd whose bit is clear
-/// waits first instead of trying, and gets `EAGAIN` only when the bit lied
-/// (another reader took the bytes). A read from a stream socket or a pipe that
-/// returns fewer bytes than it asked for means the kernel buffer was empty at
-/// that moment (likewise a short write: the send buffer was full), so it clears
-/// the bit too, as tokio does: the next read waits at once. Bytes that arrive
+/// proves the fd drained. A read from a stream socket or a pipe that returns
+/// fewer bytes than it asked for means the kernel buffer was empty at that
+/// moment (likewise a short write: the send buffer was full), so it clears the
+/// bit, as tokio does, and the next operation in that direction waits at once
+/// instead of trying and getting `EAGAIN` (it gets one only when the bit lied:
+/// another reader took the bytes). Only registrations that drained an fd look
+/// the bit up (`unready`), so other I/O pays nothing for it. Bytes that arrive
 /// after that read make the edge-triggered poller report the fd again, and that
 /// report sets the bit even while no task waits (the kernel polls only between
 /// run slices, so no report can fall between an operation and the bookkeeping
@@ -90,7 +91,19 @@ pub(crate) struct Registration {
     reg: Cell<Option<(u64, Token)>>,
     /// A transfer shorter than asked drains the fd (stream sockets, pipes).
     short_drains: bool,
+    /// Directions ([`dir_bit`]) this registration last told the poller were
+    /// not ready, and has not seen ready since. Only then does an operation
+    /// ask the poller before trying, so the common path (nothing drained)
+    /// does not reach the kernel's state at all.
+    unready: Cell<u8>,
     _not_send: PhantomData<*const ()>,
+}
+
+fn dir_bit(dir: Direction) -> u8 {
+    match dir {
+        Direction::Read => 1,
+        Direction::Write => 2,
+    }
 }
 
 impl Registration {
@@ -109,6 +122,7 @@ impl Registration {
             fd,
             reg: Cell::new(None),
             short_drains,
+            unready: Cell::new(0),
             _not_send: PhantomData,
         }
     }
@@ -128,22 +142,37 @@ impl Registration {
     /// The fd is not ready in direction `dir` (an operation answered
     /// `WouldBlock`, or it is known to be drained): waits until the poller
     /// reports it ready.
+    ///
+    /// An `EAGAIN` does not clear the poller's bit: the wait that follows does
+    /// not look at it, and leaving it saves the kernel a store on the common
+    /// path. (After a cancelled wait the next operation therefore tries first.)
     fn wait(&self, dir: Direction) -> Result<()> {
-        let token = trap::with_core(|core| {
-            let t = self.token(core)?;
-            core.set_fd_unready(t, dir);
-            Ok::<_, Error>(t)
-        })?;
-        kernel::wait_fd(token, self.fd, dir)
+        let token = trap::with_core(|core| self.token(core))?;
+        kernel::wait_fd(token, self.fd, dir)?;
+        // Woken by a readiness report, which set the poller's bit again.
+        self.unready.set(self.unready.get() & !dir_bit(dir));
+        Ok(())
     }
 
     /// True if the fd is registered in this kernel and known not to be ready
     /// in direction `dir`.
+    #[inline]
     fn known_unready(&self, dir: Direction) -> bool {
-        match self.reg.get() {
+        self.unready.get() & dir_bit(dir) != 0 && self.ask_unready(dir)
+    }
+
+    /// The slow part of [`known_unready`](Registration::known_unready): ask the
+    /// poller whether a report came since.
+    #[inline(never)]
+    fn ask_unready(&self, dir: Direction) -> bool {
+        let unready = match self.reg.get() {
             None => false,
             Some((k, t)) => trap::with_core(|core| core.id() == k && !core.fd_ready(t, dir)),
+        };
+        if !unready {
+            self.unready.set(self.unready.get() & !dir_bit(dir));
         }
+        unready
     }
 
     /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness
@@ -183,16 +212,25 @@ impl Registration {
 
     /// Records a transfer of `n` of `want` bytes made outside `retry` (see
     /// [`retry_transfer`](Registration::retry_transfer)).
+    #[inline]
     fn note_transfer(&self, dir: Direction, n: usize, want: usize) {
         if self.short_drains && n > 0 && n < want {
-            trap::with_core(|core| {
-                // Registering now (if the fd never had to wait) makes the
-                // poller report the next bytes; a registration that fails
-                // leaves the fd to be tried first, as before.
-                if let Ok(t) = self.token(core) {
-                    core.set_fd_unready(t, dir);
-                }
-            });
+            self.drained(dir);
+        }
+    }
+
+    #[inline(never)]
+    fn drained(&self, dir: Direction) {
+        let marked = trap::with_core(|core| {
+            // Registering now (if the fd never had to wait) makes the poller
+            // report the next bytes; a registration that fails leaves the fd
+            // to be tried first, as before.
+            self.token(core)
+                .map(|t| core.set_fd_unready(t, dir))
+                .is_ok()
+        });
+        if marked {
+            self.unready.set(self.unready.get() | dir_bit(dir));
         }
     }
 }

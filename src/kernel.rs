@@ -922,7 +922,7 @@ impl Core {
         self.poller.borrow().is_ready(token, dir)
     }
 
-    /// Records that an operation found `token`'s fd not ready in direction `dir`.
+    /// Records that an operation found `token`'s fd drained in direction `dir`.
     pub(crate) fn set_fd_unready(&self, token: mio::Token, dir: Direction) {
         self.poller.borrow_mut().clear_ready(token, dir)
     }

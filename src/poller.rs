@@ -79,7 +79,8 @@ struct IoEntry {
     writer: Option<Waiter>,
     /// Per direction ([`Direction::bit`]): set when the poller reports
     /// readiness (or at registration, not knowing), cleared when an operation
-    /// finds the fd not ready. Clear means: wait before trying again.
+    /// proves the fd drained (a short read or write on a stream socket or a
+    /// pipe). Clear means: wait before trying again.
     ///
     /// A direction reported closed (end of file, hang-up, error) gets its
     /// [`Direction::closed_bit`] too, which is never cleared: it is a final
@@ -208,9 +209,9 @@ impl Poller {
             .is_none_or(|e| !e.in_use || e.ready & (dir.bit() | dir.closed_bit()) != 0)
     }
 
-    /// Records that an operation found `token`'s fd not ready in direction
-    /// `dir` (it answered `EAGAIN`, or a short read or write drained it); the
-    /// next readiness event sets it again. A closed direction stays ready.
+    /// Records that an operation found `token`'s fd drained in direction `dir`
+    /// (a short read or write); the next readiness event sets it again. A
+    /// closed direction stays ready.
     pub(crate) fn clear_ready(&mut self, token: Token, dir: Direction) {
         if let Some(e) = self.io.get_mut(token.0) {
             e.ready &= !dir.bit();
