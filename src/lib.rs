@@ -77,7 +77,7 @@ mod trap;
 mod wait;
 
 pub use error::{CurioError, Error, ErrorKind, Result};
-pub use io::{FileStream, Socket, SocketStream, Stream};
+pub use io::{Blocking, FileStream, Socket, SocketReader, SocketStream, SocketWriter, Stream};
 pub use kernel::{Kernel, run};
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
 pub use stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};

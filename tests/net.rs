@@ -534,6 +534,24 @@ fn connect_cancelled_or_timed_out_while_in_progress() {
         assert!(r.unwrap_err().is_timeout());
         let r = curio::timeout_after(Duration::ZERO, || create_connection(&[addr]));
         assert!(r.unwrap_err().is_timeout());
+        // With a source address, and through a name lookup.
+        let source: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for how in BOTH {
+            let ((), r) = interrupted(how, (), move |_| {
+                TcpStream::connect_from(addr, source).map(|_| ())
+            });
+            expect_interrupted(how, r);
+            let ((), r) = interrupted(how, (), move |_| {
+                create_connection_from(&[addr], source).map(|_| ())
+            });
+            expect_interrupted(how, r);
+            let ((), r) = interrupted(how, (), move |_| {
+                open_connection_from("localhost", addr.port(), source).map(|_| ())
+            });
+            expect_interrupted(how, r);
+        }
+        let r = curio::timeout_after(Duration::ZERO, || curio::net::resolve("localhost", 1));
+        assert!(r.unwrap_err().is_timeout());
 
         // The kernel and the sockets layer are fine afterwards.
         let (c, s) = tcp_pair();
@@ -951,6 +969,38 @@ fn a_split_stream_reads_lines_in_one_task_while_another_writes() {
         cs.write_all(b"hello to the reader\n").unwrap();
         reading.join().unwrap().unwrap();
         log.assert_eq(&["writer wrote", "reader got \"hello to the reader\\n\""]);
+    });
+}
+
+#[test]
+fn a_split_socket_closes_when_both_halves_are_gone_and_a_cancelled_reader_loses_nothing() {
+    run_real(|| {
+        for how in BOTH {
+            let (c, s) = tcp_pair();
+            let (reader, writer) = s.into_split();
+            c.sendall(b"part").unwrap();
+            let (mut reader, r) = interrupted(how, reader, |r| r.readline());
+            expect_interrupted(how, r);
+            assert_eq!(
+                reader.buffered(),
+                b"part",
+                "{how:?}: kept for the next read"
+            );
+            drop(writer);
+            let r = curio::timeout_after(ms(20), || c.recv(10));
+            assert!(
+                r.unwrap_err().is_timeout(),
+                "{how:?}: the read half keeps it open"
+            );
+            c.sendall(b"ial\n").unwrap();
+            assert_eq!(reader.readline().unwrap(), b"partial\n");
+            drop(reader);
+            assert_eq!(
+                c.recv(10).unwrap(),
+                b"",
+                "{how:?}: closed with its last half"
+            );
+        }
     });
 }
 
