@@ -146,6 +146,7 @@ impl Registration {
     /// An `EAGAIN` does not clear the poller's bit: the wait that follows does
     /// not look at it, and leaving it saves the kernel a store on the common
     /// path. (After a cancelled wait the next operation therefore tries first.)
+    #[inline]
     fn wait(&self, dir: Direction) -> Result<()> {
         let token = trap::with_core(|core| self.token(core))?;
         kernel::wait_fd(token, self.fd, dir)?;
@@ -324,7 +325,7 @@ impl Socket {
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
         let want = buf.len();
         self.reg.retry_transfer(Direction::Read, want, || {
-            sys::read_fd(self.sock.as_fd(), buf)
+            sys::read_fd(self.sock.as_fd(), buf, true)
         })
     }
 
@@ -352,7 +353,9 @@ impl Socket {
         if self.reg.known_unready(Direction::Read) {
             self.reg.wait(Direction::Read)?;
         }
-        let got = sys::read_uninit(self.sock.as_fd(), buf, || self.reg.wait(Direction::Read))?;
+        let got = sys::read_uninit(self.sock.as_fd(), buf, true, || {
+            self.reg.wait(Direction::Read)
+        })?;
         self.reg.note_transfer(Direction::Read, got.len(), want);
         Ok(got)
     }
@@ -366,7 +369,7 @@ impl Socket {
     /// As [`Socket::recv`]; `buf` is unchanged.
     pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
         self.reg.retry_transfer(Direction::Read, max, || {
-            sys::read_to_spare(self.sock.as_fd(), buf, max)
+            sys::read_to_spare(self.sock.as_fd(), buf, max, true)
         })
     }
 
@@ -703,7 +706,7 @@ impl StreamIo for FileIo {
     fn read_some(&self, buf: &mut [u8]) -> Result<usize> {
         let want = buf.len();
         self.reg.retry_transfer(Direction::Read, want, || {
-            sys::read_fd(self.file.as_fd(), buf)
+            sys::read_fd(self.file.as_fd(), buf, false)
         })
     }
     fn write_all_of(&self, data: &[u8]) -> Result<()> {
@@ -729,7 +732,7 @@ impl StreamIo for FileIo {
     }
     fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
         self.reg.retry_transfer(Direction::Read, max, || {
-            sys::read_to_spare(self.file.as_fd(), buf, max)
+            sys::read_to_spare(self.file.as_fd(), buf, max, false)
         })
     }
 }

@@ -246,18 +246,28 @@ impl Poller {
             // Readiness is recorded whether or not a task waits: under
             // edge-triggered polling this event is not repeated, and a task
             // that skips its next try on a drained fd relies on it.
-            if ev.is_read_closed() || ev.is_error() {
-                entry.ready |= Direction::Read.closed_bit();
+            let (r, w) = (Direction::Read, Direction::Write);
+            let mut bits = 0;
+            if ev.is_readable() {
+                bits |= r.bit();
             }
-            if ev.is_write_closed() || ev.is_error() {
-                entry.ready |= Direction::Write.closed_bit();
+            if ev.is_writable() {
+                bits |= w.bit();
             }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                entry.ready |= Direction::Read.bit();
+            if ev.is_read_closed() {
+                bits |= r.bit() | r.closed_bit();
+            }
+            if ev.is_write_closed() {
+                bits |= w.bit() | w.closed_bit();
+            }
+            if ev.is_error() {
+                bits |= r.bit() | r.closed_bit() | w.bit() | w.closed_bit();
+            }
+            entry.ready |= bits;
+            if bits & r.bit() != 0 {
                 wake.extend(entry.reader.take());
             }
-            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                entry.ready |= Direction::Write.bit();
+            if bits & w.bit() != 0 {
                 wake.extend(entry.writer.take());
             }
         }

@@ -344,12 +344,32 @@ pub(crate) fn poll_fd(
     }
 }
 
-/// `read(2)` on a borrowed fd into an initialised buffer.
-pub(crate) fn read_fd(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads at most `len` bytes from `fd` to `ptr`: `recv(2)` for a socket (the
+/// socket path of the kernel, as std and mio use it), else `read(2)`.
+///
+/// # Safety
+///
+/// `ptr` must be valid for writes of `len` bytes for the duration of the call.
+unsafe fn read_raw(fd: std::os::fd::RawFd, ptr: *mut u8, len: usize, socket: bool) -> isize {
+    if socket {
+        // SAFETY: the caller guarantees `ptr` is writable for `len` bytes;
+        // recv(2) writes at most that many.
+        unsafe { libc::recv(fd, ptr.cast(), len, 0) }
+    } else {
+        // SAFETY: as above, for read(2).
+        unsafe { libc::read(fd, ptr.cast(), len) }
+    }
+}
+
+/// `recv(2)` (a socket) or `read(2)` on a borrowed fd into an initialised buffer.
+pub(crate) fn read_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    socket: bool,
+) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call,
-    // and read(2) writes at most that many.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe { read_raw(fd.as_raw_fd(), buf.as_mut_ptr(), buf.len(), socket) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -408,20 +428,22 @@ pub(crate) fn fd_kind(fd: std::os::fd::BorrowedFd<'_>) -> FdKind {
     }
 }
 
-/// Reads (`read(2)`) at most `max` bytes from `fd` into the spare capacity of
-/// `buf`, appending them (no zero-filling); returns how many came.
+/// Reads (`recv(2)` for a socket, else `read(2)`) at most `max` bytes from
+/// `fd` into the spare capacity of `buf`, appending them (no zero-filling);
+/// returns how many came.
 pub(crate) fn read_to_spare(
     fd: std::os::fd::BorrowedFd<'_>,
     buf: &mut Vec<u8>,
     max: usize,
+    socket: bool,
 ) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
     // SAFETY: `spare[..len]` is memory `buf` owns, valid for writes of `len`
-    // bytes; read(2) writes at most `len` bytes there and nowhere else.
-    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    // bytes; the call writes at most `len` bytes there and nowhere else.
+    let n = unsafe { read_raw(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len, socket) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -433,19 +455,21 @@ pub(crate) fn read_to_spare(
     Ok(n)
 }
 
-/// Reads (`read(2)`) into uninitialised memory, calling `wait` each time the fd
-/// answers `EAGAIN` (and retrying after `EINTR`), until data or end of file
-/// comes; returns the initialised part of `buf` (empty at end of file).
+/// Reads (`recv(2)` for a socket, else `read(2)`) into uninitialised memory,
+/// calling `wait` each time the fd answers `EAGAIN` (and retrying after
+/// `EINTR`), until data or end of file comes; returns the initialised part of
+/// `buf` (empty at end of file).
 pub(crate) fn read_uninit<'a, E: From<io::Error>>(
     fd: std::os::fd::BorrowedFd<'_>,
     buf: &'a mut [std::mem::MaybeUninit<u8>],
+    socket: bool,
     mut wait: impl FnMut() -> Result<(), E>,
 ) -> Result<&'a mut [u8], E> {
     use std::os::fd::AsRawFd;
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; read(2)
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the call
         // writes at most that many.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe { read_raw(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), socket) };
         if n >= 0 {
             let n = n as usize;
             assert!(

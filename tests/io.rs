@@ -825,8 +825,10 @@ fn recv_uninit_and_recv_append_read_into_memory_not_zeroed_first() {
 // ---------------------------------------------------------------------------
 
 /// `read(2)` calls made so far by the calling OS thread (`syscr` in
-/// /proc/thread-self/io; every call counts, also one that answers `EAGAIN`).
-/// Reading the file costs reads of its own, the same number each time.
+/// /proc/thread-self/io; every call counts, also one that answers `EAGAIN`;
+/// `recv(2)` does not count, so the streams below are `FileStream`s, which read
+/// with `read(2)`, over a TCP socket and a pipe). Reading the file costs reads
+/// of its own, the same number each time.
 fn thread_read_calls() -> u64 {
     let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
     io.lines()
@@ -838,39 +840,70 @@ fn thread_read_calls() -> u64 {
 /// Request and reply with a peer on an OS thread: after a read that returned
 /// less than it asked for (the socket's buffer was drained), the next read
 /// waits for readiness at once instead of first trying and getting `EAGAIN`.
+/// Returns read calls per round.
+fn read_calls_per_reply(
+    st: &mut FileStream,
+    rounds: u64,
+    mut ask: impl FnMut(&mut FileStream),
+) -> f64 {
+    // A first round registers the fd with the poller.
+    ask(st);
+    assert_eq!(st.readline().unwrap(), b"pong\n");
+    let cost = thread_read_calls();
+    let cost = thread_read_calls() - cost; // of reading the counter
+    let before = thread_read_calls();
+    for _ in 1..rounds {
+        ask(st);
+        assert_eq!(st.readline().unwrap(), b"pong\n");
+    }
+    let reads = thread_read_calls() - before - cost;
+    reads as f64 / (rounds - 1) as f64
+}
+
 #[test]
 fn after_a_short_read_the_next_read_waits_without_trying_first() {
     const ROUNDS: u64 = 200;
-    let per_round = run_real(|| {
+    let (tcp, pipe) = run_real(|| {
+        // A TCP socket, its peer on an OS thread.
         let listener = TcpListener::bind(any_port()).unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = std::thread::spawn(move || {
             let mut c = std::net::TcpStream::connect(addr).unwrap();
-            let mut buf = [0u8; 4];
+            let mut buf = [0u8; 5];
             for _ in 0..ROUNDS {
                 c.read_exact(&mut buf).unwrap();
-                c.write_all(b"pong").unwrap();
+                c.write_all(b"pong\n").unwrap();
             }
         });
         let (s, _) = listener.accept().unwrap();
-        // A first round registers the socket with the poller.
-        s.sendall(b"ping").unwrap();
-        assert_eq!(s.recv(100).unwrap(), b"pong");
-        let cost = thread_read_calls();
-        let cost = thread_read_calls() - cost; // of reading the counter
-        let before = thread_read_calls();
-        for _ in 1..ROUNDS {
-            s.sendall(b"ping").unwrap();
-            assert_eq!(s.recv(100).unwrap(), b"pong");
-        }
-        let reads = thread_read_calls() - before - cost;
+        let fd: std::os::fd::OwnedFd = s.into_socket().into();
+        let mut st = FileStream::from_fd(fd).unwrap();
+        let tcp = read_calls_per_reply(&mut st, ROUNDS, |st| st.write_all(b"ping\n").unwrap());
         curio::run_in_thread(move || peer.join().unwrap()).unwrap();
-        reads as f64 / (ROUNDS - 1) as f64
+
+        // Two pipes, the other ends on an OS thread.
+        let (to_peer_r, to_peer_w) = io::pipe().unwrap();
+        let (from_peer_r, from_peer_w) = io::pipe().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut r, mut w) = (to_peer_r, from_peer_w);
+            let mut buf = [0u8; 5];
+            for _ in 0..ROUNDS {
+                r.read_exact(&mut buf).unwrap();
+                w.write_all(b"pong\n").unwrap();
+            }
+        });
+        let mut out = FileStream::from_fd(to_peer_w).unwrap();
+        let mut st = FileStream::from_fd(from_peer_r).unwrap();
+        let pipe = read_calls_per_reply(&mut st, ROUNDS, |_| out.write_all(b"ping\n").unwrap());
+        curio::run_in_thread(move || peer.join().unwrap()).unwrap();
+        (tcp, pipe)
     });
-    assert!(
-        per_round <= 1.05,
-        "{per_round:.2} read calls per reply: a read answered EAGAIN before waiting"
-    );
+    for (what, per_round) in [("tcp", tcp), ("pipe", pipe)] {
+        assert!(
+            per_round <= 1.05,
+            "{what}: {per_round:.2} read calls per reply: a read answered EAGAIN before waiting"
+        );
+    }
 }
 
 /// The readiness that a wait relies on after a short read is not lost when it

@@ -118,7 +118,7 @@ impl<F: AsFd> Blocking<F> {
     /// Reads some bytes into `buf`, waiting until at least one is available
     /// (0: end of file). As [`Read::read`].
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.wait_for(false, || sys::read_fd(self.fd.as_fd(), buf))
+        self.wait_for(false, || sys::read_fd(self.fd.as_fd(), buf, self.socket))
     }
 
     /// Reads exactly `buf.len()` bytes. As [`Read::read_exact`].
