@@ -2,9 +2,12 @@
 //!
 //! Every operation first makes the non-blocking system call. Only when it
 //! answers `WouldBlock` does the task wait for readiness (`READ_WAIT` /
-//! `WRITE_WAIT`), then try again. An fd is registered with the poller the first
-//! time a task has to wait on it, stays registered between waits, and is
-//! deregistered when its owner is dropped.
+//! `WRITE_WAIT`), then try again; after a short read or write on a stream
+//! socket or pipe (the kernel buffer was drained), the next operation waits
+//! first, so a request costs one read, not two. An fd is registered with the
+//! poller the first time a task has to wait on it (or drains it), stays
+//! registered between waits, and is deregistered when its owner is dropped or
+//! its fd is taken out (`into_socket2`, `OwnedFd::from`).
 //!
 //! # Invariants
 //!
@@ -17,7 +20,12 @@
 //!   or an error in its buffer, so the next read returns them.
 //! - Sockets and streams implement `std::io::Read` and `Write` (streams also
 //!   `BufRead`) by suspending the task, and a cancellation survives the trip
-//!   through `io::Error` (it never becomes `Interrupted`).
+//!   through `io::Error` (it never becomes `Interrupted`). No inherent method
+//!   shadows a `Read`/`Write` method with another meaning.
+//! - Lending an fd to synchronous code ([`Socket::blocking`],
+//!   [`Stream::blocking`]) never changes its file status flags, which every
+//!   duplicate shares: the lent [`Blocking`] handle waits in `poll(2)` itself,
+//!   so other tasks using the fd are never stalled by the loan.
 //!
 //! # Example
 //!
