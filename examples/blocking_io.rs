@@ -1,12 +1,13 @@
-//! The tutorial's "Blocking I/O": inside `blocking`, the raw socket is in
-//! blocking mode and can be handed to synchronous code (here, std's
-//! `Write::write_all` on a socket2 socket). Non-blocking mode is restored after.
+//! The tutorial's "Blocking I/O": `blocking` lends the socket to synchronous
+//! code as a handle whose calls wait until they can proceed (here `write_all`,
+//! which any `std::io::Write` code could make). The wait blocks the calling
+//! thread, here the kernel's; the socket itself stays non-blocking, so other
+//! tasks using it are never stalled by the loan.
 //!
 //! ```text
 //! $ cargo run --example blocking_io               # port 25000, or give one: -- 30000
 //! ```
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use curio::net::{TcpStream, tcp_server};
@@ -18,8 +19,8 @@ fn echo_client(client: TcpStream, addr: SocketAddr) -> curio::Result<()> {
         if data.is_empty() {
             break;
         }
-        // Synchronous code gets the raw socket, in blocking mode.
-        client.blocking(|raw| (&*raw).write_all(&data))??;
+        // Synchronous code gets a handle whose calls block.
+        client.blocking(|raw| raw.write_all(&data))??;
     }
     println!("Connection closed");
     Ok(())

@@ -1,13 +1,12 @@
-//! The tutorial's blocking I/O combined with `run_in_thread`: the raw socket,
-//! in blocking mode, is used from a worker thread, so the kernel never blocks.
-//! A hybrid design: curio coordinates many idle connections, threads run the
-//! synchronous work.
+//! The tutorial's blocking I/O combined with `run_in_thread`: a clone of the
+//! lent handle, with a duplicate fd of its own, is used from a worker thread,
+//! so only that thread blocks and the kernel never does. A hybrid design:
+//! curio coordinates many idle connections, threads run the synchronous work.
 //!
 //! ```text
 //! $ cargo run --example blocking_io_in_thread     # port 25000, or give one: -- 30000
 //! ```
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use curio::net::{TcpStream, tcp_server};
@@ -20,10 +19,10 @@ fn echo_client(client: TcpStream, addr: SocketAddr) -> curio::Result<()> {
             break;
         }
         client.blocking(|raw| -> curio::Result<()> {
-            // A duplicate of the fd shares its (now blocking) mode; the worker
-            // thread owns the duplicate.
+            // The worker thread owns a clone: its calls block that thread
+            // only, also after `blocking` has returned.
             let raw = raw.try_clone()?;
-            curio::run_in_thread(move || (&raw).write_all(&data))??;
+            curio::run_in_thread(move || raw.write_all(&data))??;
             Ok(())
         })??;
     }

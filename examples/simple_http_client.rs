@@ -70,12 +70,12 @@ fn fetch() -> curio::Result<()> {
             return Ok(());
         }
         let mut sock = Connect::new(&host, port).tls_with(&connector).open()?;
-        sock.write(request.as_bytes())?;
+        sock.write_all(request.as_bytes())?;
         // Up to the server's close_notify; a server that hangs up without one
         // ends this with rustls's "unexpected EOF" error.
         let mut chunks = Vec::new();
         loop {
-            let chunk = sock.read(10000)?;
+            let chunk = sock.read_some(10000)?;
             if chunk.is_empty() {
                 break;
             }

@@ -15,7 +15,7 @@ fn echo_client(client: TcpStream, addr: SocketAddr) -> curio::Result<()> {
     let mut s = client.as_stream();
     // Curio's `async for line in s`: each turn borrows the stream for one line.
     while let Some(line) = s.lines().next() {
-        s.write(&line?)?;
+        s.write_all(&line?)?;
     }
     println!("Connection closed");
     Ok(())

@@ -33,7 +33,7 @@
 //!     std::fs::create_dir_all(&dir)?;
 //!     let path = dir.join("log.txt");
 //!     let mut f = curio::fs::create(&path)?;
-//!     f.write(b"one\ntwo\nthree")?;
+//!     f.write_all(b"one\ntwo\nthree")?;
 //!     f.close()?;
 //!
 //!     let mut f = curio::fs::open(&path)?;
@@ -317,7 +317,7 @@ impl File {
     ///
     /// Cancelled, it returns at once; bytes its job reads stay buffered for
     /// the next read, so nothing is lost.
-    pub fn read(&mut self, max: usize) -> Result<Vec<u8>> {
+    pub fn read_some(&mut self, max: usize) -> Result<Vec<u8>> {
         let n = self.job(move |inner| {
             if inner.buffered().is_empty() {
                 inner.fill()?;
@@ -331,7 +331,7 @@ impl File {
     ///
     /// # Cancellation
     ///
-    /// As [`read`](File::read): what the job read stays buffered, and the next
+    /// As [`read`](File::read_some): what the job read stays buffered, and the next
     /// `read_all` returns it with the rest.
     pub fn read_all(&mut self) -> Result<Vec<u8>> {
         let n = self.job(|inner| {
@@ -372,7 +372,7 @@ impl File {
     ///
     /// # Cancellation
     ///
-    /// As [`read`](File::read): a line its job read stays buffered.
+    /// As [`read`](File::read_some): a line its job read stays buffered.
     pub fn readline(&mut self) -> Result<Vec<u8>> {
         let max = self.max_line;
         let n = self.job(move |inner| inner.find_line(max))?;
@@ -393,7 +393,7 @@ impl File {
     /// Cancelled, it returns at once. If its job had started, the write
     /// completes on its thread; if not, it never happens. Call
     /// [`tell`](File::tell) to learn where the file stands.
-    pub fn write(&mut self, data: impl Into<Vec<u8>>) -> Result<()> {
+    pub fn write_all(&mut self, data: impl Into<Vec<u8>>) -> Result<()> {
         let data = data.into();
         self.job(move |inner| {
             inner.unread_ahead()?;
@@ -406,7 +406,7 @@ impl File {
     ///
     /// # Cancellation
     ///
-    /// As [`write`](File::write): the seek either happens or not; `tell` says.
+    /// As [`write`](File::write_all): the seek either happens or not; `tell` says.
     pub fn seek(&mut self, pos: SeekFrom) -> Result<u64> {
         self.job(move |inner| {
             let ahead = (inner.end - inner.pos) as i64;
@@ -447,7 +447,7 @@ impl File {
     ///
     /// # Cancellation
     ///
-    /// As [`write`](File::write): the sync goes on if it had started.
+    /// As [`write`](File::write_all): the sync goes on if it had started.
     pub fn sync_all(&mut self) -> Result<()> {
         self.job(|inner| inner.file.sync_all())
     }
@@ -456,7 +456,7 @@ impl File {
     ///
     /// # Cancellation
     ///
-    /// As [`write`](File::write).
+    /// As [`write`](File::write_all).
     pub fn set_len(&mut self, size: u64) -> Result<()> {
         self.job(move |inner| {
             inner.unread_ahead()?;

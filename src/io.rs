@@ -2,9 +2,12 @@
 //!
 //! Every operation first makes the non-blocking system call. Only when it
 //! answers `WouldBlock` does the task wait for readiness (`READ_WAIT` /
-//! `WRITE_WAIT`), then try again. An fd is registered with the poller the first
-//! time a task has to wait on it, stays registered between waits, and is
-//! deregistered when its owner is dropped.
+//! `WRITE_WAIT`), then try again; after a short read or write on a stream
+//! socket or pipe (the kernel buffer was drained), the next operation waits
+//! first, so a request costs one read, not two. An fd is registered with the
+//! poller the first time a task has to wait on it (or drains it), stays
+//! registered between waits, and is deregistered when its owner is dropped or
+//! its fd is taken out (`into_socket2`, `OwnedFd::from`).
 //!
 //! # Invariants
 //!
@@ -17,7 +20,12 @@
 //!   or an error in its buffer, so the next read returns them.
 //! - Sockets and streams implement `std::io::Read` and `Write` (streams also
 //!   `BufRead`) by suspending the task, and a cancellation survives the trip
-//!   through `io::Error` (it never becomes `Interrupted`).
+//!   through `io::Error` (it never becomes `Interrupted`). No inherent method
+//!   shadows a `Read`/`Write` method with another meaning.
+//! - Lending an fd to synchronous code ([`Socket::blocking`],
+//!   [`Stream::blocking`]) never changes its file status flags, which every
+//!   duplicate shares: the lent [`Blocking`] handle waits in `poll(2)` itself,
+//!   so other tasks using the fd are never stalled by the loan.
 //!
 //! # Example
 //!
@@ -30,7 +38,7 @@
 //!         let (client, _) = listener.accept()?;
 //!         let mut s = client.as_stream();
 //!         let line = s.readline()?;
-//!         s.write(&line)
+//!         s.write_all(&line)
 //!     });
 //!     let c = TcpStream::connect(addr)?;
 //!     c.sendall(b"hello\n")?;
@@ -44,50 +52,157 @@ use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use mio::Token;
 
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{self, Core};
 use crate::poller::Direction;
 use crate::sys;
 use crate::trap;
 
-/// An fd's registration with the poller of the kernel that first waited on it.
+mod blocking;
+mod split;
+mod stream;
+
+pub use blocking::Blocking;
+pub use split::{ReadHalf, WriteHalf};
+pub use stream::{
+    DEFAULT_MAX_LINE, FileStream, Lines, Parts, SocketReader, SocketStream, SocketWriter, Stream,
+};
+
+/// An fd's registration with the poller of the kernel that first waited on it,
+/// and the try-then-wait loop every operation on it goes through.
+///
+/// Discussion: one system call per read. The poller records, per fd and
+/// direction, whether it may be ready (`Core::fd_ready`): set by every
+/// readiness event, whether or not a task waits, and cleared when an operation
+/// proves the fd drained. A read from a stream socket or a pipe that returns
+/// fewer bytes than it asked for means the kernel buffer was empty at that
+/// moment (likewise a short write: the send buffer was full), so it clears the
+/// bit, as tokio does, and the next operation in that direction waits at once
+/// instead of trying and getting `EAGAIN` (it gets one only when the bit lied:
+/// another reader took the bytes). Only registrations that drained an fd look
+/// the bit up (`unready`), so other I/O pays nothing for it. Bytes that arrive
+/// after that read make the edge-triggered poller report the fd again, and that
+/// report sets the bit even while no task waits (the kernel polls only between
+/// run slices, so no report can fall between an operation and the bookkeeping
+/// that follows it in the same slice). Datagram sockets, terminals and regular
+/// files are never marked drained by a short transfer: a short datagram or a
+/// line from a terminal says nothing about what else is queued.
 pub(crate) struct Registration {
     fd: RawFd,
     /// (kernel id, token), once registered.
     reg: Cell<Option<(u64, Token)>>,
+    /// A transfer shorter than asked drains the fd (stream sockets, pipes).
+    short_drains: bool,
+    /// Directions ([`dir_bit`]) this registration last told the poller were
+    /// not ready, and has not seen ready since. Only then does an operation
+    /// ask the poller before trying, so the common path (nothing drained)
+    /// does not reach the kernel's state at all.
+    unready: Cell<u8>,
     _not_send: PhantomData<*const ()>,
 }
 
+fn dir_bit(dir: Direction) -> u8 {
+    match dir {
+        Direction::Read => 1,
+        Direction::Write => 2,
+    }
+}
+
 impl Registration {
+    /// A registration for `fd`; transfers shorter than asked say nothing about
+    /// what is left (the safe default for any fd). The entry point for
+    /// services that wait on other kinds of fd.
+    #[allow(dead_code)]
     pub(crate) fn new(fd: RawFd) -> Registration {
+        Registration::with_short_drains(fd, false)
+    }
+
+    /// A registration for `fd` that treats a short read or write as proof that
+    /// the kernel buffer was drained (true for stream sockets and pipes only).
+    pub(crate) fn with_short_drains(fd: RawFd, short_drains: bool) -> Registration {
         Registration {
             fd,
             reg: Cell::new(None),
+            short_drains,
+            unready: Cell::new(0),
             _not_send: PhantomData,
         }
     }
 
-    /// The fd's token with the running kernel's poller, registering it first
-    /// if needed.
-    fn token(&self) -> Result<Token> {
-        trap::with_core(|core| match self.reg.get() {
+    /// The fd's token in `core`, registering it there first if need be.
+    fn token(&self, core: &Core) -> Result<Token> {
+        match self.reg.get() {
             Some((k, t)) if k == core.id() => Ok(t),
             _ => {
                 let t = core.register_fd(self.fd)?;
                 self.reg.set(Some((core.id(), t)));
-                Ok::<_, Error>(t)
+                Ok(t)
             }
-        })
+        }
     }
 
-    /// Waits until the fd is ready in direction `dir`.
-    pub(crate) fn wait(&self, dir: Direction) -> Result<()> {
-        kernel::wait_fd(self.token()?, self.fd, dir)
+    /// The fd is not ready in direction `dir` (an operation answered
+    /// `WouldBlock`, or it is known to be drained): waits until the poller
+    /// reports it ready.
+    ///
+    /// An `EAGAIN` does not clear the poller's bit: the wait that follows does
+    /// not look at it, and leaving it saves the kernel a store on the common
+    /// path. (After a cancelled wait the next operation therefore tries first.)
+    #[inline]
+    fn wait(&self, dir: Direction) -> Result<()> {
+        let token = trap::with_core(|core| self.token(core))?;
+        kernel::wait_fd(token, self.fd, dir)?;
+        // Woken by a readiness report, which set the poller's bit again.
+        self.unready.set(self.unready.get() & !dir_bit(dir));
+        Ok(())
+    }
+
+    /// True if the fd is registered in this kernel and known not to be ready
+    /// in direction `dir`.
+    #[inline]
+    fn known_unready(&self, dir: Direction) -> bool {
+        self.unready.get() & dir_bit(dir) != 0 && self.ask_unready(dir)
+    }
+
+    /// The slow part of [`known_unready`](Registration::known_unready): ask the
+    /// poller whether a report came since.
+    #[inline(never)]
+    fn ask_unready(&self, dir: Direction) -> bool {
+        let unready = match self.reg.get() {
+            None => false,
+            Some((k, t)) => trap::with_core(|core| core.id() == k && !core.fd_ready(t, dir)),
+        };
+        if !unready {
+            self.unready.set(self.unready.get() & !dir_bit(dir));
+        }
+        unready
+    }
+
+    /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness
+    /// in between (and first, if the fd is known not to be ready). `Interrupted`
+    /// is retried.
+    pub(crate) fn retry<R>(
+        &self,
+        dir: Direction,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> Result<R> {
+        if self.known_unready(dir) {
+            self.wait(dir)?;
+        }
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(dir)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// [`Registration::retry`] whose waits show as `state` (`SIGNAL_WAIT` for
@@ -103,7 +218,8 @@ impl Registration {
             match op() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    kernel::wait_fd_as(self.token()?, dir, state)?
+                    let token = trap::with_core(|core| self.token(core))?;
+                    kernel::wait_fd_as(token, dir, state)?
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
@@ -111,31 +227,51 @@ impl Registration {
         }
     }
 
-    /// True once this kernel's poller has reported the fd's read side closed
-    /// (end of file or an error); false if it never waited here; true
-    /// outside a kernel (nothing is known, so a reader must try).
-    pub(crate) fn read_closed(&self) -> bool {
-        trap::try_with_core(|core| match self.reg.get() {
-            Some((k, t)) if k == core.id() => core.fd_read_closed(t),
-            _ => false,
-        })
-        .unwrap_or(true)
+    /// Records that an operation made outside [`Registration::retry_transfer`]
+    /// (a TLS layer's own reads) found the fd drained in direction `dir`, if
+    /// this fd's kind says a short transfer means drained: the next operation
+    /// waits first.
+    pub(crate) fn mark_drained(&self, dir: Direction) {
+        if self.short_drains {
+            self.drained(dir);
+        }
     }
 
-    /// Runs `op` until it does not answer `WouldBlock`, waiting for readiness
-    /// in between. `Interrupted` is retried.
-    pub(crate) fn retry<R>(
+    /// [`retry`](Registration::retry) for a read or write of up to `want`
+    /// bytes: one that moves some but fewer marks the fd drained in `dir`, if
+    /// this fd's kind says that a short transfer means drained.
+    pub(crate) fn retry_transfer(
         &self,
         dir: Direction,
-        mut op: impl FnMut() -> io::Result<R>,
-    ) -> Result<R> {
-        loop {
-            match op() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(dir)?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+        want: usize,
+        op: impl FnMut() -> io::Result<usize>,
+    ) -> Result<usize> {
+        let n = self.retry(dir, op)?;
+        self.note_transfer(dir, n, want);
+        Ok(n)
+    }
+
+    /// Records a transfer of `n` of `want` bytes made outside `retry` (see
+    /// [`retry_transfer`](Registration::retry_transfer)).
+    #[inline]
+    fn note_transfer(&self, dir: Direction, n: usize, want: usize) {
+        if self.short_drains && n > 0 && n < want {
+            self.drained(dir);
+        }
+    }
+
+    #[inline(never)]
+    fn drained(&self, dir: Direction) {
+        let marked = trap::with_core(|core| {
+            // Registering now (if the fd never had to wait) makes the poller
+            // report the next bytes; a registration that fails leaves the fd
+            // to be tried first, as before.
+            self.token(core)
+                .map(|t| core.set_fd_unready(t, dir))
+                .is_ok()
+        });
+        if marked {
+            self.unready.set(self.unready.get() | dir_bit(dir));
         }
     }
 }
@@ -152,25 +288,15 @@ impl Drop for Registration {
     }
 }
 
-/// Puts `fd` in blocking mode for the life of the guard, then back.
-struct BlockingGuard<'a>(BorrowedFd<'a>);
-
-impl<'a> BlockingGuard<'a> {
-    fn new(fd: BorrowedFd<'a>) -> Result<BlockingGuard<'a>> {
-        sys::set_nonblocking(fd, false)?;
-        Ok(BlockingGuard(fd))
-    }
-}
-
-impl Drop for BlockingGuard<'_> {
-    fn drop(&mut self) {
-        let _ = sys::set_nonblocking(self.0, true);
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Socket
 // ---------------------------------------------------------------------------
+
+/// True for `SOCK_STREAM` (with or without the `SOCK_NONBLOCK`/`SOCK_CLOEXEC`
+/// flags): a byte stream, where a short read means the buffer was drained.
+fn is_stream_type(ty: socket2::Type) -> bool {
+    i32::from(ty) & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) == libc::SOCK_STREAM
+}
 
 /// A non-blocking socket with Curio's methods. Blocking calls suspend the task.
 ///
@@ -186,9 +312,15 @@ pub struct Socket {
 impl Socket {
     /// Wraps a socket2 socket, switching it to non-blocking mode.
     pub fn from_socket2(sock: socket2::Socket) -> Result<Socket> {
+        let stream = sock.r#type().is_ok_and(is_stream_type);
+        Socket::wrap(sock, stream)
+    }
+
+    /// Wraps `sock` (a stream socket if `stream`), switching it to non-blocking mode.
+    fn wrap(sock: socket2::Socket, stream: bool) -> Result<Socket> {
         sock.set_nonblocking(true)?;
         Ok(Socket {
-            reg: Registration::new(sock.as_raw_fd()),
+            reg: Registration::with_short_drains(sock.as_raw_fd(), stream),
             sock,
         })
     }
@@ -199,7 +331,8 @@ impl Socket {
         ty: socket2::Type,
         protocol: Option<socket2::Protocol>,
     ) -> Result<Socket> {
-        Socket::from_socket2(socket2::Socket::new(domain, ty, protocol)?)
+        let stream = is_stream_type(ty);
+        Socket::wrap(socket2::Socket::new(domain, ty, protocol)?, stream)
     }
 
     /// The underlying socket2 socket, for options (`set_nodelay`, buffer sizes …).
@@ -236,7 +369,54 @@ impl Socket {
     ///
     /// As [`Socket::recv`].
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.reg.retry(Direction::Read, || (&self.sock).read(buf))
+        let want = buf.len();
+        self.reg.retry_transfer(Direction::Read, want, || {
+            sys::read_fd(self.sock.as_fd(), buf, true)
+        })
+    }
+
+    /// Receives into uninitialised memory (no need to zero a buffer first);
+    /// returns the part of `buf` that was filled (empty: the peer closed).
+    ///
+    /// ```
+    /// use std::mem::MaybeUninit;
+    /// use curio::net::UnixStream;
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     a.sendall(b"raw")?;
+    ///     let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+    ///     assert_eq!(b.recv_uninit(&mut buf)?, b"raw");
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Socket::recv`].
+    pub fn recv_uninit<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> Result<&'a mut [u8]> {
+        let want = buf.len();
+        if self.reg.known_unready(Direction::Read) {
+            self.reg.wait(Direction::Read)?;
+        }
+        let got = sys::read_uninit(self.sock.as_fd(), buf, true, || {
+            self.reg.wait(Direction::Read)
+        })?;
+        self.reg.note_transfer(Direction::Read, got.len(), want);
+        Ok(got)
+    }
+
+    /// Receives at most `max` bytes into the spare capacity of `buf`, appending
+    /// them (the vector grows if it must; nothing is zeroed first); returns how
+    /// many came (0: the peer closed).
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Socket::recv`]; `buf` is unchanged.
+    pub fn recv_append(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        self.reg.retry_transfer(Direction::Read, max, || {
+            sys::read_to_spare(self.sock.as_fd(), buf, max, true)
+        })
     }
 
     /// Sends some of `data`; returns how much.
@@ -247,7 +427,7 @@ impl Socket {
     pub fn send(&self, data: &[u8]) -> Result<usize> {
         // MSG_NOSIGNAL: a closed peer is an EPIPE error, never a SIGPIPE that
         // kills a program which restored SIGPIPE's default action.
-        self.reg.retry(Direction::Write, || {
+        self.reg.retry_transfer(Direction::Write, data.len(), || {
             self.sock.send_with_flags(data, libc::MSG_NOSIGNAL)
         })
     }
@@ -276,7 +456,8 @@ impl Socket {
     /// A cancel point while no connection is pending. Cancelled, nothing was accepted.
     pub fn accept(&self) -> Result<(Socket, socket2::SockAddr)> {
         let (s, addr) = self.reg.retry(Direction::Read, || self.sock.accept())?;
-        Ok((Socket::from_socket2(s)?, addr))
+        // A connection has the listener's type.
+        Ok((Socket::wrap(s, self.reg.short_drains)?, addr))
     }
 
     /// Connects to `addr`.
@@ -328,18 +509,52 @@ impl Socket {
     /// Deregisters and closes the socket (the same as dropping it).
     pub fn close(self) {}
 
+    /// Takes the socket out without closing it: deregistered from the kernel
+    /// first, so it can be handed to other code, another kernel or another
+    /// thread. It stays in non-blocking mode; call `set_nonblocking(false)` on
+    /// it for code that expects a blocking socket.
+    pub fn into_socket2(self) -> socket2::Socket {
+        let Socket { reg, sock } = self;
+        drop(reg); // deregisters while the fd is still open
+        sock
+    }
+
     /// Wraps the socket in a buffered [`SocketStream`].
     pub fn as_stream(self) -> SocketStream {
         Stream::new(self)
     }
 
-    /// Lends the raw socket in blocking mode to `f` (for synchronous code, or to
-    /// hand a `try_clone` of it to a worker thread), and restores non-blocking
-    /// mode afterwards, even if `f` panics. Blocking calls on it block the whole
-    /// kernel unless made from another thread.
-    pub fn blocking<R>(&self, f: impl FnOnce(&socket2::Socket) -> R) -> Result<R> {
-        let _guard = BlockingGuard::new(self.sock.as_fd())?;
-        Ok(f(&self.sock))
+    /// Lends the socket to synchronous code: `f` gets a [`Blocking`] handle
+    /// whose reads and writes wait until they can proceed, by blocking the
+    /// calling OS thread. Hand a [`Blocking::try_clone`] of it to a worker
+    /// thread ([`run_in_thread`](crate::run_in_thread)) to keep the kernel free;
+    /// the clone keeps blocking there after `blocking` returns.
+    ///
+    /// The socket itself stays in non-blocking mode (that mode belongs to the
+    /// open file description every duplicate shares), so other tasks using it
+    /// meanwhile are never turned into calls that block the kernel. See
+    /// `arch-notes/io-readiness.md`.
+    ///
+    /// ```
+    /// use curio::net::UnixStream;
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     a.blocking(|raw| raw.write_all(b"from sync code"))??;
+    ///     assert_eq!(b.recv(100)?, b"from sync code");
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Never fails today; the `Result` matches [`Stream::blocking`].
+    ///
+    /// # Cancellation
+    ///
+    /// Not a cancel point itself; `f` may contain cancel points.
+    pub fn blocking<R>(&self, f: impl FnOnce(&Blocking<BorrowedFd<'_>>) -> R) -> Result<R> {
+        Ok(f(&Blocking::new(self.sock.as_fd(), true)))
     }
 }
 
@@ -354,6 +569,20 @@ impl std::fmt::Debug for Socket {
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+impl From<Socket> for OwnedFd {
+    /// As [`Socket::into_socket2`]: deregistered, not closed.
+    fn from(s: Socket) -> OwnedFd {
+        s.into_socket2().into()
+    }
+}
+
+impl IntoRawFd for Socket {
+    /// As [`Socket::into_socket2`]: deregistered, not closed; the caller owns the fd.
+    fn into_raw_fd(self) -> RawFd {
+        self.into_socket2().into_raw_fd()
     }
 }
 
@@ -405,34 +634,118 @@ impl FileIo {
     pub fn new(fd: impl Into<OwnedFd>) -> Result<FileIo> {
         let file = File::from(fd.into());
         sys::set_nonblocking(file.as_fd(), true)?;
+        let short_drains = match sys::fd_kind(file.as_fd()) {
+            sys::FdKind::Pipe => true,
+            sys::FdKind::Socket => socket2::SockRef::from(&file)
+                .r#type()
+                .is_ok_and(is_stream_type),
+            sys::FdKind::Other => false,
+        };
         Ok(FileIo {
-            reg: Registration::new(file.as_raw_fd()),
+            reg: Registration::with_short_drains(file.as_raw_fd(), short_drains),
             file,
         })
     }
 
-    /// Gives back the fd (still non-blocking), deregistered from the poller.
-    pub fn into_fd(self) -> OwnedFd {
+    /// Takes the fd out without closing it (deregistered first). It stays in
+    /// non-blocking mode.
+    pub fn into_owned_fd(self) -> OwnedFd {
         let FileIo { reg, file } = self;
         drop(reg);
         file.into()
     }
 }
 
-/// What a [`Stream`] reads from and writes to: a [`Socket`], a [`FileIo`], or a
-/// TLS connection ([`crate::tls::TlsIo`]).
+impl From<FileIo> for OwnedFd {
+    fn from(f: FileIo) -> OwnedFd {
+        f.into_owned_fd()
+    }
+}
+
+impl AsFd for FileIo {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl std::fmt::Debug for FileIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileIo")
+            .field("fd", &self.file.as_raw_fd())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What streams read from and write to
+// ---------------------------------------------------------------------------
+
+/// What a [`Stream`] reads from and writes to: a [`Socket`], a [`FileIo`], or
+/// anything else that reads and writes by suspending the task.
+///
+/// Every `StreamIo` is also a [`ReadIo`] and a [`WriteIo`]; the two halves of a
+/// split stream ([`ReadHalf`], [`WriteHalf`]) are one each.
 pub trait StreamIo {
     /// Reads some bytes (0 at end of file), suspending the task while none are ready.
     fn read_some(&self, buf: &mut [u8]) -> Result<usize>;
     /// Writes all of `data`; on failure the error says how much was written.
     fn write_all_of(&self, data: &[u8]) -> Result<()>;
-    /// The fd, for [`Stream::blocking`].
+    /// The fd.
     fn fd(&self) -> BorrowedFd<'_>;
     /// Sends anything the layer has accepted but not yet written (a TLS
     /// connection's queued records after a cancelled write). Sockets and files
     /// keep nothing back, so the default does nothing.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+    /// Reads at most `max` bytes into the spare capacity of `buf`, appending
+    /// them; returns how many came (0 at end of file). The default reads
+    /// through [`StreamIo::read_some`] into zeroed space; sockets and files read
+    /// into the spare capacity directly.
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        let len = buf.len();
+        buf.resize(len + max, 0);
+        let r = self.read_some(&mut buf[len..]);
+        buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        r
+    }
+}
+
+/// The reading side of a [`Stream`]: what its read methods need. Every
+/// [`StreamIo`] is one, and so is a [`ReadHalf`].
+pub trait ReadIo {
+    /// As [`StreamIo::read_some`].
+    fn read_some(&self, buf: &mut [u8]) -> Result<usize>;
+    /// As [`StreamIo::read_spare`].
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize>;
+}
+
+/// The writing side of a [`Stream`]: what its write methods need. Every
+/// [`StreamIo`] is one, and so is a [`WriteHalf`].
+pub trait WriteIo {
+    /// As [`StreamIo::write_all_of`].
+    fn write_all_of(&self, data: &[u8]) -> Result<()>;
+    /// As [`StreamIo::flush`].
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<T: StreamIo + ?Sized> ReadIo for T {
+    fn read_some(&self, buf: &mut [u8]) -> Result<usize> {
+        StreamIo::read_some(self, buf)
+    }
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        StreamIo::read_spare(self, buf, max)
+    }
+}
+
+impl<T: StreamIo + ?Sized> WriteIo for T {
+    fn write_all_of(&self, data: &[u8]) -> Result<()> {
+        StreamIo::write_all_of(self, data)
+    }
+    fn flush(&self) -> Result<()> {
+        StreamIo::flush(self)
     }
 }
 
@@ -446,19 +759,26 @@ impl StreamIo for Socket {
     fn fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        self.recv_append(buf, max)
+    }
 }
 
 impl StreamIo for FileIo {
     fn read_some(&self, buf: &mut [u8]) -> Result<usize> {
-        self.reg.retry(Direction::Read, || (&self.file).read(buf))
+        let want = buf.len();
+        self.reg.retry_transfer(Direction::Read, want, || {
+            sys::read_fd(self.file.as_fd(), buf, false)
+        })
     }
     fn write_all_of(&self, data: &[u8]) -> Result<()> {
         let mut done = 0;
         while done < data.len() {
             match self
                 .reg
-                .retry(Direction::Write, || (&self.file).write(&data[done..]))
-            {
+                .retry_transfer(Direction::Write, data.len() - done, || {
+                    sys::write_fd(self.file.as_fd(), &data[done..], false)
+                }) {
                 Ok(0) => {
                     let e = Error::from(io::Error::from(io::ErrorKind::WriteZero));
                     return Err(e.with_progress(done));
@@ -472,441 +792,9 @@ impl StreamIo for FileIo {
     fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
-}
-
-// ---------------------------------------------------------------------------
-// Streams
-// ---------------------------------------------------------------------------
-
-/// The default longest line [`Stream::readline`] accepts.
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-
-const CHUNK: usize = 8 * 1024;
-
-/// A buffered stream over a socket or a file: `read`, `read_exactly`,
-/// `readline`, lines … and `write`. Bytes read before a cancellation or an
-/// error stay buffered for the next read.
-pub struct Stream<S: StreamIo> {
-    io: S,
-    /// Always fully initialised; `buf[pos..end]` is what has been read but
-    /// not handed out. Reads land in `buf[end..]`, so the buffer is zeroed
-    /// only when it grows, not on every read.
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
-    max_line: usize,
-}
-
-/// A stream over a socket ([`Socket::as_stream`]).
-pub type SocketStream = Stream<Socket>;
-/// A stream over a pipe, terminal or file.
-pub type FileStream = Stream<FileIo>;
-
-impl FileStream {
-    /// A stream over `fd` (a pipe end, a child's stdout …), made non-blocking.
-    pub fn from_fd(fd: impl Into<OwnedFd>) -> Result<FileStream> {
-        Ok(Stream::new(FileIo::new(fd)?))
-    }
-
-    /// A stream over a duplicate of this process's standard input.
-    pub fn stdin() -> Result<FileStream> {
-        FileStream::from_fd(io::stdin().as_fd().try_clone_to_owned()?)
-    }
-
-    /// A stream over a duplicate of this process's standard output.
-    pub fn stdout() -> Result<FileStream> {
-        FileStream::from_fd(io::stdout().as_fd().try_clone_to_owned()?)
-    }
-}
-
-impl<S: StreamIo> Stream<S> {
-    /// A stream over `io`.
-    pub fn new(io: S) -> Stream<S> {
-        Stream {
-            io,
-            buf: Vec::new(),
-            end: 0,
-            pos: 0,
-            max_line: DEFAULT_MAX_LINE,
-        }
-    }
-
-    /// Sets the longest line `readline` accepts (bytes, newline included).
-    pub fn set_max_line(&mut self, bytes: usize) {
-        self.max_line = bytes.max(1);
-    }
-
-    /// The socket or file underneath.
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
-    /// Bytes read from the fd but not yet handed out.
-    pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..self.end]
-    }
-
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        let out = self.buf[self.pos..self.pos + n].to_vec();
-        self.consume_buf(n);
-        out
-    }
-
-    fn consume_buf(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.end {
-            self.pos = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Reads more into the buffer; returns how many bytes came (0: end of file).
-    fn fill(&mut self) -> Result<usize> {
-        if self.pos > 0 && self.buf.len() - self.end < CHUNK {
-            self.buf.copy_within(self.pos..self.end, 0);
-            self.end -= self.pos;
-            self.pos = 0;
-        }
-        if self.buf.len() - self.end < CHUNK {
-            self.buf.resize(self.end + CHUNK, 0);
-        }
-        let n = self.io.read_some(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// Reads until at least `n` bytes are buffered or the end of file, growing
-    /// the buffer no faster than data arrives (never to `n` up front, so a
-    /// peer that announces a huge message and sends nothing costs nothing).
-    /// Returns how many bytes are buffered. Consumes nothing: cancelled or
-    /// failed, every byte read stays buffered.
-    pub(crate) fn fill_to(&mut self, n: usize) -> Result<usize> {
-        while self.end - self.pos < n {
-            if self.pos > 0 {
-                self.buf.copy_within(self.pos..self.end, 0);
-                self.end -= self.pos;
-                self.pos = 0;
-            }
-            // At least a chunk, at most what is missing, and never more than
-            // doubling what has already arrived.
-            let room = (n - self.end).min(self.end.max(CHUNK)).max(CHUNK);
-            if self.buf.len() < self.end + room {
-                self.buf.resize(self.end + room, 0);
-            }
-            let got = self
-                .io
-                .read_some(&mut self.buf[self.end..self.end + room])?;
-            if got == 0 {
-                break;
-            }
-            self.end += got;
-        }
-        Ok(self.end - self.pos)
-    }
-
-    /// Drops the first `n` buffered bytes (at most what is buffered).
-    pub(crate) fn discard(&mut self, n: usize) {
-        self.consume_buf(n.min(self.end - self.pos));
-    }
-
-    /// Takes the first `n` buffered bytes (`n` at most what is buffered). A
-    /// message that fills the whole buffer is handed over without a copy.
-    pub(crate) fn take_buffered(&mut self, n: usize) -> Vec<u8> {
-        if self.pos == 0 && self.end == n && n >= CHUNK {
-            let mut out = std::mem::take(&mut self.buf);
-            out.truncate(n);
-            self.end = 0;
-            return out;
-        }
-        self.take(n)
-    }
-
-    /// Reads up to `maxbytes`: buffered bytes first, else whatever one read
-    /// brings. An empty vector means end of file.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point while nothing is buffered or ready. Cancelled, nothing is lost.
-    pub fn read(&mut self, maxbytes: usize) -> Result<Vec<u8>> {
-        if self.buffered().is_empty() {
-            self.fill()?;
-        }
-        let n = self.buffered().len().min(maxbytes);
-        Ok(self.take(n))
-    }
-
-    /// Reads into `buf` until it is full or the end of file; returns the count
-    /// (less than `buf.len()` only at end of file).
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled (or failed), the bytes already copied into
-    /// `buf` are put back in the stream's buffer, so the next read returns them;
-    /// [`Error::bytes_done`] counts them.
-    pub fn readinto(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.read_short(&mut buf[done..]) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) => {
-                    self.unread(&buf[..done]);
-                    return Err(e.with_progress(done));
-                }
-            }
-        }
-        Ok(done)
-    }
-
-    /// Puts `bytes` back in front of the buffer.
-    fn unread(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut buf = Vec::with_capacity(bytes.len() + self.end - self.pos);
-        buf.extend_from_slice(bytes);
-        buf.extend_from_slice(self.buffered());
-        self.end = buf.len();
-        self.pos = 0;
-        self.buf = buf;
-    }
-
-    /// One read's worth: buffered bytes, else one read from the fd.
-    fn read_short(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.buffered().is_empty() {
-            if buf.len() >= CHUNK {
-                return self.io.read_some(buf);
-            }
-            self.fill()?;
-        }
-        let n = self.buffered().len().min(buf.len());
-        buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.consume_buf(n);
-        Ok(n)
-    }
-
-    /// Reads until end of file.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled (or failed), everything read so far stays
-    /// buffered, and the error's [`Error::bytes_done`] says how much.
-    pub fn read_all(&mut self) -> Result<Vec<u8>> {
-        loop {
-            match self.fill() {
-                Ok(0) => return Ok(self.take(self.buffered().len())),
-                Ok(_) => {}
-                Err(e) => return Err(e.with_progress(self.buffered().len())),
-            }
-        }
-    }
-
-    /// Reads exactly `n` bytes.
-    ///
-    /// # Errors
-    ///
-    /// End of file first: an I/O error of kind `UnexpectedEof` whose
-    /// [`Error::bytes_done`] is the number of bytes that did arrive; they stay
-    /// buffered.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled, the bytes read so far stay buffered.
-    pub fn read_exactly(&mut self, n: usize) -> Result<Vec<u8>> {
-        while self.buffered().len() < n {
-            match self.fill() {
-                Ok(0) => {
-                    let got = self.buffered().len();
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("end of file after {got} of {n} bytes; they stay buffered"),
-                    );
-                    return Err(Error::from(e).with_progress(got));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.with_progress(self.buffered().len())),
-            }
-        }
-        Ok(self.take(n))
-    }
-
-    /// Reads one line, newline included; at end of file, the rest (possibly
-    /// empty: an empty vector means end of file).
-    ///
-    /// # Errors
-    ///
-    /// A line longer than the limit ([`Stream::set_max_line`], 64 KiB by
-    /// default) is an I/O error of kind `InvalidData`; its bytes stay buffered.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled, a partial line stays buffered.
-    pub fn readline(&mut self) -> Result<Vec<u8>> {
-        let mut searched = 0;
-        loop {
-            // Only the first `max_line` bytes may hold the end of the line,
-            // however the data arrived.
-            let unread = self.buffered();
-            let window = &unread[..unread.len().min(self.max_line)];
-            if let Some(i) = window[searched..].iter().position(|&b| b == b'\n') {
-                return Ok(self.take(searched + i + 1));
-            }
-            searched = window.len();
-            if searched >= self.max_line {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "line longer than {} bytes; raise the limit with set_max_line",
-                        self.max_line
-                    ),
-                );
-                return Err(Error::from(e).with_progress(searched));
-            }
-            match self.fill() {
-                Ok(0) => return Ok(self.take(self.buffered().len())),
-                Ok(_) => {}
-                Err(e) => return Err(e.with_progress(self.buffered().len())),
-            }
-        }
-    }
-
-    /// Reads every line until end of file.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point. Cancelled (or failed), the lines already read are put
-    /// back in the buffer, so nothing is lost; [`Error::bytes_done`] counts them.
-    pub fn readlines(&mut self) -> Result<Vec<Vec<u8>>> {
-        let mut lines = Vec::new();
-        loop {
-            match self.readline() {
-                Ok(line) if line.is_empty() => return Ok(lines),
-                Ok(line) => lines.push(line),
-                Err(e) => {
-                    let back: Vec<u8> = lines.concat();
-                    self.unread(&back);
-                    return Err(e.with_progress(back.len()));
-                }
-            }
-        }
-    }
-
-    /// An iterator over lines (newline included) until end of file.
-    pub fn lines(&mut self) -> Lines<'_, S> {
-        Lines { stream: self }
-    }
-
-    /// Writes all of `data` (streams do not buffer writes).
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point while the fd is not writable; the error's
-    /// [`Error::bytes_done`] says how much was written.
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.io.write_all_of(data)
-    }
-
-    /// Writes each item in turn.
-    ///
-    /// # Cancellation
-    ///
-    /// As [`Stream::write`]; [`Error::bytes_done`] counts all bytes written.
-    pub fn writelines<I, B>(&mut self, lines: I) -> Result<()>
-    where
-        I: IntoIterator<Item = B>,
-        B: AsRef<[u8]>,
-    {
-        let mut total = 0;
-        for l in lines {
-            let l = l.as_ref();
-            if let Err(e) = self.io.write_all_of(l) {
-                let done = e.bytes_done().unwrap_or(0);
-                return Err(e.with_progress(total + done));
-            }
-            total += l.len();
-        }
-        Ok(())
-    }
-
-    /// Streams do not buffer writes, so this only sends what the layer
-    /// underneath holds back: nothing for sockets and files; for TLS, records
-    /// queued by a write that was cancelled while sending them.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point (TLS only) while the socket is not writable; cancelled,
-    /// what is still queued stays queued for the next write or flush.
-    pub fn flush(&mut self) -> Result<()> {
-        self.io.flush()
-    }
-
-    /// Closes the stream and its fd (the same as dropping it).
-    pub fn close(self) {}
-
-    /// Gives back the socket or file, with any bytes still buffered.
-    pub fn into_inner(self) -> (S, Vec<u8>) {
-        let rest = self.buffered().to_vec();
-        (self.io, rest)
-    }
-
-    /// Lends the fd in blocking mode to `f` and restores non-blocking mode after,
-    /// even if `f` panics. Bytes already buffered are not seen by `f`: read
-    /// them first with [`Stream::buffered`].
-    pub fn blocking<R>(&mut self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
-        let fd = self.io.fd();
-        let _guard = BlockingGuard::new(fd)?;
-        Ok(f(fd))
-    }
-}
-
-/// Lines of a [`Stream`], from [`Stream::lines`].
-pub struct Lines<'a, S: StreamIo> {
-    stream: &'a mut Stream<S>,
-}
-
-impl<S: StreamIo> Iterator for Lines<'_, S> {
-    type Item = Result<Vec<u8>>;
-    fn next(&mut self) -> Option<Result<Vec<u8>>> {
-        match self.stream.readline() {
-            Ok(line) if line.is_empty() => None,
-            other => Some(other),
-        }
-    }
-}
-
-impl<S: StreamIo> Read for Stream<S> {
-    /// A short read, as `Read` expects (unlike [`Stream::readinto`]).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(self.read_short(buf)?)
-    }
-}
-
-impl<S: StreamIo> io::BufRead for Stream<S> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.buffered().is_empty() {
-            self.fill()?;
-        }
-        Ok(self.buffered())
-    }
-    fn consume(&mut self, amt: usize) {
-        self.consume_buf(amt.min(self.buffered().len()));
-    }
-}
-
-impl<S: StreamIo> Write for Stream<S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io.write_all_of(buf)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(self.io.flush()?)
-    }
-}
-
-impl<S: StreamIo> std::fmt::Debug for Stream<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream")
-            .field("buffered", &self.buffered().len())
-            .finish()
+    fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
+        self.reg.retry_transfer(Direction::Read, max, || {
+            sys::read_to_spare(self.file.as_fd(), buf, max, false)
+        })
     }
 }

@@ -1058,14 +1058,20 @@ impl Core {
         self.poller.borrow_mut().register_fd(fd)
     }
 
-    /// True once a poll has reported the read side of `token`'s fd closed.
-    pub(crate) fn fd_read_closed(&self, token: mio::Token) -> bool {
-        self.poller.borrow().read_closed(token)
-    }
-
     /// Forgets `fd`'s registration; call before closing it.
     pub(crate) fn deregister_fd(&self, token: mio::Token, fd: std::os::fd::RawFd) {
         self.poller.borrow_mut().deregister_fd(token, fd)
+    }
+
+    /// Whether `token`'s fd may be ready in direction `dir` (no operation has
+    /// found it not ready since the poller last reported it ready).
+    pub(crate) fn fd_ready(&self, token: mio::Token, dir: Direction) -> bool {
+        self.poller.borrow().is_ready(token, dir)
+    }
+
+    /// Records that an operation found `token`'s fd drained in direction `dir`.
+    pub(crate) fn set_fd_unready(&self, token: mio::Token, dir: Direction) {
+        self.poller.borrow_mut().clear_ready(token, dir)
     }
 
     fn live_tasks(&self) -> Vec<Rc<AnyTask>> {

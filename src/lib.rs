@@ -91,7 +91,7 @@ mod trap;
 mod wait;
 
 pub use error::{CurioError, Error, ErrorKind, Result};
-pub use io::{FileStream, Socket, SocketStream, Stream};
+pub use io::{Blocking, FileStream, Socket, SocketReader, SocketStream, SocketWriter, Stream};
 pub use kernel::{Kernel, run};
 pub use process::run_in_process;
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};

@@ -8,8 +8,10 @@
 //!   handler is reported as a task crash and the server goes on.
 //! - When the server ends (cancelled, or a fatal accept error) it closes its
 //!   listener and cancels every handler still running, waiting for each.
-//! - Host names are resolved on the worker threads (`run_in_thread`), never on
-//!   the kernel thread.
+//! - Host names are resolved on a lane of worker threads of their own
+//!   ([`resolve`]; at most [`RESOLVER_THREADS`](crate::workers::RESOLVER_THREADS)
+//!   at once, plus as many abandoned lookups), never on the kernel thread and
+//!   never on the `run_in_thread` pool, so slow lookups cannot exhaust it.
 //!
 //! # Example
 //!
@@ -43,7 +45,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Deref;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -51,12 +53,12 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::error::{Error, Result};
-use crate::io::{Socket, SocketStream};
+use crate::io::{Socket, SocketReader, SocketStream, SocketWriter};
 use crate::task::{self, TaskRef};
 use crate::time::disable_cancellation;
 
 macro_rules! socket_wrapper {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $std:ty) => {
         $(#[$doc])*
         pub struct $name(Socket);
 
@@ -69,6 +71,33 @@ macro_rules! socket_wrapper {
             /// Wraps the socket in a buffered stream.
             pub fn as_stream(self) -> SocketStream {
                 self.0.as_stream()
+            }
+
+            #[doc = concat!("Wraps a std `", stringify!($std), "`, switching it to non-blocking mode.")]
+            pub fn from_std(s: $std) -> Result<$name> {
+                Ok($name(Socket::from_socket2(socket2::Socket::from(OwnedFd::from(s)))?))
+            }
+
+            #[doc = concat!("Takes the socket out as a std `", stringify!($std), "` in blocking mode, for synchronous code:")]
+            /// deregistered from the kernel first, not closed.
+            pub fn into_std(self) -> Result<$std> {
+                let s = self.0.into_socket2();
+                s.set_nonblocking(false)?;
+                Ok(<$std>::from(OwnedFd::from(s)))
+            }
+        }
+
+        impl From<$name> for OwnedFd {
+            /// Takes the fd out: deregistered from the kernel, not closed, still non-blocking.
+            fn from(s: $name) -> OwnedFd {
+                s.0.into()
+            }
+        }
+
+        impl IntoRawFd for $name {
+            /// Takes the fd out: deregistered from the kernel, not closed, still non-blocking.
+            fn into_raw_fd(self) -> RawFd {
+                self.0.into_raw_fd()
             }
         }
 
@@ -131,23 +160,28 @@ macro_rules! socket_wrapper {
 
 socket_wrapper!(
     /// A TCP connection. Dereferences to [`Socket`] (`recv`, `sendall` …).
-    TcpStream
+    TcpStream,
+    std::net::TcpStream
 );
 socket_wrapper!(
     /// A listening TCP socket.
-    TcpListener
+    TcpListener,
+    std::net::TcpListener
 );
 socket_wrapper!(
     /// A UDP socket.
-    UdpSocket
+    UdpSocket,
+    std::net::UdpSocket
 );
 socket_wrapper!(
     /// A Unix stream connection.
-    UnixStream
+    UnixStream,
+    std::os::unix::net::UnixStream
 );
 socket_wrapper!(
     /// A listening Unix stream socket.
-    UnixListener
+    UnixListener,
+    std::os::unix::net::UnixListener
 );
 
 const BACKLOG: i32 = 1024;
@@ -167,6 +201,25 @@ impl TcpStream {
         let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         s.connect(&addr.into())?;
         Ok(TcpStream(s))
+    }
+
+    /// Connects to `addr` from the local address `source` (port 0: any port).
+    ///
+    /// # Cancellation
+    ///
+    /// A cancel point while connecting; cancelled, the half-made socket is closed.
+    pub fn connect_from(addr: SocketAddr, source: SocketAddr) -> Result<TcpStream> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.socket().bind(&source.into())?;
+        s.connect(&addr.into())?;
+        Ok(TcpStream(s))
+    }
+
+    /// Splits the connection into a buffered read half and write half, for one
+    /// task that reads and another that writes at the same time
+    /// ([`Stream::into_split`](crate::Stream::into_split)).
+    pub fn into_split(self) -> (SocketReader, SocketWriter) {
+        self.as_stream().into_split()
     }
 
     /// The peer's address.
@@ -252,6 +305,13 @@ impl UnixStream {
         Ok(UnixStream(s))
     }
 
+    /// Splits the connection into a buffered read half and write half, for one
+    /// task that reads and another that writes at the same time
+    /// ([`Stream::into_split`](crate::Stream::into_split)).
+    pub fn into_split(self) -> (SocketReader, SocketWriter) {
+        self.as_stream().into_split()
+    }
+
     /// A connected pair (like `socketpair(2)`).
     pub fn pair() -> Result<(UnixStream, UnixStream)> {
         let (a, b) = socket2::Socket::pair(Domain::UNIX, Type::STREAM, None)?;
@@ -283,15 +343,76 @@ impl UnixListener {
 }
 
 /// A listening TCP socket on `addr` with `SO_REUSEADDR` and, if `reuse_port`,
-/// `SO_REUSEPORT` (so several kernels, one per core, can share a port).
+/// `SO_REUSEPORT` (so several kernels, one per core, can share a port), and
+/// the default backlog. [`tcp_server_socket_with`] takes more options.
 pub fn tcp_server_socket(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
+    tcp_server_socket_with(addr, ListenOptions::new().reuse_port(reuse_port))
+}
+
+/// How a listening socket is set up: the `listen(2)` backlog and `SO_REUSEPORT`
+/// (`SO_REUSEADDR` is always on). For [`tcp_server_socket_with`] and
+/// [`tcp_server_with`].
+///
+/// ```
+/// use curio::net::{ListenOptions, tcp_server_socket_with};
+/// curio::run(|| {
+///     let opts = ListenOptions::new().backlog(4096).reuse_port(true);
+///     let listener = tcp_server_socket_with("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+///     assert!(listener.local_addr().unwrap().port() > 0);
+/// });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenOptions {
+    backlog: i32,
+    reuse_port: bool,
+}
+
+impl ListenOptions {
+    /// A backlog of 1024 (the kernel caps it at `net.core.somaxconn`, 4096 on
+    /// recent Linux) and no `SO_REUSEPORT`.
+    pub fn new() -> ListenOptions {
+        ListenOptions {
+            backlog: BACKLOG,
+            reuse_port: false,
+        }
+    }
+
+    /// How many connections the kernel completes and queues before they are
+    /// accepted (at least 1; values above `i32::MAX` are capped there, and the
+    /// kernel caps them at `net.core.somaxconn`).
+    pub fn backlog(mut self, connections: u32) -> ListenOptions {
+        self.backlog = connections.clamp(1, i32::MAX as u32) as i32;
+        self
+    }
+
+    /// Sets `SO_REUSEPORT`, so several kernels (one per core) can listen on
+    /// the same port and share its connections.
+    pub fn reuse_port(mut self, on: bool) -> ListenOptions {
+        self.reuse_port = on;
+        self
+    }
+
+    /// The backlog these options ask for.
+    pub fn get_backlog(&self) -> u32 {
+        self.backlog as u32
+    }
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions::new()
+    }
+}
+
+/// A listening TCP socket on `addr` with `SO_REUSEADDR` and the given options.
+pub fn tcp_server_socket_with(addr: SocketAddr, options: ListenOptions) -> Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.socket().set_reuse_address(true)?;
-    if reuse_port {
+    if options.reuse_port {
         s.socket().set_reuse_port(true)?;
     }
     s.socket().bind(&addr.into())?;
-    s.socket().listen(BACKLOG)?;
+    s.socket().listen(options.backlog)?;
     Ok(TcpListener(s))
 }
 
@@ -404,6 +525,19 @@ where
     run_server(tcp_server_socket(addr, false)?, handler)
 }
 
+/// [`tcp_server`] with listen options (backlog, `SO_REUSEPORT`).
+///
+/// # Cancellation
+///
+/// As [`run_server`].
+pub fn tcp_server_with<F, R>(addr: SocketAddr, options: ListenOptions, handler: F) -> Result<()>
+where
+    F: Fn(TcpStream, SocketAddr) -> R + 'static,
+    R: 'static,
+{
+    run_server(tcp_server_socket_with(addr, options)?, handler)
+}
+
 /// Listens on the Unix socket `path` and serves each client with `handler`.
 ///
 /// # Cancellation
@@ -425,10 +559,41 @@ where
 ///
 /// A cancel point while resolving and while connecting.
 pub fn open_connection(host: &str, port: u16) -> Result<TcpStream> {
+    create_connection(&resolve(host, port)?)
+}
+
+/// Resolves `host` and `port` to socket addresses (`getaddrinfo`) on the
+/// kernel's name-lookup threads, which are kept apart from the
+/// [`run_in_thread`](crate::run_in_thread) pool: at most
+/// [`RESOLVER_THREADS`](crate::workers::RESOLVER_THREADS) lookups run at once,
+/// further ones wait for a thread.
+///
+/// ```
+/// curio::run(|| {
+///     let addrs = curio::net::resolve("localhost", 80).unwrap();
+///     assert!(addrs.iter().all(|a| a.port() == 80 && a.ip().is_loopback()));
+/// });
+/// ```
+///
+/// # Cancellation
+///
+/// A cancel point. Cancelled or timed out, it returns at once; a lookup already
+/// running finishes on its thread and its answer is dropped (that thread is
+/// busy until then).
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     let target = (host.to_string(), port);
-    let addrs: Vec<SocketAddr> =
-        crate::workers::run_in_thread(move || target.to_socket_addrs().map(|a| a.collect()))??;
-    create_connection(&addrs)
+    crate::workers::run_in_resolver(move || target.to_socket_addrs().map(|a| a.collect()))?
+        .map_err(Error::from)
+}
+
+/// [`open_connection`] from the local address `source` (Curio's `source_addr`;
+/// port 0: any port).
+///
+/// # Cancellation
+///
+/// As [`open_connection`].
+pub fn open_connection_from(host: &str, port: u16, source: SocketAddr) -> Result<TcpStream> {
+    create_connection_from(&resolve(host, port)?, source)
 }
 
 /// An outgoing connection to make: Curio's `open_connection(host, port,
@@ -485,9 +650,27 @@ impl Connect {
 ///
 /// A cancel point while connecting; a cancellation stops the whole attempt.
 pub fn create_connection(addrs: &[SocketAddr]) -> Result<TcpStream> {
+    connect_first(addrs, TcpStream::connect)
+}
+
+/// [`create_connection`] from the local address `source` (Curio's
+/// `source_address`; port 0: any port). Addresses of the other family than
+/// `source` fail, and the next is tried.
+///
+/// # Cancellation
+///
+/// As [`create_connection`].
+pub fn create_connection_from(addrs: &[SocketAddr], source: SocketAddr) -> Result<TcpStream> {
+    connect_first(addrs, |a| TcpStream::connect_from(a, source))
+}
+
+fn connect_first(
+    addrs: &[SocketAddr],
+    connect: impl Fn(SocketAddr) -> Result<TcpStream>,
+) -> Result<TcpStream> {
     let mut last = None;
     for &a in addrs {
-        match TcpStream::connect(a) {
+        match connect(a) {
             Ok(s) => return Ok(s),
             Err(e) if e.is_cancellation() => return Err(e),
             Err(e) => last = Some(e),

@@ -12,7 +12,6 @@
 //! Sockets register here in a later layer (`io.rs`); the kernel itself only knows
 //! tokens.
 
-use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,33 +70,39 @@ pub(crate) enum Direction {
     Write,
 }
 
-/// A registered fd: the one task waiting to read it and the one waiting to write.
+/// A registered fd: the one task waiting to read it and the one waiting to
+/// write, and whether it may be ready in each direction.
 #[derive(Default)]
 struct IoEntry {
     in_use: bool,
     reader: Option<Waiter>,
     writer: Option<Waiter>,
-    /// A poll has reported the read side closed (or an error): final, and
-    /// kept even if nobody was waiting (see [`Poller::read_closed`]).
-    read_closed: bool,
+    /// Per direction ([`Direction::bit`]): set when the poller reports
+    /// readiness (or at registration, not knowing), cleared when an operation
+    /// proves the fd drained (a short read or write on a stream socket or a
+    /// pipe). Clear means: wait before trying again.
+    ///
+    /// A direction reported closed (end of file, hang-up, error) gets its
+    /// [`Direction::closed_bit`] too, which is never cleared: it is a final
+    /// state, and the event that reported it may have come together with the
+    /// last bytes, so a short read of those bytes does not mean that the next
+    /// read would wait (it returns end of file, and no further event comes).
+    ready: u8,
 }
 
-thread_local! {
-    /// How many times the kernel on this thread has polled (see [`polls`]).
-    static POLLS: Cell<u64> = const { Cell::new(0) };
-}
+impl Direction {
+    /// This direction's bit in [`IoEntry::ready`].
+    fn bit(self) -> u8 {
+        match self {
+            Direction::Read => 1,
+            Direction::Write => 2,
+        }
+    }
 
-/// How many times the kernel on this thread has polled for readiness.
-///
-/// Discussion: epoll is edge-triggered, and an edge harvested while no task
-/// waits on the fd is dropped. But an edge that arrives after a task found an
-/// fd drained (a read shorter than asked for) stays queued inside epoll until
-/// the next poll. So while this count has not moved since the short read, the
-/// task may wait for readiness without first trying a read that would only
-/// answer `EAGAIN` (the TLS layer does; tokio clears readiness on a short read
-/// for the same saving). Any poll in between, and the task must try first.
-pub(crate) fn polls() -> u64 {
-    POLLS.with(Cell::get)
+    /// This direction's sticky "closed" bit in [`IoEntry::ready`].
+    fn closed_bit(self) -> u8 {
+        self.bit() << 2
+    }
 }
 
 /// The poller, the fd table and the receiving end of the inbox.
@@ -146,15 +151,6 @@ impl Poller {
         self.inbox.pending.load(Ordering::Acquire)
     }
 
-    /// True once a poll has reported `token`'s read side closed (end of file
-    /// or an error). An edge for that cannot come again, so a reader that
-    /// skips its first try (see [`polls`]) must not wait on it.
-    pub(crate) fn read_closed(&self, token: Token) -> bool {
-        self.io
-            .get(token.0)
-            .is_some_and(|e| e.in_use && e.read_closed)
-    }
-
     /// Registers `fd` for read and write readiness (edge-triggered); returns its token.
     pub(crate) fn register_fd(&mut self, fd: RawFd) -> io::Result<Token> {
         let i = match self.io_free.pop() {
@@ -178,7 +174,8 @@ impl Poller {
             in_use: true,
             reader: None,
             writer: None,
-            read_closed: false,
+            // Not known yet: the first operation in each direction tries.
+            ready: Direction::Read.bit() | Direction::Write.bit(),
         };
         Ok(token)
     }
@@ -204,6 +201,23 @@ impl Poller {
         }
     }
 
+    /// Whether `token`'s fd may be ready in direction `dir`: true unless an
+    /// operation found it not ready and no readiness was reported since.
+    pub(crate) fn is_ready(&self, token: Token, dir: Direction) -> bool {
+        self.io
+            .get(token.0)
+            .is_none_or(|e| !e.in_use || e.ready & (dir.bit() | dir.closed_bit()) != 0)
+    }
+
+    /// Records that an operation found `token`'s fd drained in direction `dir`
+    /// (a short read or write); the next readiness event sets it again. A
+    /// closed direction stays ready.
+    pub(crate) fn clear_ready(&mut self, token: Token, dir: Direction) {
+        if let Some(e) = self.io.get_mut(token.0) {
+            e.ready &= !dir.bit();
+        }
+    }
+
     /// Waits up to `timeout` (`None`: forever) for readiness or a message, and
     /// appends to `wake` every waiter that should now run: readers and writers of
     /// ready fds, and the waiters named by inbox messages. Returns how many
@@ -216,7 +230,6 @@ impl Poller {
         let mut n = 0;
         // A message posted before we block must not be slept through: the waker
         // has fired for it, so epoll returns at once.
-        POLLS.with(|p| p.set(p.get() + 1));
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // Discussion: an interrupted poll means a signal handler ran on
@@ -236,13 +249,31 @@ impl Poller {
             let Some(entry) = self.io.get_mut(ev.token().0) else {
                 continue;
             };
-            if ev.is_read_closed() || ev.is_error() {
-                entry.read_closed = true;
+            // Readiness is recorded whether or not a task waits: under
+            // edge-triggered polling this event is not repeated, and a task
+            // that skips its next try on a drained fd relies on it.
+            let (r, w) = (Direction::Read, Direction::Write);
+            let mut bits = 0;
+            if ev.is_readable() {
+                bits |= r.bit();
             }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            if ev.is_writable() {
+                bits |= w.bit();
+            }
+            if ev.is_read_closed() {
+                bits |= r.bit() | r.closed_bit();
+            }
+            if ev.is_write_closed() {
+                bits |= w.bit() | w.closed_bit();
+            }
+            if ev.is_error() {
+                bits |= r.bit() | r.closed_bit() | w.bit() | w.closed_bit();
+            }
+            entry.ready |= bits;
+            if bits & r.bit() != 0 {
                 wake.extend(entry.reader.take());
             }
-            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+            if bits & w.bit() != 0 {
                 wake.extend(entry.writer.take());
             }
         }

@@ -135,8 +135,7 @@ impl From<FileStream> for Stdio {
     /// in blocking mode for the child. Bytes the stream had already buffered
     /// are not passed on.
     fn from(stream: FileStream) -> Stdio {
-        let (io, _) = stream.into_inner();
-        let fd = io.into_fd();
+        let fd = stream.into_parts().io.into_owned_fd();
         let _ = sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), false);
         Stdio(Kind::Fd(fd))
     }
@@ -652,7 +651,7 @@ impl Child {
                 let err = err.map(|s| spawn_reader("stderr", s, &mut failure));
                 if let Some(mut stdin) = stdin {
                     if failure.is_none() && !input.is_empty() {
-                        match stdin.write(input) {
+                        match stdin.write_all(input) {
                             Ok(()) => {}
                             Err(e) if is_broken_pipe(&e) => {}
                             Err(e) => failure = Some(e),

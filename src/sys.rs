@@ -683,3 +683,193 @@ pub(crate) fn stdin_to_dev_null() -> io::Result<()> {
     // underneath it; `null` stays owned by its File and is closed on drop.
     check(unsafe { libc::dup2(null.as_raw_fd(), 0) })
 }
+/// Waits until `fd` is readable (`write` false) or writable, an error or
+/// hang-up is pending, or `timeout` has passed (`None`: no limit). Returns
+/// false on timeout. Blocks the calling OS thread; retries after signals.
+pub(crate) fn poll_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    write: bool,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up, so a sub-millisecond wait does not spin at zero.
+                left.as_micros()
+                    .div_ceil(1000)
+                    .min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: if write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid, writable pollfd that lives across the call;
+        // poll writes only its `revents`. A borrowed fd is open for the call.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r == 0 {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reads at most `len` bytes from `fd` to `ptr`: `recv(2)` for a socket (the
+/// socket path of the kernel, as std and mio use it), else `read(2)`.
+///
+/// # Safety
+///
+/// `ptr` must be valid for writes of `len` bytes for the duration of the call.
+unsafe fn read_raw(fd: std::os::fd::RawFd, ptr: *mut u8, len: usize, socket: bool) -> isize {
+    if socket {
+        // SAFETY: the caller guarantees `ptr` is writable for `len` bytes;
+        // recv(2) writes at most that many.
+        unsafe { libc::recv(fd, ptr.cast(), len, 0) }
+    } else {
+        // SAFETY: as above, for read(2).
+        unsafe { libc::read(fd, ptr.cast(), len) }
+    }
+}
+
+/// `recv(2)` (a socket) or `read(2)` on a borrowed fd into an initialised buffer.
+pub(crate) fn read_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    socket: bool,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe { read_raw(fd.as_raw_fd(), buf.as_mut_ptr(), buf.len(), socket) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `write(2)` on a borrowed fd; for a socket, `send(2)` with `MSG_NOSIGNAL`, so
+/// a closed peer is an `EPIPE` error and never a `SIGPIPE`.
+pub(crate) fn write_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &[u8],
+    socket: bool,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let n = if socket {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call.
+        unsafe { libc::send(raw, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) }
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::write(raw, buf.as_ptr().cast(), buf.len()) }
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// What kind of file an fd is, as far as I/O readiness cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    Socket,
+    /// A pipe or FIFO.
+    Pipe,
+    /// Anything else (terminal, regular file, device), or unknown.
+    Other,
+}
+
+/// The kind of `fd` (`fstat`); [`FdKind::Other`] if it cannot be examined.
+pub(crate) fn fd_kind(fd: std::os::fd::BorrowedFd<'_>) -> FdKind {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into `st`, which is valid for it.
+    let r = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if r != 0 {
+        return FdKind::Other;
+    }
+    // SAFETY: fstat returned 0, so it filled `st` in.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    match mode {
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFIFO => FdKind::Pipe,
+        _ => FdKind::Other,
+    }
+}
+
+/// Reads (`recv(2)` for a socket, else `read(2)`) at most `max` bytes from
+/// `fd` into the spare capacity of `buf`, appending them (no zero-filling);
+/// returns how many came.
+pub(crate) fn read_to_spare(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    socket: bool,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare[..len]` is memory `buf` owns, valid for writes of `len`
+    // bytes; the call writes at most `len` bytes there and nowhere else.
+    let n = unsafe { read_raw(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len, socket) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    assert!(n <= len, "read(2) returned more than it was given room for");
+    // SAFETY: the kernel initialised the `n <= len` bytes just past `buf.len()`,
+    // which lie within its capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Reads (`recv(2)` for a socket, else `read(2)`) into uninitialised memory,
+/// calling `wait` each time the fd answers `EAGAIN` (and retrying after
+/// `EINTR`), until data or end of file comes; returns the initialised part of
+/// `buf` (empty at end of file).
+pub(crate) fn read_uninit<'a, E: From<io::Error>>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &'a mut [std::mem::MaybeUninit<u8>],
+    socket: bool,
+    mut wait: impl FnMut() -> Result<(), E>,
+) -> Result<&'a mut [u8], E> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the call
+        // writes at most that many.
+        let n = unsafe { read_raw(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), socket) };
+        if n >= 0 {
+            let n = n as usize;
+            assert!(
+                n <= buf.len(),
+                "read(2) returned more than it was given room for"
+            );
+            // SAFETY: the kernel initialised the first `n` bytes of `buf`, and
+            // `MaybeUninit<u8>` has the layout of `u8`. The slice borrows `buf`
+            // for 'a, so nothing else can reach that memory meanwhile.
+            return Ok(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n) });
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => wait()?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e.into()),
+        }
+    }
+}

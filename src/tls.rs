@@ -59,12 +59,12 @@
 //!     let server = curio::spawn(move || {
 //!         tls::run_server(listener, server_config, |mut s: TlsStream, _addr| {
 //!             let line = s.readline()?;
-//!             s.write(&line)
+//!             s.write_all(&line)
 //!         })
 //!     });
 //!     let connector = tls::TlsConnector::new(client_config);
 //!     let mut s = Connect::new("localhost", port).tls_with(&connector).open()?;
-//!     s.write(b"hello\n")?;
+//!     s.write_all(b"hello\n")?;
 //!     assert_eq!(s.readline()?, b"hello\n");
 //!     assert_eq!(s.get_ref().protocol_version(), Some(tls::rustls::ProtocolVersion::TLSv1_3));
 //!     server.cancel()?;
@@ -92,7 +92,7 @@ use rustls::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{Socket, Stream, StreamIo};
 use crate::net::{self, Connect, Listener, TcpListener};
-use crate::poller::{self, Direction};
+use crate::poller::Direction;
 
 pub use rustls;
 pub use rustls::pki_types;
@@ -402,10 +402,6 @@ pub struct TlsIo {
     failed: RefCell<Option<rustls::Error>>,
     /// `close_notify` has been queued; writes are refused.
     closed: Cell<bool>,
-    /// The kernel's poll count when a read last drained the socket
-    /// (`poller::polls`): while it has not moved, the next read waits for
-    /// readiness without a try that would answer `EAGAIN`.
-    drained_at: Cell<Option<u64>>,
 }
 
 impl TlsIo {
@@ -417,7 +413,6 @@ impl TlsIo {
             client_name,
             failed: RefCell::new(None),
             closed: Cell::new(false),
-            drained_at: Cell::new(None),
         }
     }
 
@@ -496,14 +491,11 @@ impl TlsIo {
     /// One `read_tls` from the socket, waiting until it is readable. 0: the
     /// peer closed the TCP connection.
     fn read_tls(&self) -> Result<usize> {
+        // A read that drained the socket (shorter than asked) marks it so:
+        // the next one waits for readiness first instead of trying a read
+        // that would only answer `EAGAIN` (`io::Registration`, one system
+        // call per read).
         let reg = self.sock.registration();
-        if self.drained_at.take() == Some(poller::polls()) && !reg.read_closed() {
-            // Drained, and no poll since: anything that arrived after is an
-            // edge still queued in epoll (see `poller::polls`). An end of file
-            // that came with the data would not come again: the poller keeps
-            // it (`read_closed`), and then we try.
-            reg.wait(Direction::Read)?;
-        }
         let mut short = false;
         let n = reg.retry(Direction::Read, || {
             let mut raw = Raw::new(self.sock.socket());
@@ -512,7 +504,7 @@ impl TlsIo {
             r
         })?;
         if short {
-            self.drained_at.set(Some(poller::polls()));
+            reg.mark_drained(Direction::Read);
         }
         Ok(n)
     }

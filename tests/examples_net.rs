@@ -497,6 +497,145 @@ fn websocket_echo_server_echoes_for_tungstenite_clients_on_threads() {
 }
 
 // ---------------------------------------------------------------------------
+// resp_server: redis-cli, redis-benchmark and a pipelining Rust client
+// ---------------------------------------------------------------------------
+
+/// `redis-cli -p PORT ARGS…`, its output as text.
+fn redis_cli(cli: &Path, port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new(cli);
+    cmd.args(["-p", &port.to_string()]).args(args);
+    let got = run_with_input(cmd, Vec::new());
+    assert!(got.status.success(), "redis-cli {args:?}: {}", got.stderr);
+    String::from_utf8_lossy(&got.stdout).into_owned()
+}
+
+#[test]
+fn resp_server_answers_redis_cli() {
+    let Some(cli) = external_tool("redis-cli", "redis-tools") else {
+        return;
+    };
+    let server = Server::example("resp_server");
+    let p = server.port;
+    assert_eq!(redis_cli(&cli, p, &["ping"]), "PONG\n");
+    assert_eq!(
+        redis_cli(&cli, p, &["set", "greeting", "hello world"]),
+        "OK\n"
+    );
+    assert_eq!(redis_cli(&cli, p, &["get", "greeting"]), "hello world\n");
+    assert_eq!(redis_cli(&cli, p, &["echo", "a\r\nb"]), "a\r\nb\n");
+    assert_eq!(redis_cli(&cli, p, &["incr", "n"]), "1\n");
+    assert_eq!(redis_cli(&cli, p, &["incr", "n"]), "2\n");
+    assert_eq!(
+        redis_cli(&cli, p, &["exists", "n", "greeting", "nope"]),
+        "2\n"
+    );
+    assert_eq!(redis_cli(&cli, p, &["del", "greeting", "nope"]), "1\n");
+    assert_eq!(redis_cli(&cli, p, &["get", "greeting"]), "\n");
+    assert!(redis_cli(&cli, p, &["frobnicate"]).contains("unknown command"));
+    assert!(redis_cli(&cli, p, &["get"]).contains("wrong number of arguments"));
+    server.stop();
+}
+
+#[test]
+fn resp_server_serves_redis_benchmark_with_and_without_pipelining() {
+    let (Some(bench), Some(cli)) = (
+        external_tool("redis-benchmark", "redis-tools"),
+        external_tool("redis-cli", "redis-tools"),
+    ) else {
+        return;
+    };
+    let server = Server::example("resp_server");
+    for pipeline in ["1", "32"] {
+        let mut cmd = Command::new(&bench);
+        cmd.args(["-p", &server.port.to_string(), "-c", "20", "-n", "4000"])
+            .args(["-t", "ping,set,get,incr", "-P", pipeline, "-q"]);
+        let got = run_with_input(cmd, Vec::new());
+        let out = String::from_utf8_lossy(&got.stdout).replace('\r', "\n");
+        assert!(
+            got.status.success(),
+            "redis-benchmark: {}\n{out}",
+            got.stderr
+        );
+        for test in ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(&format!("{test}: "))
+                        && l.contains("requests per second")),
+                "-P {pipeline}: no result for {test}:\n{out}"
+            );
+        }
+    }
+    // The benchmark's SET wrote a 3-byte value under its fixed key; INCR
+    // counted every request of both runs.
+    let value = redis_cli(&cli, server.port, &["get", "key:__rand_int__"]);
+    assert_eq!(value.trim_end_matches('\n').len(), 3, "{value:?}");
+    assert_eq!(
+        redis_cli(&cli, server.port, &["get", "counter:__rand_int__"]),
+        "8000\n"
+    );
+    server.stop();
+}
+
+/// A Rust client that pipelines: 3 000 commands in one write, then one command
+/// sent a byte at a time, every reply checked byte for byte.
+#[test]
+fn resp_server_answers_a_pipelining_client_in_order() {
+    let server = Server::example("resp_server");
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let cmd = |args: &[&[u8]]| {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend(format!("${}\r\n", a.len()).bytes());
+            v.extend_from_slice(a);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    };
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..1000 {
+        let key = format!("k{}", i % 10);
+        let value = "v".repeat(i % 300);
+        requests.extend(cmd(&[b"SET", key.as_bytes(), value.as_bytes()]));
+        expected.extend_from_slice(b"+OK\r\n");
+        requests.extend(cmd(&[b"GET", key.as_bytes()]));
+        expected.extend(format!("${}\r\n{value}\r\n", value.len()).bytes());
+        requests.extend(cmd(&[b"INCR", b"hits"]));
+        expected.extend(format!(":{}\r\n", i + 1).bytes());
+    }
+    c.write_all(&requests).unwrap();
+    let mut got = vec![0u8; expected.len()];
+    c.read_exact(&mut got).unwrap();
+    assert!(got == expected, "the pipelined replies differ");
+
+    // One command in single bytes, and an inline command.
+    for b in cmd(&[b"ECHO", b"slow\r\nly"]) {
+        c.write_all(&[b]).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    c.write_all(b"PING\r\n").unwrap();
+    let expected = b"$8\r\nslow\r\nly\r\n+PONG\r\n";
+    let mut got = vec![0u8; expected.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+
+    // A protocol error is answered, then the connection closes.
+    c.write_all(b"*1\r\n$x\r\n").unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.starts_with(b"-ERR Protocol error"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------
 // simple_ssl_server with curl and openssl; simple_http_client --https
 // ---------------------------------------------------------------------------
 

@@ -67,15 +67,15 @@ fn write_then_read_round_trips() {
     run_real(move || {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
         let mut f = curio::fs::create(&p).unwrap();
-        f.write(&data[..100_000]).unwrap();
-        f.write(&data[100_000..]).unwrap();
+        f.write_all(&data[..100_000]).unwrap();
+        f.write_all(&data[100_000..]).unwrap();
         f.flush().unwrap();
         f.sync_all().unwrap();
         assert_eq!(f.tell().unwrap(), 300_000);
         f.close().unwrap();
 
         let mut f = curio::fs::open(&p).unwrap();
-        let head = f.read(10).unwrap();
+        let head = f.read_some(10).unwrap();
         assert_eq!(head, data[..10]);
         assert_eq!(
             f.tell().unwrap(),
@@ -84,7 +84,7 @@ fn write_then_read_round_trips() {
         );
         let rest = f.read_all().unwrap();
         assert_eq!(rest, data[10..]);
-        assert_eq!(f.read(10).unwrap(), b"", "end of file");
+        assert_eq!(f.read_some(10).unwrap(), b"", "end of file");
         assert_eq!(f.metadata().unwrap().len(), 300_000);
 
         assert_eq!(curio::fs::read(&p).unwrap(), data);
@@ -104,14 +104,14 @@ fn seek_and_write_after_reading_ahead_land_where_the_caller_is() {
         let mut f = curio::fs::open_with(&p, o).unwrap();
         assert_eq!(f.readline().unwrap(), b"one\n");
         // The whole file was read ahead, but the write goes after "one\n".
-        f.write("TWO\n").unwrap();
+        f.write_all("TWO\n").unwrap();
         assert_eq!(f.readline().unwrap(), b"three\n");
         assert_eq!(f.seek(SeekFrom::Start(0)).unwrap(), 0);
         assert_eq!(f.read_to_string().unwrap(), "one\nTWO\nthree\n");
         assert_eq!(f.seek(SeekFrom::Start(4)).unwrap(), 4);
-        assert_eq!(f.read(2).unwrap(), b"TW");
+        assert_eq!(f.read_some(2).unwrap(), b"TW");
         assert_eq!(f.seek(SeekFrom::Current(-1)).unwrap(), 5);
-        assert_eq!(f.read(3).unwrap(), b"WO\n");
+        assert_eq!(f.read_some(3).unwrap(), b"WO\n");
         f.set_len(3).unwrap();
         assert_eq!(f.seek(SeekFrom::End(0)).unwrap(), 3);
     });
@@ -234,7 +234,7 @@ fn an_interrupted_read_returns_at_once_and_loses_nothing() {
         run_real(move || {
             let (f, mut feeder) = fifo_pair(&dir);
             // Nothing to read: the job blocks in read(2) on its pool thread.
-            let (f, r) = interrupted(how, f, |f| f.read(100));
+            let (f, r) = interrupted(how, f, |f| f.read_some(100));
             expect_interrupted(how, r);
             // The late job still reads; its bytes stay in the file's buffer.
             feeder.write_all(b"first\nsecond\n").unwrap();
@@ -249,11 +249,11 @@ fn an_interrupted_read_returns_at_once_and_loses_nothing() {
 fn each_operation_waits_behind_a_running_job_and_can_be_interrupted_there() {
     type Op = fn(&mut curio::fs::File) -> curio::Result<()>;
     let ops: [(&str, Op); 9] = [
-        ("read", |f| f.read(1).map(drop)),
+        ("read", |f| f.read_some(1).map(drop)),
         ("read_all", |f| f.read_all().map(drop)),
         ("readline", |f| f.readline().map(drop)),
         ("lines", |f| f.lines().next().unwrap().map(drop)),
-        ("write", |f| f.write("w")),
+        ("write", |f| f.write_all("w")),
         ("seek", |f| f.seek(SeekFrom::Start(0)).map(drop)),
         ("tell", |f| f.tell().map(drop)),
         ("flush", |f| f.flush()),
@@ -265,7 +265,7 @@ fn each_operation_waits_behind_a_running_job_and_can_be_interrupted_there() {
             run_real(move || {
                 let (f, mut feeder) = fifo_pair(&dir);
                 // A read holds the file on its pool thread.
-                let (f, r) = interrupted(how, f, |f| f.read(100));
+                let (f, r) = interrupted(how, f, |f| f.read_some(100));
                 expect_interrupted(how, r);
                 // The next operation waits behind it, and is interrupted there.
                 let (mut f, r) = interrupted(how, f, op);
@@ -288,7 +288,7 @@ fn has_pending(f: &std::fs::File) -> bool {
     use std::os::fd::AsFd;
     let dup = f.as_fd().try_clone_to_owned().unwrap();
     let mut stream = curio::FileStream::from_fd(dup).unwrap();
-    curio::timeout_after(ms(20), || stream.read(8)).is_ok()
+    curio::timeout_after(ms(20), || stream.read_some(8)).is_ok()
 }
 
 #[test]

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use common::*;
 use curio::net::{
-    TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream, create_connection,
-    open_connection, open_unix_connection, run_server, tcp_server, tcp_server_socket, unix_server,
+    ListenOptions, TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream, create_connection,
+    create_connection_from, open_connection, open_connection_from, open_unix_connection,
+    run_server, tcp_server, tcp_server_socket, tcp_server_socket_with, unix_server,
 };
 use curio::{ErrorKind, Event, Socket, State, Task};
 
@@ -108,7 +109,7 @@ fn task_client(addr: SocketAddr, i: usize, go: Rc<Event>) -> curio::Result<usize
     let mut st = c.as_stream();
     for round in 0..5 {
         let msg = format!("task client {i} round {round}\n");
-        st.write(msg.as_bytes())?;
+        st.write_all(msg.as_bytes())?;
         let reply = st.readline()?;
         assert_eq!(reply, msg.as_bytes());
     }
@@ -425,7 +426,7 @@ fn unix_server_and_open_unix_connection_echo() {
                     let mut st = c.as_stream();
                     for round in 0..3 {
                         let msg = format!("unix {i} {round}\n");
-                        st.write(msg.as_bytes())?;
+                        st.write_all(msg.as_bytes())?;
                         assert_eq!(st.readline()?, msg.as_bytes());
                     }
                     Ok(())
@@ -533,6 +534,24 @@ fn connect_cancelled_or_timed_out_while_in_progress() {
         assert!(r.unwrap_err().is_timeout());
         let r = curio::timeout_after(Duration::ZERO, || create_connection(&[addr]));
         assert!(r.unwrap_err().is_timeout());
+        // With a source address, and through a name lookup.
+        let source: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for how in BOTH {
+            let ((), r) = interrupted(how, (), move |_| {
+                TcpStream::connect_from(addr, source).map(|_| ())
+            });
+            expect_interrupted(how, r);
+            let ((), r) = interrupted(how, (), move |_| {
+                create_connection_from(&[addr], source).map(|_| ())
+            });
+            expect_interrupted(how, r);
+            let ((), r) = interrupted(how, (), move |_| {
+                open_connection_from("localhost", addr.port(), source).map(|_| ())
+            });
+            expect_interrupted(how, r);
+        }
+        let r = curio::timeout_after(Duration::ZERO, || curio::net::resolve("localhost", 1));
+        assert!(r.unwrap_err().is_timeout());
 
         // The kernel and the sockets layer are fine afterwards.
         let (c, s) = tcp_pair();
@@ -568,7 +587,7 @@ fn run_server_closes_the_client_socket_after_the_handler_returns() {
                 |client: TcpStream, _| -> curio::Result<Option<curio::SocketStream>> {
                     let mut st = client.as_stream();
                     let line = st.readline()?;
-                    st.write(b"bye\n")?;
+                    st.write_all(b"bye\n")?;
                     Ok((line == b"return it\n").then_some(st))
                 },
             )
@@ -671,7 +690,7 @@ fn a_panicking_handler_is_reported_and_the_server_goes_on() {
                     if line == b"panic\n" {
                         panic!("handler boom on purpose");
                     }
-                    st.write(&line)
+                    st.write_all(&line)
                 })
             });
             for request in [
@@ -760,7 +779,7 @@ fn leak_handler(client: TcpStream, _: SocketAddr) -> curio::Result<()> {
     let mut st = client.as_stream();
     let line = st.readline()?;
     match &line[..] {
-        b"echo\n" => st.write(&line),
+        b"echo\n" => st.write_all(&line),
         b"wait\n" => st.readline().map(drop),
         _ => Ok(()),
     }
@@ -852,4 +871,233 @@ fn no_fd_is_left_open_after_10000_connections_with_cancellations() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Source addresses, taking the fd out, split streams (issue 11, item 5)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn create_connection_and_open_connection_bind_the_source_address() {
+    run_real(|| {
+        let listener = TcpListener::bind(any_port()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        let c = create_connection_from(&[addr], source).unwrap();
+        let (s, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source.ip(), "the server sees the source address");
+        assert_eq!(c.local_addr().unwrap().ip(), source.ip());
+        drop((c, s));
+
+        let c =
+            open_connection_from("localhost", addr.port(), "127.0.0.3:0".parse().unwrap()).unwrap();
+        let (_s, peer) = listener.accept().unwrap();
+        assert_eq!(peer.to_string().split(':').next(), Some("127.0.0.3"));
+        drop(c);
+
+        // A source of the other family cannot reach this address: the error of
+        // the last address tried comes back.
+        let e = create_connection_from(&[addr], "[::1]:0".parse().unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e:?}");
+    });
+}
+
+#[test]
+fn taking_the_fd_out_deregisters_it_and_leaves_it_open() {
+    run_real(|| {
+        let (c, s) = tcp_pair();
+        // Make the kernel register s (a wait), then take its fd out.
+        let r = curio::timeout_after(ms(20), || s.recv(10));
+        assert!(r.unwrap_err().is_timeout());
+        let fd_before = s.fileno();
+        let raw: std::os::fd::OwnedFd = s.into_socket().into();
+        use std::os::fd::AsRawFd;
+        assert_eq!(raw.as_raw_fd(), fd_before, "the same fd, not closed");
+        // Wrapped again in the same kernel, it registers afresh (a stale
+        // registration would make that fail) and works.
+        let s2 = TcpStream::from_std(std::net::TcpStream::from(raw)).unwrap();
+        let r = curio::timeout_after(ms(20), || s2.recv(10));
+        assert!(
+            r.unwrap_err().is_timeout(),
+            "the wait registered the fd again"
+        );
+        c.sendall(b"still open").unwrap();
+        assert_eq!(s2.recv(100).unwrap(), b"still open");
+
+        // into_std hands a blocking std stream to synchronous code on a thread.
+        let std_stream = s2.into_std().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut s = std_stream;
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(b"back").unwrap();
+            buf
+        });
+        c.sendall(b"sync").unwrap();
+        assert_eq!(c.recv(100).unwrap(), b"back");
+        assert_eq!(
+            &curio::run_in_thread(move || t.join().unwrap()).unwrap(),
+            b"sync"
+        );
+    });
+}
+
+#[test]
+fn a_split_stream_reads_lines_in_one_task_while_another_writes() {
+    run_real(|| {
+        let (c, s) = tcp_pair();
+        let (mut reader, mut writer) = s.into_split();
+        let log = Log::new();
+        let l = log.clone();
+        // The reader waits in readline while the writer, in another task, writes.
+        let reading = curio::spawn(move || -> curio::Result<()> {
+            let line = reader.readline()?;
+            l.push(format!("reader got {:?}", String::from_utf8_lossy(&line)));
+            Ok(())
+        });
+        curio::sleep(ms(10)).unwrap();
+        assert_eq!(reading.state(), State::ReadWait);
+        let l = log.clone();
+        let writing = curio::spawn(move || -> curio::Result<()> {
+            writer.write_all(b"hello from the writer\n")?;
+            l.push("writer wrote");
+            Ok(())
+        });
+        writing.join().unwrap().unwrap();
+        let mut cs = c.as_stream();
+        assert_eq!(cs.readline().unwrap(), b"hello from the writer\n");
+        cs.write_all(b"hello to the reader\n").unwrap();
+        reading.join().unwrap().unwrap();
+        log.assert_eq(&["writer wrote", "reader got \"hello to the reader\\n\""]);
+    });
+}
+
+#[test]
+fn a_split_socket_closes_when_both_halves_are_gone_and_a_cancelled_reader_loses_nothing() {
+    run_real(|| {
+        for how in BOTH {
+            let (c, s) = tcp_pair();
+            let (reader, writer) = s.into_split();
+            c.sendall(b"part").unwrap();
+            let (mut reader, r) = interrupted(how, reader, |r| r.readline());
+            expect_interrupted(how, r);
+            assert_eq!(
+                reader.buffered(),
+                b"part",
+                "{how:?}: kept for the next read"
+            );
+            drop(writer);
+            let r = curio::timeout_after(ms(20), || c.recv(10));
+            assert!(
+                r.unwrap_err().is_timeout(),
+                "{how:?}: the read half keeps it open"
+            );
+            c.sendall(b"ial\n").unwrap();
+            assert_eq!(reader.readline().unwrap(), b"partial\n");
+            drop(reader);
+            assert_eq!(
+                c.recv(10).unwrap(),
+                b"",
+                "{how:?}: closed with its last half"
+            );
+        }
+    });
+}
+
+/// A chat server written the way a newcomer would: each client's handler
+/// splits its connection, a task of its own writes what others say, the
+/// handler reads lines and hands each to every other client's queue.
+#[test]
+fn a_chat_server_with_split_streams() {
+    type Clients = Rc<RefCell<Vec<(u64, Rc<curio::Queue<Vec<u8>>>)>>>;
+
+    fn chat_client(client: TcpStream, _addr: SocketAddr, clients: Clients) -> curio::Result<()> {
+        let me = curio::current_task().id();
+        let (mut reader, mut writer) = client.into_split();
+        let outbox = Rc::new(curio::Queue::new(0));
+        clients.borrow_mut().push((me, outbox.clone()));
+        let out = outbox.clone();
+        let sender = curio::spawn(move || -> curio::Result<()> {
+            loop {
+                let msg: Vec<u8> = out.get()?;
+                writer.write_all(&msg)?;
+            }
+        });
+        for line in reader.lines() {
+            let line = line?;
+            for (id, q) in clients.borrow().iter() {
+                if *id != me {
+                    let _ = q.try_put(line.clone());
+                }
+            }
+        }
+        clients.borrow_mut().retain(|(id, _)| *id != me);
+        sender.cancel()?;
+        Ok(())
+    }
+
+    run_real(|| {
+        let listener = tcp_server_socket(any_port(), false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients: Clients = Rc::default();
+        let server = curio::spawn(move || {
+            run_server(listener, move |c, a| chat_client(c, a, clients.clone()))
+        });
+        let people = ["ann", "bob", "cy"];
+        let mut streams: Vec<_> = people
+            .iter()
+            .map(|_| TcpStream::connect(addr).unwrap().as_stream())
+            .collect();
+        curio::sleep(ms(50)).unwrap(); // everyone has joined
+        for (name, s) in people.iter().zip(streams.iter_mut()) {
+            s.write_all(format!("{name}: hi\n").as_bytes()).unwrap();
+        }
+        for (name, s) in people.iter().zip(streams.iter_mut()) {
+            let mut heard: Vec<String> = (0..2)
+                .map(|_| String::from_utf8(s.readline().unwrap()).unwrap())
+                .collect();
+            heard.sort();
+            let expected: Vec<String> = people
+                .iter()
+                .filter(|p| *p != name)
+                .map(|p| format!("{p}: hi\n"))
+                .collect();
+            assert_eq!(heard, expected, "what {name} heard");
+        }
+        drop(streams);
+        server.cancel().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Listen backlog (issue 11, item 6)
+// ---------------------------------------------------------------------------
+
+/// How many of `n` connections to a listener that never accepts complete
+/// within 300 ms.
+fn connections_completed(listener: &TcpListener, n: usize) -> usize {
+    let addr = listener.local_addr().unwrap();
+    let tries: Vec<_> = (0..n)
+        .map(|_| {
+            curio::spawn(move || curio::timeout_after(ms(300), || TcpStream::connect(addr)).ok())
+        })
+        .collect();
+    let conns: Vec<_> = tries.iter().filter_map(|t| t.join().unwrap()).collect();
+    conns.len()
+}
+
+#[test]
+fn tcp_server_socket_takes_a_listen_backlog() {
+    run_real(|| {
+        let small = tcp_server_socket_with(any_port(), ListenOptions::new().backlog(1)).unwrap();
+        let done = connections_completed(&small, 6);
+        assert!(
+            done <= 2,
+            "with a backlog of 1, {done} connections completed without an accept"
+        );
+        let default = tcp_server_socket_with(any_port(), ListenOptions::new()).unwrap();
+        assert_eq!(connections_completed(&default, 6), 6);
+        let e = ListenOptions::new().backlog(0);
+        assert_eq!(e.get_backlog(), 1, "a backlog of 0 is raised to 1");
+    });
 }

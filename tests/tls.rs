@@ -57,9 +57,9 @@ fn echo_lines(mut s: TlsStream, _: SocketAddr) -> curio::Result<()> {
         if line.is_empty() {
             break;
         }
-        s.write(&line)?;
+        s.write_all(&line)?;
     }
-    s.write(b"bye\n")?;
+    s.write_all(b"bye\n")?;
     s.shutdown()
 }
 
@@ -145,7 +145,7 @@ fn tls_stream_has_the_plain_stream_api_and_reports_what_was_negotiated() {
         assert!(io.cipher_suite().is_some());
         assert_eq!(io.peer_certificates().unwrap()[0], leaf.der);
 
-        s.write(b"one\n").unwrap();
+        s.write_all(b"one\n").unwrap();
         assert_eq!(s.readline().unwrap(), b"one\n");
         s.writelines([&b"two\n"[..], b"three\n"]).unwrap();
         let two: Vec<Vec<u8>> = curio::Stream::lines(&mut s)
@@ -153,7 +153,7 @@ fn tls_stream_has_the_plain_stream_api_and_reports_what_was_negotiated() {
             .map(Result::unwrap)
             .collect();
         assert_eq!(two, [b"two\n".to_vec(), b"three\n".to_vec()]);
-        s.write(b"abcdef\n").unwrap();
+        s.write_all(b"abcdef\n").unwrap();
         assert_eq!(s.read_exactly(3).unwrap(), b"abc");
         assert_eq!(s.read_exactly(4).unwrap(), b"def\n");
         // std::io, as a generic reader and writer would use it.
@@ -165,7 +165,7 @@ fn tls_stream_has_the_plain_stream_api_and_reports_what_was_negotiated() {
         let mut long_line: Vec<u8> = (0..300_000).map(|i| b'a' + (i % 26) as u8).collect();
         long_line.push(b'\n');
         s.set_max_line(400_000);
-        s.write(&long_line).unwrap();
+        s.write_all(&long_line).unwrap();
         assert!(
             s.readline().unwrap() == long_line,
             "a 300 kB line comes back whole"
@@ -175,7 +175,7 @@ fn tls_stream_has_the_plain_stream_api_and_reports_what_was_negotiated() {
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"bye\n");
-        assert!(s.write(b"late\n").is_err(), "no writes after shutdown");
+        assert!(s.write_all(b"late\n").is_err(), "no writes after shutdown");
         server.cancel().unwrap();
         log.assert_eq(&[
             r#"server: sni Some("localhost") alpn Some(Ok("http/1.1")) client certs 0"#,
@@ -193,7 +193,7 @@ fn a_tls_stream_moves_into_a_task_and_back() {
         // A task's closure and result are copied across a stack switch.
         let task = curio::spawn(move || {
             let mut s = s;
-            s.write(b"from a task\n").map(|()| s)
+            s.write_all(b"from a task\n").map(|()| s)
         });
         let mut s = task.join().unwrap().unwrap();
         assert_eq!(s.readline().unwrap(), b"from a task\n");
@@ -217,7 +217,7 @@ fn tls12_works_too() {
             s.get_ref().protocol_version(),
             Some(ProtocolVersion::TLSv1_2)
         );
-        s.write(b"over 1.2\n").unwrap();
+        s.write_all(b"over 1.2\n").unwrap();
         assert_eq!(s.readline().unwrap(), b"over 1.2\n");
         server.cancel().unwrap();
     });
@@ -229,13 +229,13 @@ fn dropping_a_stream_sends_close_notify_so_the_peer_sees_a_clean_end() {
     let leaf = ca.leaf(&["localhost"]);
     run_real(move || {
         let (server, port) = serve(leaf.server_config(), |mut s: TlsStream, _| {
-            s.write(b"all of it")?;
-            s.close(); // drop: close_notify goes out with the data
+            s.write_all(b"all of it")?;
+            s.close().unwrap(); // then dropped: close_notify goes out with the data
             Ok::<_, curio::Error>(())
         });
         let mut s = connect(port, &TlsConnector::new(ca.client_config())).unwrap();
         assert_eq!(s.read_all().unwrap(), b"all of it");
-        assert_eq!(s.read(10).unwrap(), b"", "the end stays the end");
+        assert_eq!(s.read_some(10).unwrap(), b"", "the end stays the end");
         server.cancel().unwrap();
     });
 }
@@ -246,14 +246,14 @@ fn a_peer_that_closes_without_close_notify_is_a_truncation_error() {
     let leaf = ca.leaf(&["localhost"]);
     run_real(move || {
         let (server, port) = serve(leaf.server_config(), |mut s: TlsStream, _| {
-            s.write(b"partial")?;
+            s.write_all(b"partial")?;
             // TCP end of file without close_notify.
             s.get_ref().socket().shutdown(Shutdown::Write)?;
-            s.read(1).map(drop)
+            s.read_some(1).map(drop)
         });
         let mut s = connect(port, &TlsConnector::new(ca.client_config())).unwrap();
         assert_eq!(s.read_exactly(7).unwrap(), b"partial");
-        let e = s.read(10).unwrap_err();
+        let e = s.read_some(10).unwrap_err();
         let io = e.io_error().expect("an I/O error");
         assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(
@@ -361,12 +361,13 @@ fn a_server_that_requires_a_client_certificate() {
             .unwrap();
         let (server, port) = serve(config, |mut s: TlsStream, _| {
             let n = s.get_ref().peer_certificates().map_or(0, |c| c.len());
-            s.write(format!("{n} client certificate\n").as_bytes())
+            s.write_all(format!("{n} client certificate\n").as_bytes())
         });
 
         // Without one: in TLS 1.3 the client's side of the handshake is done
         // before the server judges it, so the refusal comes with the first read.
-        let r = connect(port, &TlsConnector::new(ca.client_config())).and_then(|mut s| s.read(100));
+        let r = connect(port, &TlsConnector::new(ca.client_config()))
+            .and_then(|mut s| s.read_some(100));
         let e = r.expect_err("the server refuses a client without a certificate");
         assert!(
             e.to_string().contains("requires a client certificate")
@@ -455,7 +456,7 @@ impl Rng {
 fn good_client(port: u16, connector: &TlsConnector, n: usize) {
     let mut s = connect(port, connector).unwrap();
     let msg = format!("good client {n}\n");
-    s.write(msg.as_bytes()).unwrap();
+    s.write_all(msg.as_bytes()).unwrap();
     assert_eq!(s.readline().unwrap(), msg.as_bytes());
 }
 
@@ -736,29 +737,29 @@ fn cancelled_read_loses_neither_a_partial_record_nor_decrypted_bytes() {
             let relay = Relay::start(port);
             let mut s = connect(relay.port, &TlsConnector::new(ca_config)).unwrap();
             // A round trip first, so the session tickets have gone by.
-            s.write(b"ping\n").unwrap();
+            s.write_all(b"ping\n").unwrap();
             assert_eq!(s.readline().unwrap(), b"ping\n");
 
             // Half a record arrives, the reader is interrupted waiting for the rest.
             relay.split_next.set(true);
-            s.write(b"hello, world\n").unwrap();
+            s.write_all(b"hello, world\n").unwrap();
             let (mut s, r) = interrupted(how, s, |s| s.readline());
             expect_interrupted(how, r);
             relay.release.set();
             assert_eq!(s.readline().unwrap(), b"hello, world\n", "{how:?}");
 
             // Decrypted bytes short of what read_exactly wants stay buffered.
-            s.write(b"123456\n").unwrap();
+            s.write_all(b"123456\n").unwrap();
             let (mut s, r) = interrupted(how, s, |s| s.read_exactly(10));
             let e = expect_interrupted(how, r);
             assert_eq!(e.bytes_done(), Some(7));
-            s.write(b"7890\n").unwrap();
+            s.write_all(b"7890\n").unwrap();
             assert_eq!(s.read_exactly(12).unwrap(), b"123456\n7890\n");
 
             // A timed-out read on an idle stream, then the stream still works.
-            let (mut s, r) = interrupted(how, s, |s| curio::Stream::read(s, 100));
+            let (mut s, r) = interrupted(how, s, |s| curio::Stream::read_some(s, 100));
             expect_interrupted(how, r);
-            s.write(b"still here\n").unwrap();
+            s.write_all(b"still here\n").unwrap();
             assert_eq!(s.readline().unwrap(), b"still here\n");
             s.shutdown().unwrap();
             assert_eq!(s.read_all().unwrap(), b"bye\n");
@@ -788,7 +789,7 @@ fn cancelled_write_leaves_the_stream_consistent() {
                         .enumerate()
                         .map(|(i, &b)| (i as u64 + 1) * b as u64)
                         .sum();
-                    s.write(format!("{} {sum}\n", all.len()).as_bytes())?;
+                    s.write_all(format!("{} {sum}\n", all.len()).as_bytes())?;
                     s.shutdown()
                 });
                 let s = connect(port, &TlsConnector::new(ca_config)).unwrap();
@@ -799,7 +800,7 @@ fn cancelled_write_leaves_the_stream_consistent() {
                     .unwrap();
                 let data = Rc::new(pattern(8 << 20));
                 let d = data.clone();
-                let (mut s, r) = interrupted(how, s, move |s| s.write(&d));
+                let (mut s, r) = interrupted(how, s, move |s| s.write_all(&d));
                 let e = expect_interrupted(how, r);
                 let done = e
                     .bytes_done()
@@ -809,7 +810,7 @@ fn cancelled_write_leaves_the_stream_consistent() {
                 if resume_with_flush {
                     s.flush().unwrap();
                 }
-                s.write(&data[done..]).unwrap();
+                s.write_all(&data[done..]).unwrap();
                 s.shutdown().unwrap();
                 let sum: u64 = data
                     .iter()
@@ -833,18 +834,18 @@ fn timeout_after_around_a_whole_exchange() {
         let (server, port) = serve(leaf.server_config(), |mut s: TlsStream, _| {
             let line = s.readline()?;
             curio::sleep(ms(200))?;
-            s.write(&line)
+            s.write_all(&line)
         });
         let connector = TlsConnector::new(ca.client_config());
         let r = curio::timeout_after(ms(100), || {
             let mut s = connect(port, &connector)?;
-            s.write(b"slow\n")?;
+            s.write_all(b"slow\n")?;
             s.readline()
         });
         assert!(r.unwrap_err().is_timeout());
         let r = curio::timeout_after(secs(5), || {
             let mut s = connect(port, &connector)?;
-            s.write(b"slow\n")?;
+            s.write_all(b"slow\n")?;
             s.readline()
         });
         assert_eq!(r.unwrap(), b"slow\n");
@@ -906,7 +907,7 @@ fn openssl_s_client_talks_to_the_server() {
             let version = format!("{:?}", io.protocol_version().unwrap());
             let alpn = String::from_utf8(io.alpn_protocol().unwrap_or_default()).unwrap();
             let said = String::from_utf8_lossy(&line).trim().to_string();
-            s.write(format!("you said {said} over {version} with {alpn}\n").as_bytes())?;
+            s.write_all(format!("you said {said} over {version} with {alpn}\n").as_bytes())?;
             s.shutdown()
         });
         for version in ["-tls1_3", "-tls1_2"] {
@@ -987,7 +988,7 @@ fn the_client_talks_to_openssl_s_server() {
             s.get_ref().alpn_protocol().as_deref(),
             Some(&b"http/1.1"[..])
         );
-        s.write(b"hello openssl\n").unwrap();
+        s.write_all(b"hello openssl\n").unwrap();
         let line = curio::timeout_after(secs(5), || s.readline()).unwrap();
         assert_eq!(line, b"lssnepo olleh\n", "s_server -rev reverses each line");
         s.shutdown().unwrap();

@@ -456,3 +456,321 @@ fn sequential_calls_stay_on_one_thread() {
     });
     assert!(ids <= 2, "200 sequential calls used {ids} threads");
 }
+
+// ---------------------------------------------------------------------------
+// A bounded number of threads, zombies included (issue 10, item 1)
+// ---------------------------------------------------------------------------
+
+/// The number of threads of this process (`Threads:` in /proc/self/status).
+fn process_threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
+}
+
+const ZOMBIE_CHILD_ENV: &str = "CURIO_WORKERS_ZOMBIE_CHILD";
+
+/// 10 000 callers of long jobs, each cancelled once its job is running (or, once
+/// no more jobs start, while it waits in the queue). Runs in a child process so
+/// that its thread count is its own; the child prints what it saw.
+#[test]
+fn ten_thousand_cancelled_long_jobs_leave_at_most_twice_the_pool_size_in_threads() {
+    const JOBS: usize = 10_000;
+    if in_child(ZOMBIE_CHILD_ENV) {
+        let baseline = process_threads();
+        let (peak, started_while_shut, cancelled, after) = watchdog(move || {
+            Kernel::builder()
+                .build() // the default pool: 64 threads
+                .run(move || {
+                    let gate = Gate::default();
+                    let started = Arc::new(AtomicUsize::new(0));
+                    let callers: Vec<_> = (0..JOBS)
+                        .map(|_| {
+                            let (gate, started) = (gate.clone(), started.clone());
+                            curio::spawn(move || {
+                                curio::run_in_thread(move || {
+                                    started.fetch_add(1, Ordering::SeqCst);
+                                    gate.wait();
+                                })
+                            })
+                        })
+                        .collect();
+                    // Jobs start in the order they were queued: cancel the callers
+                    // of those that are running, let the pool start more, repeat
+                    // until no more start; then cancel the rest, still queued.
+                    let mut peak = 0;
+                    let mut done = 0;
+                    loop {
+                        let mut quiet = 0;
+                        let mut seen = started.load(Ordering::SeqCst);
+                        while quiet < 20 {
+                            curio::sleep(ms(1)).unwrap();
+                            let now = started.load(Ordering::SeqCst);
+                            if now == seen {
+                                quiet += 1;
+                            } else {
+                                (seen, quiet) = (now, 0);
+                            }
+                        }
+                        peak = peak.max(process_threads());
+                        if seen == done {
+                            break;
+                        }
+                        for c in &callers[done..seen] {
+                            c.cancel().unwrap();
+                        }
+                        done = seen;
+                    }
+                    for c in &callers[done..] {
+                        c.cancel().unwrap();
+                    }
+                    peak = peak.max(process_threads());
+                    let started_while_shut = started.load(Ordering::SeqCst);
+                    let cancelled = callers
+                        .iter()
+                        .filter(|c| c.join().unwrap().is_err_and(|e| e.is_cancelled()))
+                        .count();
+                    gate.open();
+                    // The threads that kept their place in the pool serve new
+                    // calls once their abandoned jobs end.
+                    assert_eq!(curio::run_in_thread(|| 9).unwrap(), 9);
+                    (peak, started_while_shut, cancelled, process_threads())
+                })
+                .unwrap()
+        });
+        println!(
+            "threads: baseline {baseline}, peak {peak}, after {after}; \
+             jobs started {started_while_shut}; callers cancelled {cancelled}"
+        );
+        return;
+    }
+    let out = run_test_in_child(
+        "ten_thousand_cancelled_long_jobs_leave_at_most_twice_the_pool_size_in_threads",
+        ZOMBIE_CHILD_ENV,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the child failed:\n{stdout}\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("threads: baseline").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no report from the child:\n{stdout}"));
+    println!("{line}");
+    let num = |key: &str| -> usize {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (baseline, peak) = (num("baseline"), num("peak"));
+    // The kernel's own thread and the watchdog's are counted in `peak`.
+    assert!(
+        peak <= baseline + 2 * 64 + 2,
+        "10 000 cancelled jobs grew the process to {peak} threads: {line}"
+    );
+    assert_eq!(
+        num("jobs started"),
+        2 * 64,
+        "64 zombies leave the pool, 64 more keep their place: {line}"
+    );
+    assert_eq!(num("callers cancelled"), JOBS, "{line}");
+}
+
+/// The policy, step by step, with a pool of one thread: a cancelled running job
+/// leaves the pool as a zombie while the allowance (one per pool thread) lasts;
+/// after that it keeps its place until it ends, and later calls wait for it.
+#[test]
+fn once_the_zombie_allowance_is_used_a_cancelled_job_keeps_its_place_and_calls_wait() {
+    let events = run_with_pool(1, || {
+        let log = Log::new();
+        let (gate_a, gate_b) = (Gate::default(), Gate::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let job = |gate: &Gate, n: usize| {
+            let (gate, started) = (gate.clone(), started.clone());
+            curio::spawn(move || {
+                curio::run_in_thread(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    gate.wait();
+                    n
+                })
+            })
+        };
+        let a = job(&gate_a, 1);
+        wait_until(|| started.load(Ordering::SeqCst) == 1);
+        a.cancel().unwrap();
+        log.push("a cancelled while running: it leaves the pool as a zombie");
+        let b = job(&gate_b, 2);
+        wait_until(|| started.load(Ordering::SeqCst) == 2);
+        log.push("b runs on a new thread in a's place");
+        b.cancel().unwrap();
+        let c = job(&Gate::default(), 3);
+        for _ in 0..30 {
+            curio::sleep(ms(1)).unwrap();
+        }
+        log.push(format!(
+            "c started while a and b run: {}",
+            started.load(Ordering::SeqCst) == 3
+        ));
+        gate_b.open();
+        // c runs on b's thread once b's abandoned job ends; c's own gate is shut,
+        // so only the start is awaited.
+        wait_until(|| started.load(Ordering::SeqCst) == 3);
+        log.push("c started once b's job ended");
+        c.cancel().unwrap();
+        gate_a.open();
+        log.events()
+    });
+    assert_events(
+        &events,
+        &[
+            "a cancelled while running: it leaves the pool as a zombie",
+            "b runs on a new thread in a's place",
+            "c started while a and b run: false",
+            "c started once b's job ended",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Name resolution has its own bounded lane (issue 10, item 1)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn open_connection_resolves_while_every_pool_thread_is_busy() {
+    let r = watchdog(|| {
+        Kernel::builder()
+            .thread_pool_size(1)
+            .build()
+            .run(|| {
+                let listener = curio::net::TcpListener::bind(any_port()).unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let gate = Gate::default();
+                let g = gate.clone();
+                let busy = curio::spawn(move || curio::run_in_thread(move || g.wait()));
+                curio::sleep(ms(20)).unwrap();
+                let r = curio::timeout_after(secs(3), || {
+                    curio::net::open_connection("localhost", port).map(|_| ())
+                });
+                gate.open();
+                busy.join().unwrap().unwrap();
+                outcome(&r)
+            })
+            .unwrap()
+    });
+    assert_eq!(r, "ok", "the lookup waited for the busy pool");
+}
+
+#[test]
+fn stuck_name_lookups_use_a_few_threads_of_their_own_and_leave_the_pool_free() {
+    let (started, pool_ok, cancelled) = run_with_pool(2, || {
+        let gate = Gate::default();
+        let started = Arc::new(AtomicUsize::new(0));
+        // 50 lookups that never answer, one after the other, each given up
+        // after 10 ms.
+        let mut cancelled = 0;
+        for _ in 0..50 {
+            let (gate, started) = (gate.clone(), started.clone());
+            let r = curio::timeout_after(ms(10), || {
+                curio::workers::testing::run_in_resolver(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    gate.wait();
+                })
+            });
+            cancelled += usize::from(r.is_err_and(|e| e.is_timeout()));
+        }
+        // The run_in_thread pool is untouched by the stuck lookups.
+        let pool_ok = curio::timeout_after(secs(2), || curio::run_in_thread(|| 5)).ok();
+        let started = started.load(Ordering::SeqCst);
+        gate.open();
+        (started, pool_ok, cancelled)
+    });
+    assert_eq!(cancelled, 50);
+    assert_eq!(pool_ok, Some(5));
+    assert!(
+        started <= curio::workers::RESOLVER_THREADS * 2,
+        "{started} stuck lookups hold threads at once"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Threads that cannot start (issue 10, item 2)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_call_whose_thread_could_not_start_is_reported_and_never_runs() {
+    let (err, ran) = run_with_pool(2, || {
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        curio::workers::testing::fail_thread_starts(1);
+        let err = curio::run_in_thread(move || r.store(true, Ordering::SeqCst)).unwrap_err();
+        // A later call starts a thread; the failed job must not ride along.
+        assert_eq!(curio::run_in_thread(|| 1).unwrap(), 1);
+        for _ in 0..20 {
+            curio::sleep(ms(1)).unwrap();
+        }
+        (err, ran.load(Ordering::SeqCst))
+    });
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("could not start a thread") && msg.contains("not run"),
+        "the message says what happened: {msg}"
+    );
+    assert!(!ran, "a call reported as failed ran later");
+}
+
+#[test]
+fn a_queued_call_runs_when_the_replacement_for_a_zombie_cannot_start() {
+    let out = run_with_pool(1, || {
+        let gate = Gate::default();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (g, s) = (gate.clone(), started.clone());
+        let a = curio::spawn(move || {
+            curio::run_in_thread(move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                g.wait();
+            })
+        });
+        wait_until(|| started.load(Ordering::SeqCst) == 1);
+        let b = curio::spawn(|| curio::run_in_thread(|| "b ran"));
+        curio::sleep(ms(5)).unwrap(); // b is queued behind a
+        curio::workers::testing::fail_thread_starts(1);
+        a.cancel().unwrap(); // a's thread would leave; no thread can replace it
+        curio::sleep(ms(20)).unwrap();
+        gate.open();
+        let r = curio::timeout_after(secs(3), || b.join());
+        match r {
+            Ok(Ok(v)) => v.to_string(),
+            other => format!("{other:?}"),
+        }
+    });
+    assert_eq!(out, "b ran", "the queued call was stranded");
+}
+
+#[test]
+fn a_call_queued_when_a_thread_could_not_start_waits_for_the_threads_already_there() {
+    let out = run_with_pool(2, || {
+        let gate = Gate::default();
+        let g = gate.clone();
+        let a = curio::spawn(move || curio::run_in_thread(move || g.wait()));
+        curio::sleep(ms(5)).unwrap();
+        curio::workers::testing::fail_thread_starts(1);
+        let b = curio::spawn(|| curio::run_in_thread(|| 2));
+        curio::sleep(ms(20)).unwrap();
+        gate.open();
+        a.join().unwrap().unwrap();
+        curio::timeout_after(secs(3), || b.join())
+            .map(|r| r.unwrap())
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(out, Ok(2));
+}

@@ -10,6 +10,7 @@
 pub mod echo;
 pub mod loops;
 pub mod process;
+pub mod resp;
 
 use std::sync::Once;
 use std::time::{Duration, Instant};

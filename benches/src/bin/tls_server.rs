@@ -102,7 +102,7 @@ fn curio_conn(mut s: curio::tls::TlsStream, mode: Mode) -> curio::Result<()> {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(n) => n,
             };
-            s.write(&buf[..n])?;
+            s.write_all(&buf[..n])?;
         },
         Mode::Sink => {
             let mut total: u64 = 0;
@@ -113,7 +113,7 @@ fn curio_conn(mut s: curio::tls::TlsStream, mode: Mode) -> curio::Result<()> {
                 }
                 total += n as u64;
             }
-            s.write(&total.to_le_bytes())?;
+            s.write_all(&total.to_le_bytes())?;
             s.shutdown()
         }
         Mode::Source => {
@@ -121,7 +121,7 @@ fn curio_conn(mut s: curio::tls::TlsStream, mode: Mode) -> curio::Result<()> {
             let mut left = n;
             while left > 0 {
                 let k = left.min(BUF as u64) as usize;
-                s.write(&buf[..k])?;
+                s.write_all(&buf[..k])?;
                 left -= k as u64;
             }
             s.shutdown()
