@@ -59,7 +59,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use mio::Token;
 
 use crate::error::{Error, Result};
-use crate::kernel::{self, Core};
 use crate::poller::Direction;
 use crate::sys;
 use crate::trap;
@@ -78,7 +77,7 @@ pub use stream::{
 /// and the try-then-wait loop every operation on it goes through.
 ///
 /// Discussion: one system call per read. The poller records, per fd and
-/// direction, whether it may be ready (`Core::fd_ready`): set by every
+/// direction, whether it may be ready (`trap::fd_ready`): set by every
 /// readiness event, whether or not a task waits, and cleared when an operation
 /// proves the fd drained. A read from a stream socket or a pipe that returns
 /// fewer bytes than it asked for means the kernel buffer was empty at that
@@ -135,13 +134,15 @@ impl Registration {
         }
     }
 
-    /// The fd's token in `core`, registering it there first if need be.
-    fn token(&self, core: &Core) -> Result<Token> {
+    /// The fd's token in this thread's kernel, registering it there first if
+    /// need be.
+    fn token(&self) -> Result<Token> {
+        let kernel = trap::kernel_id();
         match self.reg.get() {
-            Some((k, t)) if k == core.id() => Ok(t),
+            Some((k, t)) if Some(k) == kernel => Ok(t),
             _ => {
-                let t = core.register_fd(self.fd)?;
-                self.reg.set(Some((core.id(), t)));
+                let (k, t) = trap::register_fd(self.fd)?;
+                self.reg.set(Some((k, t)));
                 Ok(t)
             }
         }
@@ -156,8 +157,8 @@ impl Registration {
     /// path. (After a cancelled wait the next operation therefore tries first.)
     #[inline]
     fn wait(&self, dir: Direction) -> Result<()> {
-        let token = trap::with_core(|core| self.token(core))?;
-        kernel::wait_fd(token, self.fd, dir)?;
+        let token = self.token()?;
+        trap::wait_fd(token, self.fd, dir)?;
         // Woken by a readiness report, which set the poller's bit again.
         self.unready.set(self.unready.get() & !dir_bit(dir));
         Ok(())
@@ -176,7 +177,7 @@ impl Registration {
     fn ask_unready(&self, dir: Direction) -> bool {
         let unready = match self.reg.get() {
             None => false,
-            Some((k, t)) => trap::with_core(|core| core.id() == k && !core.fd_ready(t, dir)),
+            Some((k, t)) => !trap::fd_ready(k, t, dir),
         };
         if !unready {
             self.unready.set(self.unready.get() & !dir_bit(dir));
@@ -211,15 +212,15 @@ impl Registration {
     pub(crate) fn retry_as<R>(
         &self,
         dir: Direction,
-        state: crate::task::State,
+        state: crate::kernel::State,
         mut op: impl FnMut() -> io::Result<R>,
     ) -> Result<R> {
         loop {
             match op() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let token = trap::with_core(|core| self.token(core))?;
-                    kernel::wait_fd_as(token, dir, state)?
+                    let token = self.token()?;
+                    trap::wait_fd_as(token, dir, state)?
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
@@ -262,14 +263,7 @@ impl Registration {
 
     #[inline(never)]
     fn drained(&self, dir: Direction) {
-        let marked = trap::with_core(|core| {
-            // Registering now (if the fd never had to wait) makes the poller
-            // report the next bytes; a registration that fails leaves the fd
-            // to be tried first, as before.
-            self.token(core)
-                .map(|t| core.set_fd_unready(t, dir))
-                .is_ok()
-        });
+        let marked = self.token().map(|t| trap::set_fd_unready(t, dir)).is_ok();
         if marked {
             self.unready.set(self.unready.get() | dir_bit(dir));
         }
@@ -279,11 +273,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some((k, t)) = self.reg.take() {
-            trap::try_with_core(|core| {
-                if core.id() == k {
-                    core.deregister_fd(t, self.fd);
-                }
-            });
+            trap::deregister_fd(k, t, self.fd);
         }
     }
 }

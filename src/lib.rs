@@ -82,23 +82,27 @@ pub mod tls;
 pub mod universal;
 pub mod workers;
 
+mod deadlines;
 mod poller;
-mod ready;
 mod stack;
 mod sys;
 mod timer;
-mod trap;
 mod wait;
+
+/// The kernel's entry points (see `kernel/traps.rs`): the one door from the
+/// rest of the crate into the kernel.
+use kernel::traps as trap;
 
 pub use error::{CurioError, Error, ErrorKind, Result};
 pub use io::{Blocking, FileStream, Socket, SocketReader, SocketStream, SocketWriter, Stream};
+pub use kernel::State;
 pub use kernel::{Kernel, run};
 pub use process::run_in_process;
 pub use queue::{LifoQueue, PriorityQueue, PutError, Queue};
 pub use signal::{SignalEvent, SignalSet};
 pub use stack::{DEFAULT_IDLE_STACKS, DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use sync::{BoundedSemaphore, Condition, Event, Lock, RLock, ResultCell, Semaphore};
-pub use task::{State, Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
+pub use task::{Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
 pub use task_group::{Outcome, Scope, TaskGroup, Wait};
 pub use time::{
     check_cancellation, clock, disable_cancellation, ignore_after, ignore_at, sleep, sleep_until,

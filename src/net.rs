@@ -473,7 +473,7 @@ where
                             self.0.borrow_mut().remove(&self.1);
                         }
                     }
-                    let _leave = Leave(live2, crate::kernel::current_id());
+                    let _leave = Leave(live2, crate::trap::current_id());
                     drop(h(conn, addr));
                 });
                 if !t.is_terminated() {

@@ -372,7 +372,7 @@ mod worker {
             Ok(Ok(value)) => answer(&Answer::Value, &value),
             Ok(Err(why)) => answer(&Answer::Failed(why), &[]),
             Err(payload) => {
-                let mut msg = crate::task::panic_message(&*payload);
+                let mut msg = crate::kernel::panic_message(&*payload);
                 if let Some(at) = PANIC_AT.with(|p| p.borrow_mut().take()) {
                     msg = format!("{msg} (at {at})");
                 }
@@ -559,7 +559,7 @@ pub fn max_workers() -> usize {
 
 /// This kernel's pool, made on first use and emptied when the kernel ends.
 fn pool() -> Rc<Pool> {
-    let kernel = trap::with_core(|core| core.id());
+    let kernel = trap::kernel_id().expect("run_in_process is called from a task");
     if let Some(p) = POOL.with(|p| p.borrow().as_ref().filter(|p| p.kernel == kernel).cloned()) {
         return p;
     }
@@ -569,38 +569,36 @@ fn pool() -> Rc<Pool> {
         slots: Semaphore::new(max_workers()),
     });
     POOL.with(|p| *p.borrow_mut() = Some(pool.clone()));
-    trap::with_core(|core| {
-        core.at_exit(Box::new(move || {
-            let Some(pool) = POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.as_ref().is_some_and(|p| p.kernel == kernel) {
-                    p.take()
-                } else {
-                    None
-                }
-            }) else {
-                return;
-            };
-            // Close every idle worker's socket first, so they all exit at
-            // once, then reap each. Idle workers wait in `read`, so they see
-            // the end of the stream straight away.
-            let workers: Vec<Worker> = pool.idle.borrow_mut().drain(..).collect();
-            let children: Vec<Child> = workers
-                .into_iter()
-                .filter_map(|mut w| w.child.take())
-                .collect();
-            for mut child in children {
-                let _ = child.wait();
+    trap::at_exit(Box::new(move || {
+        let Some(pool) = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.as_ref().is_some_and(|p| p.kernel == kernel) {
+                p.take()
+            } else {
+                None
             }
-        }))
-    });
+        }) else {
+            return;
+        };
+        // Close every idle worker's socket first, so they all exit at
+        // once, then reap each. Idle workers wait in `read`, so they see
+        // the end of the stream straight away.
+        let workers: Vec<Worker> = pool.idle.borrow_mut().drain(..).collect();
+        let children: Vec<Child> = workers
+            .into_iter()
+            .filter_map(|mut w| w.child.take())
+            .collect();
+        for mut child in children {
+            let _ = child.wait();
+        }
+    }));
     pool
 }
 
 /// How many worker processes this kernel has idle in its pool (for tests and
 /// monitoring).
 pub fn idle_workers() -> usize {
-    let kernel = trap::with_core(|core| core.id());
+    let kernel = trap::kernel_id().expect("run_in_process is called from a task");
     POOL.with(|p| {
         p.borrow()
             .as_ref()

@@ -47,8 +47,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::error::{CurioError, Error, Result};
-use crate::kernel;
-use crate::task::State;
+use crate::kernel::State;
+use crate::trap;
 use crate::wait::WaitQueue;
 
 /// How a queue orders its items.
@@ -270,7 +270,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
             .borrow_mut()
             .pop()
             .expect("an item was available or reserved");
-        if self.maxsize > 0 && kernel::wake_one(&self.putters).is_some() {
+        if self.maxsize > 0 && trap::wake_one(&self.putters).is_some() {
             self.reserved_slots.set(self.reserved_slots.get() + 1);
         }
         item
@@ -279,7 +279,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     fn add(&self, item: T) {
         self.items.borrow_mut().push(item);
         self.unfinished.set(self.unfinished.get() + 1);
-        if kernel::wake_one(&self.getters).is_some() {
+        if trap::wake_one(&self.getters).is_some() {
             self.reserved_items.set(self.reserved_items.get() + 1);
         }
     }
@@ -293,17 +293,17 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     /// takes nothing; the next item goes to the next getter.
     #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
     pub fn get(&self) -> Result<T> {
-        if self.free_items() > 0 && !kernel::has_waiters(&self.getters) {
+        if self.free_items() > 0 && !trap::has_waiters(&self.getters) {
             return Ok(self.take());
         }
-        kernel::park_on(&self.getters, State::QueueGet)?;
+        trap::park_on(&self.getters, State::QueueGet)?;
         self.reserved_items.set(self.reserved_items.get() - 1);
         Ok(self.take())
     }
 
     /// Takes the next item if one is free now.
     pub fn try_get(&self) -> Option<T> {
-        if self.free_items() > 0 && !kernel::has_waiters(&self.getters) {
+        if self.free_items() > 0 && !trap::has_waiters(&self.getters) {
             Some(self.take())
         } else {
             None
@@ -323,8 +323,8 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     /// puts nothing: the item comes back in [`PutError::into_item`].
     #[inline(always)] // as `get`
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        if self.maxsize > 0 && (!self.has_room() || kernel::has_waiters(&self.putters)) {
-            if let Err(error) = kernel::park_on(&self.putters, State::QueuePut) {
+        if self.maxsize > 0 && (!self.has_room() || trap::has_waiters(&self.putters)) {
+            if let Err(error) = trap::park_on(&self.putters, State::QueuePut) {
                 return Err(PutError {
                     error,
                     item: Some(item),
@@ -338,7 +338,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
 
     /// Adds an item if there is room now; otherwise hands it back.
     pub fn try_put(&self, item: T) -> std::result::Result<(), T> {
-        if self.maxsize > 0 && (!self.has_room() || kernel::has_waiters(&self.putters)) {
+        if self.maxsize > 0 && (!self.has_room() || trap::has_waiters(&self.putters)) {
             return Err(item);
         }
         self.add(item);
@@ -359,7 +359,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         }
         self.unfinished.set(n - 1);
         if n == 1 {
-            kernel::wake_all(&self.joiners);
+            trap::wake_all(&self.joiners);
         }
         Ok(())
     }
@@ -373,7 +373,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         if self.unfinished.get() == 0 {
             return Ok(());
         }
-        kernel::park_on(&self.joiners, State::QueueJoin)
+        trap::park_on(&self.joiners, State::QueueJoin)
     }
 }
 

@@ -70,9 +70,9 @@ use signal_hook::SigId;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::Registration;
+use crate::kernel::State;
 use crate::poller::Direction;
 use crate::sys::{self, Disposition, NSIG, SetDoorbell, SignalTable};
-use crate::task::State;
 use crate::universal::UniversalEvent;
 
 pub use libc::{

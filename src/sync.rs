@@ -36,9 +36,9 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel;
-use crate::task::State;
+use crate::kernel::State;
 use crate::time::disable_cancellation;
+use crate::trap;
 use crate::wait::WaitQueue;
 
 // ---------------------------------------------------------------------------
@@ -67,7 +67,7 @@ impl Event {
     #[inline]
     pub fn set(&self) {
         self.set.set(true);
-        kernel::wake_all(&self.waiters);
+        trap::wake_all(&self.waiters);
     }
 
     /// Clears the flag.
@@ -87,7 +87,7 @@ impl Event {
         if self.set.get() {
             return Ok(());
         }
-        kernel::park_on(&self.waiters, State::EventWait)
+        trap::park_on(&self.waiters, State::EventWait)
     }
 }
 
@@ -167,11 +167,11 @@ impl Lock {
             return Ok(());
         }
         // Woken only by `release`, which hands the lock over still locked.
-        kernel::park_on(&self.waiters, State::LockAcquire)
+        trap::park_on(&self.waiters, State::LockAcquire)
     }
 
     fn release(&self) {
-        if kernel::wake_one(&self.waiters).is_none() {
+        if trap::wake_one(&self.waiters).is_none() {
             self.locked.set(false);
         }
     }
@@ -236,7 +236,7 @@ impl RLock {
     /// waiter acquires nothing.
     #[inline(always)] // as `Event::wait`
     pub fn acquire(&self) -> Result<()> {
-        let me = kernel::current_id();
+        let me = trap::current_id();
         if self.count.get() == 0 {
             self.owner.set(me);
             self.count.set(1);
@@ -247,7 +247,7 @@ impl RLock {
             return Ok(());
         }
         // `release` hands the lock over: it sets us as owner with count 1.
-        kernel::park_on(&self.waiters, State::LockAcquire)
+        trap::park_on(&self.waiters, State::LockAcquire)
     }
 
     /// Releases one level of ownership.
@@ -256,7 +256,7 @@ impl RLock {
     ///
     /// [`ErrorKind::Usage`] if the calling task does not hold the lock.
     pub fn release(&self) -> Result<()> {
-        let me = kernel::current_id();
+        let me = trap::current_id();
         if self.count.get() == 0 || self.owner.get() != me {
             return Err(Error::usage(format!(
                 "task {me} released an RLock it does not hold; release it from the task that acquired it"
@@ -264,7 +264,7 @@ impl RLock {
         }
         self.count.set(self.count.get() - 1);
         if self.count.get() == 0 {
-            match kernel::wake_one(&self.waiters) {
+            match trap::wake_one(&self.waiters) {
                 Some(next) => {
                     self.owner.set(next);
                     self.count.set(1);
@@ -327,7 +327,7 @@ impl Semaphore {
             self.value.set(self.value.get() - 1);
         } else {
             // `release` hands its unit straight to us.
-            kernel::park_on(&self.waiters, State::SemaAcquire)?;
+            trap::park_on(&self.waiters, State::SemaAcquire)?;
         }
         Ok(SemaphoreGuard { sem: self })
     }
@@ -339,7 +339,7 @@ impl Semaphore {
     /// For a [`BoundedSemaphore`], [`ErrorKind::Usage`] if this would raise the
     /// value above its initial value.
     pub fn release(&self) -> Result<()> {
-        if kernel::wake_one(&self.waiters).is_some() {
+        if trap::wake_one(&self.waiters).is_some() {
             return Ok(());
         }
         if let Some(bound) = self.bound {
@@ -459,9 +459,9 @@ impl Condition {
     /// `guard` is valid in every case.
     pub fn wait(&self, guard: &mut LockGuard<'_>) -> Result<()> {
         self.check_guard(guard)?;
-        kernel::cancel_point()?;
+        trap::cancel_point()?;
         self.lock.release();
-        let r = kernel::park_on(&self.waiters, State::CondWait);
+        let r = trap::park_on(&self.waiters, State::CondWait);
         disable_cancellation(|| self.lock.acquire_raw())
             .expect("a masked lock acquire cannot be interrupted");
         r
@@ -491,7 +491,7 @@ impl Condition {
     pub fn notify(&self, guard: &LockGuard<'_>, n: usize) -> Result<()> {
         self.check_guard(guard)?;
         for _ in 0..n {
-            if kernel::wake_one(&self.waiters).is_none() {
+            if trap::wake_one(&self.waiters).is_none() {
                 break;
             }
         }
@@ -505,7 +505,7 @@ impl Condition {
     /// As [`Condition::notify`].
     pub fn notify_all(&self, guard: &LockGuard<'_>) -> Result<()> {
         self.check_guard(guard)?;
-        kernel::wake_all(&self.waiters);
+        trap::wake_all(&self.waiters);
         Ok(())
     }
 }

@@ -34,8 +34,8 @@ use std::marker::PhantomData;
 use std::rc::{Rc, Weak};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel;
-use crate::task::{self, GroupLink, State, Task, TaskRef};
+use crate::kernel::{GroupLink, State};
+use crate::task::{self, Task, TaskRef};
 use crate::time::disable_cancellation;
 use crate::trap;
 use crate::wait::WaitQueue;
@@ -229,7 +229,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     /// [`ErrorKind::Usage`] if it is already in a group or the group was joined.
     pub fn add_task(&self, task: &Task<T>) -> Result<()> {
         self.check_open()?;
-        if task.header().group.borrow().is_some() {
+        if task.record().in_group() {
             return Err(Error::usage("the task is already part of a task group"));
         }
         self.adopt(task);
@@ -237,12 +237,12 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     }
 
     fn adopt(&self, t: &Task<T>) {
-        let h = t.header();
+        let h = t.record();
         let link: Weak<dyn GroupLink> = Rc::downgrade(&self.inner) as Weak<dyn GroupLink>;
-        *h.group.borrow_mut() = Some(link);
+        h.join_group(link);
         self.inner.members.borrow_mut().push(clone_task(t));
-        if h.terminated.get() {
-            self.inner.member_finished(h.id);
+        if h.is_terminated() {
+            self.inner.member_finished(h.id());
         }
     }
 
@@ -265,10 +265,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
     }
 
     fn park(&self) -> Result<()> {
-        let inner = &self.inner;
-        kernel::park(State::GroupWait, |core, w| {
-            inner.waiters.borrow_mut().push(w, |w| core.is_waiting(w));
-        })
+        trap::park_on(&self.inner.waiters, State::GroupWait)
     }
 
     /// Waits for the next member to finish and removes it from the group.
@@ -287,7 +284,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
                 let mut members = self.inner.members.borrow_mut();
                 if let Some(i) = members.iter().position(|t| t.id() == id && !t.is_daemon()) {
                     let t = members.remove(i);
-                    *t.header().group.borrow_mut() = None;
+                    t.record().leave_group();
                     return Ok(Some(t));
                 }
                 continue;
@@ -329,7 +326,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
             running
         };
         for t in &victims {
-            *t.header().group.borrow_mut() = None;
+            t.record().leave_group();
         }
         cancel_and_wait(victims.iter().map(|t| t.as_task_ref()));
     }
@@ -597,7 +594,7 @@ impl<'scope, 'env, T: Outcome + 'static> Scope<'scope, 'env, T> {
         F: FnOnce() -> T + 'env,
     {
         self.group.check_open()?;
-        if trap::with_core(|core| core.is_unwinding()) {
+        if trap::is_unwinding() {
             return Err(Error::usage(
                 "the kernel is tearing its tasks down; a scoped member cannot start now",
             ));
@@ -669,12 +666,7 @@ impl<T: Outcome + 'static> std::fmt::Debug for Scope<'_, '_, T> {
 impl<T: 'static> GroupLink for Inner<T> {
     fn member_finished(&self, id: u64) {
         self.finished.borrow_mut().push(id);
-        let waiters: Vec<_> = self.waiters.borrow_mut().drain().collect();
-        trap::with_core(|core| {
-            for w in waiters {
-                core.wake(w, Ok(()));
-            }
-        });
+        trap::wake_all(&self.waiters);
     }
 
     fn discard(&self, id: u64) {

@@ -3,7 +3,10 @@
 //! # Invariants
 //!
 //! Each task keeps a stack of the deadlines of its open timeout blocks
-//! (outermost first); the kernel arms only the earliest. When a block ends with a
+//! (outermost first); the kernel arms only the earliest. The rules live in one
+//! pure type, `deadlines::Deadlines`, which the kernel drives; this module
+//! opens and closes blocks through `crate::trap` and reports their verdict
+//! (`deadlines::classify`). When a block ends with a
 //! timeout error carrying clock `c`, the block finds the **outermost** deadline
 //! `<= c` on the stack (Curio 1.x, `curio-reference.md` §4.1):
 //!
@@ -32,13 +35,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::deadlines::{Block, NO_DEADLINE, Verdict, classify};
 use crate::error::{CurioError, Error, ErrorKind, Result};
-use crate::kernel;
-use crate::task::State;
 use crate::trap;
-
-/// No deadline of its own (a `None` block): never expires.
-const NO_DEADLINE: u64 = u64::MAX;
 
 /// The kernel's monotonic clock (virtual under a virtual clock). Never blocks.
 ///
@@ -46,7 +45,7 @@ const NO_DEADLINE: u64 = u64::MAX;
 ///
 /// Outside a curio kernel.
 pub fn clock() -> Instant {
-    trap::with_core(|core| core.instant(core.now()))
+    trap::instant(trap::now())
 }
 
 /// Suspends the calling task for `d`. `sleep(Duration::ZERO)` moves it to the
@@ -59,7 +58,7 @@ pub fn clock() -> Instant {
 #[inline(always)] // so that `sleep(0)` switches from the caller's frame (arch-notes/trap-flow.md)
 pub fn sleep(d: Duration) -> Result<()> {
     if d.is_zero() {
-        return kernel::yield_now();
+        return trap::yield_now();
     }
     sleep_for(d)
 }
@@ -67,8 +66,7 @@ pub fn sleep(d: Duration) -> Result<()> {
 /// A sleep that goes through the timer heap. Not inlined: next to a timer, a
 /// mispredicted return on wake-up does not matter.
 fn sleep_for(d: Duration) -> Result<()> {
-    let deadline = trap::with_core(|core| core.now().saturating_add(ticks_of(d)));
-    sleep_ticks(deadline)
+    trap::sleep_until(trap::now().saturating_add(ticks_of(d)))
 }
 
 /// Suspends the calling task until `deadline`. A deadline in the past yields.
@@ -77,15 +75,11 @@ fn sleep_for(d: Duration) -> Result<()> {
 ///
 /// As [`sleep`].
 pub fn sleep_until(deadline: Instant) -> Result<()> {
-    let (t, now) = trap::with_core(|core| (core.ticks(deadline), core.now()));
+    let (t, now) = (trap::ticks(deadline), trap::now());
     if t <= now {
-        return kernel::yield_now();
+        return trap::yield_now();
     }
-    sleep_ticks(t)
-}
-
-fn sleep_ticks(deadline: u64) -> Result<()> {
-    kernel::park(State::TimeSleep, |core, w| core.register_sleep(w, deadline))
+    trap::sleep_until(t)
 }
 
 fn ticks_of(d: Duration) -> u64 {
@@ -162,41 +156,30 @@ pub fn ignore_at<T, E: CurioError>(
 }
 
 fn relative(d: Option<Duration>) -> Option<u64> {
-    d.map(|d| trap::with_core(|core| core.now().saturating_add(ticks_of(d)).min(NO_DEADLINE - 1)))
+    d.map(|d| trap::now().saturating_add(ticks_of(d)).min(NO_DEADLINE - 1))
 }
 
 fn absolute(i: Option<Instant>) -> Option<u64> {
-    i.map(|i| trap::with_core(|core| core.ticks(i)))
+    i.map(trap::ticks)
 }
 
-/// Restores the deadline state of a timeout block when it ends, even by panic.
+/// Closes a timeout block when it ends, even by panic.
 struct BlockGuard {
-    prev: Option<u64>,
-    /// This block's deadline pushed a timer entry.
-    pushed: bool,
-    armed: bool,
+    block: Option<Block>,
 }
 
 impl BlockGuard {
     fn exit(&mut self) -> Vec<u64> {
-        self.armed = false;
-        trap::with_current(|core, h| {
-            core.unset_timeout(h, self.prev);
-            let stack = h.deadlines.borrow().clone();
-            h.deadlines.borrow_mut().pop();
-            if self.pushed {
-                core.timeout_block_ended();
-            }
-            stack
-        })
+        match self.block.take() {
+            Some(b) => trap::exit_timeout_block(b),
+            None => Vec::new(),
+        }
     }
 }
 
 impl Drop for BlockGuard {
     fn drop(&mut self) {
-        if self.armed {
-            self.exit();
-        }
+        self.exit();
     }
 }
 
@@ -205,16 +188,8 @@ fn timeout_block<T, E: CurioError>(
     ignore: bool,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<Option<T>, E> {
-    let (prev, pushed) = trap::with_current(|core, h| {
-        h.deadlines
-            .borrow_mut()
-            .push(deadline.unwrap_or(NO_DEADLINE));
-        core.set_timeout(h, deadline)
-    });
     let mut guard = BlockGuard {
-        prev,
-        pushed,
-        armed: true,
+        block: Some(trap::enter_timeout_block(deadline)),
     };
     let result = f();
     let stack = guard.exit();
@@ -228,16 +203,14 @@ fn timeout_block<T, E: CurioError>(
     }) else {
         return Err(err);
     };
-    let c = trap::with_core(|core| core.ticks(clock));
-    let mine = stack.len() - 1;
-    match stack.iter().position(|&d| d <= c) {
-        None => Err(err.with_curio(Error::new(ErrorKind::UncaughtTimeout, ""))),
-        Some(n) if n < mine => match kind {
+    match classify(&stack, trap::ticks(clock)) {
+        Verdict::Uncaught => Err(err.with_curio(Error::new(ErrorKind::UncaughtTimeout, ""))),
+        Verdict::Outer => match kind {
             ErrorKind::TimeoutCancelled => Err(err),
             _ => Err(err.with_curio(Error::timeout_kind(ErrorKind::TimeoutCancelled, clock))),
         },
-        Some(_) if ignore => Ok(None),
-        Some(_) => match kind {
+        Verdict::Own if ignore => Ok(None),
+        Verdict::Own => match kind {
             ErrorKind::Timeout => Err(err),
             _ => Err(err.with_curio(Error::timeout_kind(ErrorKind::Timeout, clock))),
         },
@@ -266,10 +239,10 @@ pub fn disable_cancellation<R>(f: impl FnOnce() -> R) -> R {
     struct Unmask;
     impl Drop for Unmask {
         fn drop(&mut self) {
-            trap::with_current(|_, h| h.mask.set(h.mask.get() - 1));
+            trap::unmask();
         }
     }
-    trap::with_current(|_, h| h.mask.set(h.mask.get() + 1));
+    trap::mask();
     let _unmask = Unmask;
     f()
 }
@@ -281,17 +254,5 @@ pub fn disable_cancellation<R>(f: impl FnOnce() -> R) -> R {
 /// error is returned but stays pending, to be delivered after the mask, so
 /// masked code can choose to stop early.
 pub fn check_cancellation() -> Result<()> {
-    trap::with_current(|core, h| {
-        if h.mask.get() == 0 {
-            return core.cancel_point(h);
-        }
-        match h.pending.take() {
-            Some(e) => {
-                let copy = e.clone_cancellation();
-                h.pending.set(Some(e));
-                Err(copy)
-            }
-            None => Ok(()),
-        }
-    })
+    trap::check_cancellation()
 }

@@ -37,10 +37,9 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::Result;
-use crate::kernel::{self, Core};
+use crate::kernel::State;
 use crate::poller::InboxSender;
 use crate::queue::PutError;
-use crate::task::State;
 use crate::trap;
 use crate::wait::Waiter;
 
@@ -61,7 +60,7 @@ impl Side {
     fn wake_task(&mut self) -> bool {
         match self.tasks.pop_front() {
             Some(t) => {
-                Core::post_wake(&t.inbox, t.waiter);
+                trap::post_wake(&t.inbox, t.waiter);
                 true
             }
             None => false,
@@ -86,18 +85,18 @@ impl Side {
 fn park_task<S>(
     shared: &Mutex<S>,
     state: State,
-    mut register: impl FnMut(&mut S, &Core, TaskWaiter) -> bool,
+    mut register: impl FnMut(&mut S, TaskWaiter) -> bool,
 ) -> std::result::Result<(), (crate::Error, Waiter)> {
     let mut mine = None;
-    let r = kernel::park_external(state, |core, w| {
+    let r = trap::park_external(state, |w| {
         mine = Some(w);
         let mut st = lock(shared);
         let tw = TaskWaiter {
-            inbox: core.inbox(),
+            inbox: trap::inbox(),
             waiter: w,
         };
-        if !register(&mut st, core, tw) {
-            core.wake(w, Ok(())); // the condition changed: retry without sleeping
+        if !register(&mut st, tw) {
+            trap::wake(w); // the condition changed: retry without sleeping
         }
     });
     match (r, mine) {
@@ -236,7 +235,7 @@ impl<T: Send> UniversalQueue<T> {
                     return Ok(item);
                 }
             }
-            let r = park_task(&self.shared.state, State::QueueGet, |st, _, tw| {
+            let r = park_task(&self.shared.state, State::QueueGet, |st, tw| {
                 if !st.items.is_empty() {
                     return false;
                 }
@@ -283,7 +282,7 @@ impl<T: Send> UniversalQueue<T> {
                     return Ok(());
                 }
             }
-            let r = park_task(&self.shared.state, State::QueuePut, |st, _, tw| {
+            let r = park_task(&self.shared.state, State::QueuePut, |st, tw| {
                 if self.has_room(st) {
                     return false;
                 }
@@ -413,7 +412,7 @@ impl UniversalEvent {
         if self.is_set() {
             return Ok(());
         }
-        let r = park_task(&self.shared.state, State::EventWait, |st, _, tw| {
+        let r = park_task(&self.shared.state, State::EventWait, |st, tw| {
             if st.set {
                 return false;
             }

@@ -50,9 +50,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernel;
+use crate::kernel::State;
 use crate::poller::{InboxSender, Message};
-use crate::task::State;
 use crate::trap;
 use crate::wait::Waiter;
 
@@ -325,7 +324,8 @@ enum Lane {
 
 /// This kernel's pool for `lane`, started on first use and shut down with the kernel.
 fn pool(lane: Lane) -> Arc<Pool> {
-    let (kernel, size) = trap::with_core(|core| (core.id(), core.thread_pool_size()));
+    let kernel = trap::kernel_id().expect("run_in_thread is called from a task");
+    let size = trap::thread_pool_size();
     let pick = |p: &Pools| match lane {
         Lane::General => p.general.clone(),
         Lane::Resolver => p.resolver.clone(),
@@ -350,18 +350,16 @@ fn pool(lane: Lane) -> Arc<Pool> {
         old.general.shut_down();
         old.resolver.shut_down();
     }
-    trap::with_core(|core| {
-        core.at_exit(Box::new(move || {
-            general.shut_down();
-            resolver.shut_down();
-            POOLS.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.as_ref().is_some_and(|p| p.kernel == kernel) {
-                    *p = None;
-                }
-            });
-        }))
-    });
+    trap::at_exit(Box::new(move || {
+        general.shut_down();
+        resolver.shut_down();
+        POOLS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.as_ref().is_some_and(|p| p.kernel == kernel) {
+                *p = None;
+            }
+        });
+    }));
     chosen
 }
 
@@ -410,10 +408,10 @@ where
 {
     let slot: Arc<Mutex<Option<std::thread::Result<R>>>> = Arc::new(Mutex::new(None));
     let state = Arc::new(AtomicU8::new(QUEUED));
-    let inbox = trap::with_core(|core| core.inbox());
+    let inbox = trap::inbox();
     let pool = pool(lane);
     let mut failed: Option<io::Error> = None;
-    let r = kernel::park_external(State::FutureWait, |core, w| {
+    let r = trap::park_external(State::FutureWait, |w| {
         let slot = slot.clone();
         let run = Box::new(move || {
             let out = panic::catch_unwind(AssertUnwindSafe(f));
@@ -426,7 +424,7 @@ where
         };
         if let Err(e) = pool.submit(job) {
             failed = Some(e);
-            core.wake(w, Ok(()));
+            trap::wake(w);
         }
     });
     if let Err(e) = r {
@@ -452,7 +450,7 @@ where
     match out {
         Some(Ok(v)) => Ok(v),
         Some(Err(payload)) => {
-            let msg = crate::task::panic_message(&*payload);
+            let msg = crate::kernel::panic_message(&*payload);
             Err(Error::new(
                 ErrorKind::TaskPanicked,
                 format!("in run_in_thread: {msg}"),

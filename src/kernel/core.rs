@@ -1,53 +1,186 @@
-//! The kernel: one loop on one OS thread that runs tasks, executes their traps,
-//! polls for I/O and expires deadlines.
-//!
-//! ```text
-//!   loop {
-//!       run, once each, the tasks that were ready when this pass began
-//!       if main has ended: shut down (cancel the rest, newest first) and return
-//!       tick: every POLL_INTERVAL switches, or whenever nothing is ready,
-//!             poll I/O and the inbox, then expire deadlines;
-//!             nothing ready and nothing that could wake anyone: deadlock
-//!   }
-//! ```
+//! The kernel's state and loop: the task table, the ready queue, timers, the
+//! poller; spawning, parking, waking, cancelling and timing out tasks; and the
+//! thread's record of which kernel and which task are running.
 //!
 //! # Invariants
 //!
-//! - This module is the only code that mutates scheduler state (slots, ready
-//!   queue, timer heap, waits). Task-side modules call its functions through the
-//!   trap boundary (`trap.rs`); it never names a `Queue` or a socket.
+//! - `Core` is the only code that changes scheduling state: task records
+//!   (through their kernel-only operations), the ready queue, the timer heap,
+//!   the fd table. Everything else reaches it through `super::traps`.
 //! - Spawning and waking never switch tasks: they only append to the ready queue.
-//! - A task is *parked* exactly when its header's `wait_id` is non-zero. Waking,
+//! - A task is *parked* exactly when its record's wait id is non-zero. Waking,
 //!   cancelling and timing out all clear it first, so each wait ends once.
 //! - No `RefCell` borrow of scheduler state is held across a resume.
+//! - `CORE` and `TASK` name the running kernel (for the whole of `run`, its
+//!   teardown included) and the running task (only while the kernel has
+//!   resumed it, or while it force-unwinds it). Both are set and cleared here
+//!   alone, and `TASK` is only ever set while `CORE` is: `run` ends every task
+//!   (its guard does, also when the kernel panics) before it clears `CORE`.
 //!
 //! # Example
 //!
+//! ```text
+//! spawn     slots[i] = task; ready.push(task)          (never switches)
+//! step      set_task(task); resume; set_task(None); act on the trap
+//! park      begin_wait (wait id, state); register the waiter; suspend
+//! wake      waiter's id still current? end_wait; ready.push(task)
 //! ```
-//! use std::time::Duration;
-//! let kernel = curio::Kernel::builder().virtual_clock(true).build();
-//! let v = kernel.run(|| {
-//!     curio::sleep(Duration::from_secs(3600)).unwrap(); // instant on the virtual clock
-//!     7
-//! });
-//! assert_eq!(v.unwrap(), 7);
-//! ```
+#![allow(unsafe_code)] // the thread's kernel and task pointers; a popped ready entry
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::Builder;
+use super::ready::ReadyQueue;
+use super::record::{AnyTask, Identity, State, TaskCell, TaskRecord};
+use super::switch::{self, Reply, TaskCoroutine, Trap};
+use crate::deadlines::{Arm, Block};
 use crate::error::{Error, ErrorKind, Result};
 use crate::poller::{Direction, InboxSender, Message, Poller};
-use crate::ready::ReadyQueue;
-use crate::stack::{self, DEFAULT_STACK_SIZE};
+use crate::stack;
 use crate::sys;
-use crate::task::{self, AnyTask, Header, State, TaskCell};
 use crate::timer::TimerHeap;
-use crate::trap::{self, Reply, TaskCoroutine, Trap};
-use crate::wait::{WaitQueue, Waiter};
+use crate::wait::Waiter;
+
+// ---------------------------------------------------------------------------
+// The thread's kernel and task
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    /// The kernel running on this thread (for the whole of `run`).
+    static CORE: Cell<*const Core> = const { Cell::new(ptr::null()) };
+    /// The task the kernel has resumed, while it runs.
+    static TASK: Cell<*const TaskRecord> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f` with the kernel running on this thread, or returns `None` outside a kernel.
+#[inline]
+pub(super) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
+    let core = CORE.with(|c| c.get());
+    if core.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null core pointer is set by `enter_kernel` for the duration of
+    // `run`, and the Core it names lives in `run`'s frame until `leave_kernel`,
+    // which `run`'s guard calls only after the teardown (also when unwinding).
+    Some(f(unsafe { &*core }))
+}
+
+/// Runs `f` with the kernel running on this thread. Panics outside a kernel: every
+/// blocking call of this crate must be made from a task.
+#[inline]
+pub(super) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
+    try_with_core(f).unwrap_or_else(|| not_in_task())
+}
+
+/// Runs `f` with the kernel and the running task's record. Panics outside a task.
+#[inline]
+pub(super) fn with_current<R>(f: impl FnOnce(&Core, &TaskRecord) -> R) -> R {
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
+        not_in_task();
+    }
+    let core = CORE.with(|c| c.get());
+    // SAFETY: a task pointer is only set while the kernel runs (or unwinds) that
+    // task, which happens only while the core pointer is set: the core for the
+    // whole run including teardown, the task for as long as it runs (module
+    // invariants). So both are non-null and name live values.
+    unsafe { f(&*core, &*task) }
+}
+
+/// Runs `f` with the running task's record alone (the switch path: one
+/// thread-local read). Panics outside a task.
+#[inline(always)]
+pub(super) fn with_running<R>(f: impl FnOnce(&TaskRecord) -> R) -> R {
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
+        not_in_task();
+    }
+    // SAFETY: a non-null task pointer names the live record of the task the
+    // kernel is running (module invariants).
+    f(unsafe { &*task })
+}
+
+/// The running task's record, if a task is running on this thread.
+#[inline]
+pub(super) fn try_current_record<R>(f: impl FnOnce(&TaskRecord) -> R) -> Option<R> {
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
+        return None;
+    }
+    // SAFETY: as in `with_current`: a non-null task pointer names the live
+    // record of the task the kernel is running.
+    Some(f(unsafe { &*task }))
+}
+
+/// True when called from inside a curio task.
+pub(super) fn in_task() -> bool {
+    !TASK.with(|c| c.get()).is_null()
+}
+
+#[cold]
+#[track_caller]
+fn not_in_task() -> ! {
+    panic!("curio: this call must be made from a curio task; start one with curio::run(|| ...)")
+}
+
+/// Marks this thread as running `core`. Returns false if a kernel already runs here.
+pub(super) fn enter_kernel(core: &Core) -> bool {
+    CORE.with(|c| {
+        if !c.get().is_null() {
+            return false;
+        }
+        c.set(core);
+        TASK.with(|t| t.set(ptr::null()));
+        true
+    })
+}
+
+/// Clears the kernel mark set by [`enter_kernel`].
+pub(super) fn leave_kernel() {
+    CORE.with(|c| c.set(ptr::null()));
+    TASK.with(|t| t.set(ptr::null()));
+}
+
+/// Records which task the kernel is about to resume (`None` when it is back).
+#[inline]
+fn set_task(task: Option<&TaskRecord>) {
+    TASK.with(|c| c.set(task.map_or(ptr::null(), |t| t as *const TaskRecord)));
+}
+
+/// What the stack-overflow handler needs about the task running on this thread
+/// (all zero when none). Async-signal-safe: one thread-local read and plain loads.
+pub(super) fn running_overflow_info() -> sys::OverflowInfo {
+    let task = TASK.with(|c| c.get());
+    if task.is_null() {
+        return sys::OverflowInfo::NONE;
+    }
+    // SAFETY: a non-null task pointer is set by the kernel only while that task
+    // runs, and its record outlives the run (module invariants).
+    let h = unsafe { &*task };
+    let (stack_size, guard) = h.stack_info();
+    let name = h.name();
+    sys::OverflowInfo {
+        guard_lo: guard,
+        guard_hi: if guard == 0 {
+            0
+        } else {
+            guard + sys::page_size()
+        },
+        task_id: h.id(),
+        stack_size,
+        name_ptr: name.as_ptr() as usize,
+        name_len: name.len(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tuning
+// ---------------------------------------------------------------------------
 
 /// How many task switches may pass between two looks at I/O and the clock while
 /// tasks stay ready. See `arch-notes/io-readiness.md`.
@@ -82,177 +215,6 @@ const SHRINK_AFTER: usize = 4096;
 /// When the virtual clock has tasks waiting on I/O or other threads, how long to
 /// wait for real before jumping to the next deadline.
 const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
-
-// ---------------------------------------------------------------------------
-// Configuration
-// ---------------------------------------------------------------------------
-
-/// Settings for a [`Kernel`]. Start from [`Kernel::builder`].
-#[derive(Clone, Debug)]
-pub struct Builder {
-    stack_size: usize,
-    idle_stacks: usize,
-    virtual_clock: bool,
-    thread_pool_size: usize,
-}
-
-impl Builder {
-    /// The default settings: 256 KiB stacks and the real clock (or the virtual
-    /// clock when the environment variable `CURIO_CLOCK=virtual` is set, which is
-    /// how the example tests run the tutorial's programs instantly).
-    pub fn new() -> Builder {
-        let virtual_clock = std::env::var("CURIO_CLOCK").is_ok_and(|v| v == "virtual");
-        Builder {
-            stack_size: DEFAULT_STACK_SIZE,
-            idle_stacks: stack::DEFAULT_IDLE_STACKS,
-            virtual_clock,
-            thread_pool_size: 64,
-        }
-    }
-
-    /// The usable stack size of each task unless its own builder says otherwise,
-    /// rounded up to whole pages. Stacks are committed lazily, so a big size
-    /// costs address space, not memory. [`Kernel::run`] fails with
-    /// [`ErrorKind::Usage`] for a size below [`crate::MIN_STACK_SIZE`] (16 KiB)
-    /// or above [`crate::MAX_STACK_SIZE`] (1 GiB).
-    pub fn stack_size(mut self, bytes: usize) -> Builder {
-        self.stack_size = bytes;
-        self
-    }
-
-    /// How many unused task stacks the kernel keeps warm, their memory
-    /// resident, for the next spawns (1024 by default). Whenever the kernel
-    /// goes idle, the memory of the unused stacks beyond this is given back to
-    /// the operating system, so memory falls back after a peak of tasks; such a
-    /// stack stays reserved and is reused cold (its first pages are faulted in
-    /// again). Bursts that never let the kernel idle are not slowed.
-    pub fn idle_stacks(mut self, stacks: usize) -> Builder {
-        self.idle_stacks = stacks;
-        self
-    }
-
-    /// Runs the kernel on a virtual clock: time stands still while tasks run, and
-    /// when every task waits on time alone the clock jumps to the next deadline.
-    /// Timeout tests become exact and instant.
-    pub fn virtual_clock(mut self, on: bool) -> Builder {
-        self.virtual_clock = on;
-        self
-    }
-
-    /// The most OS threads `run_in_thread` uses at once (64 by default, at least 1).
-    /// Further calls wait, cancellably, for a thread to come free.
-    pub fn thread_pool_size(mut self, threads: usize) -> Builder {
-        self.thread_pool_size = threads.max(1);
-        self
-    }
-
-    /// Builds the kernel.
-    pub fn build(self) -> Kernel {
-        Kernel { config: self }
-    }
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder::new()
-    }
-}
-
-/// A kernel: runs a main task, and every task it spawns, on the calling thread.
-///
-/// `curio::run(main)` is `Kernel::builder().build().run(main)` with errors turned
-/// into panics.
-#[derive(Clone, Debug)]
-pub struct Kernel {
-    config: Builder,
-}
-
-impl Kernel {
-    /// Starts configuring a kernel.
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-
-    /// Runs `main` as the first task (id 1) and returns its value once it has
-    /// ended and every other task has been cancelled and driven to completion,
-    /// newest first.
-    ///
-    /// `main` may borrow from the caller. If `main` panics, the panic resumes out
-    /// of `run` after shutdown.
-    ///
-    /// # Errors
-    ///
-    /// - [`ErrorKind::NestedKernel`] if this thread is already running a kernel.
-    /// - [`ErrorKind::Deadlock`] if every task blocked with nothing that could wake
-    ///   one; the message lists who waits on what. The tasks were cancelled first.
-    pub fn run<F, T>(&self, main: F) -> Result<T>
-    where
-        F: FnOnce() -> T,
-    {
-        task::install_panic_hook();
-        sys::install_overflow_handler(trap::running_overflow_info);
-        let core = Core::new(&self.config)?;
-        if !trap::enter_kernel(&core) {
-            return Err(Error::new(ErrorKind::NestedKernel, ""));
-        }
-        let out: Rc<RefCell<Option<std::thread::Result<T>>>> = Rc::new(RefCell::new(None));
-
-        // However `run` ends (normally, or by the kernel itself panicking),
-        // every task is ended and the services released *before* the thread's
-        // kernel mark is cleared: the destructors that ending a task runs may
-        // call curio, and must find their kernel (issue 8, hole 5).
-        struct Running<'a>(&'a Core);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.teardown();
-                trap::leave_kernel();
-            }
-        }
-        let running = Running(&core);
-
-        let main_task = core.spawn_main(main, out.clone())?;
-        let deadlock = core.run_until_main_ends(&main_task);
-        core.shutdown();
-        drop(main_task);
-        drop(running);
-        drop(core);
-        let outcome = out.borrow_mut().take();
-        match (deadlock, outcome) {
-            (Some(report), _) => Err(Error::new(ErrorKind::Deadlock, report)),
-            (None, Some(Ok(v))) => Ok(v),
-            (None, Some(Err(payload))) => panic::resume_unwind(payload),
-            (None, None) => Err(Error::new(ErrorKind::Deadlock, "main task never finished")),
-        }
-    }
-}
-
-/// Runs `main` in a new kernel on this thread and returns its value.
-///
-/// Shorthand for `Kernel::builder().build().run(main)`.
-///
-/// # Panics
-///
-/// Panics if called inside a running kernel, or if the program deadlocks (the
-/// message lists which task waits on what). A panic in `main` resumes here.
-///
-/// # Example
-///
-/// ```
-/// let answer = curio::run(|| {
-///     let kid = curio::spawn(|| 6 * 7);
-///     kid.join().unwrap()
-/// });
-/// assert_eq!(answer, 42);
-/// ```
-pub fn run<F, T>(main: F) -> T
-where
-    F: FnOnce() -> T,
-{
-    match Kernel::builder().build().run(main) {
-        Ok(v) => v,
-        Err(e) => panic!("curio::run: {e}"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The clock
@@ -291,7 +253,7 @@ struct Slot {
     task: Option<Rc<AnyTask>>,
 }
 
-pub(crate) struct Core {
+pub(super) struct Core {
     slots: RefCell<Vec<Slot>>,
     free_slots: RefCell<Vec<u32>>,
     /// Tasks to run, in order (thin pointers; their slots keep them alive).
@@ -331,7 +293,7 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    fn new(config: &Builder) -> Result<Core> {
+    pub(super) fn new(config: &Builder) -> Result<Core> {
         let poller = Poller::new()?;
         Ok(Core {
             slots: RefCell::new(Vec::new()),
@@ -367,52 +329,51 @@ impl Core {
     // ----- tasks -----------------------------------------------------------
 
     /// A fresh id for a task about to be spawned.
-    pub(crate) fn next_task_id(&self) -> u64 {
+    pub(super) fn next_task_id(&self) -> u64 {
         let id = self.next_task_id.get();
         self.next_task_id.set(id + 1);
         id
     }
 
     /// The stack size tasks get when their builder names none.
-    pub(crate) fn default_stack_size(&self) -> usize {
+    pub(super) fn default_stack_size(&self) -> usize {
         self.stack_size
     }
 
     /// Runs `hook` when this kernel has shut down (every task ended). Services
     /// such as the worker pool use it to release what they hold.
-    pub(crate) fn at_exit(&self, hook: Box<dyn FnOnce()>) {
+    pub(super) fn at_exit(&self, hook: Box<dyn FnOnce()>) {
         self.exit_hooks.borrow_mut().push(hook);
     }
 
     /// The `run_in_thread` pool size this kernel was built with.
-    pub(crate) fn thread_pool_size(&self) -> usize {
+    pub(super) fn thread_pool_size(&self) -> usize {
         self.thread_pool_size
     }
 
-    pub(crate) fn is_unwinding(&self) -> bool {
+    pub(super) fn is_unwinding(&self) -> bool {
         self.unwinding.get()
     }
 
     /// Adds a task whose header lives in `task` and whose code is `coro`, at the
     /// back of the ready queue. Never switches.
-    pub(crate) fn spawn(
+    pub(super) fn spawn(
         &self,
         task: Rc<AnyTask>,
         make: impl FnOnce(stack::PooledStack) -> TaskCoroutine,
     ) -> Result<()> {
-        let h = task.header();
-        let cached = if h.stack_size == self.stack_size {
+        let h = task.record();
+        let cached = if h.stack_size() == self.stack_size {
             self.stacks.borrow_mut().pop()
         } else {
             None
         };
         let st = match cached {
             Some(st) => st,
-            None => stack::take(h.stack_size)?,
+            None => stack::take(h.stack_size())?,
         };
-        h.guard.set(st.guard().0);
-        h.stack_bytes.set(st.size());
-        *h.coro.borrow_mut() = Some(make(st));
+        h.set_stack(st.guard().0, st.size());
+        *h.coro().borrow_mut() = Some(make(st));
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(i) => {
                 self.slots.borrow_mut()[i as usize].task = Some(task.clone());
@@ -426,14 +387,14 @@ impl Core {
                 (slots.len() - 1) as u32
             }
         };
-        h.slot.set(slot);
-        h.state.set(State::Ready);
+        h.set_slot(slot);
+        h.set_state(State::Ready);
         self.live.set(self.live.get() + 1);
         self.ready.push(h);
         Ok(())
     }
 
-    fn spawn_main<F, T>(
+    pub(super) fn spawn_main<F, T>(
         &self,
         main: F,
         out: Rc<RefCell<Option<std::thread::Result<T>>>>,
@@ -441,16 +402,16 @@ impl Core {
     where
         F: FnOnce() -> T,
     {
-        let header = Header::new(
-            self.next_task_id(),
-            None,
-            "main".into(),
-            false,
-            self.stack_size,
-            true,
-        );
-        let cell = Rc::new(TaskCell::<()>::new(header));
-        let hp: *const Header = &cell.header;
+        let record = TaskRecord::new(Identity {
+            id: self.next_task_id(),
+            parent: None,
+            name: "main".into(),
+            daemon: false,
+            is_main: true,
+            stack_size: self.stack_size,
+        });
+        let cell = Rc::new(TaskCell::<()>::new(record));
+        let hp: *const TaskRecord = cell.record();
         let body = move || {
             let r = panic::catch_unwind(AssertUnwindSafe(main));
             *out.borrow_mut() = Some(r);
@@ -464,7 +425,7 @@ impl Core {
             // A coroutine whose unwind failed is leaked, never run again. The
             // header is kept alive by `cell`, which the slot holds until the
             // task ends.
-            unsafe { trap::new_coroutine_unchecked(st, hp, body) }
+            unsafe { switch::new_coroutine_unchecked(st, hp, body) }
         })?;
         Ok(cell)
     }
@@ -474,25 +435,24 @@ impl Core {
     /// The coroutine is resumed in place, in its header; its slot keeps the
     /// task alive meanwhile. Inlined into the run loop: this is the switch.
     #[inline(always)]
-    fn step(&self, h: &Header) {
+    fn step(&self, h: &TaskRecord) {
         let result = {
-            let mut coro = h.coro.borrow_mut();
+            let mut coro = h.coro().borrow_mut();
             let Some(coro) = coro.as_mut() else { return }; // force-unwound already
-            h.state.set(State::Running);
-            h.cycles.set(h.cycles.get() + 1);
-            trap::set_task(Some(h));
+            h.start_slice();
+            set_task(Some(h));
             let result = coro.resume(());
-            trap::set_task(None);
+            set_task(None);
             result
         };
         match result {
             corosensei::CoroutineResult::Yield(Trap::Yield) => {
-                h.state.set(State::Ready);
+                h.set_state(State::Ready);
                 self.ready.push(h);
             }
             corosensei::CoroutineResult::Yield(Trap::Wait) => {}
             corosensei::CoroutineResult::Return(()) => {
-                if let Some(task) = self.header_at(h.slot.get()) {
+                if let Some(task) = self.task_at(h.slot()) {
                     self.finish(&task);
                 }
             }
@@ -502,11 +462,11 @@ impl Core {
     /// Cleans up after a task whose coroutine has returned: wakes joiners, runs
     /// its exit hook, recycles its stack and slot.
     fn finish(&self, task: &Rc<AnyTask>) {
-        let h = task.header();
-        if h.state.get() == State::Ready {
+        let h = task.record();
+        if h.state() == State::Ready {
             self.ready.remove(h); // a forced unwind of a queued task
         }
-        if let Some(coro) = h.coro.borrow_mut().take() {
+        if let Some(coro) = h.coro().borrow_mut().take() {
             if coro.done() {
                 let st = coro.into_stack();
                 if st.size() == self.stack_size {
@@ -518,21 +478,17 @@ impl Core {
                 leak_unfinished(h, coro);
             }
         }
-        let slot = h.slot.get();
+        let slot = h.slot();
         self.slots.borrow_mut()[slot as usize].task = None;
         self.free_slots.borrow_mut().push(slot);
         self.live.set(self.live.get() - 1);
-        h.reply.set(None);
-        h.state.set(State::Terminated);
-        h.terminated.set(true);
-        h.timeout.set(None);
-        let mut joiners = std::mem::take(&mut *h.joiners.borrow_mut());
+        h.mark_terminated();
+        let mut joiners = std::mem::take(&mut *h.joiners().borrow_mut());
         for w in joiners.drain() {
             self.wake(w, Ok(()));
         }
-        let group = h.group.borrow().as_ref().and_then(std::rc::Weak::upgrade);
-        if let Some(group) = group {
-            group.member_finished(h.id);
+        if let Some(group) = h.group() {
+            group.member_finished(h.id());
         }
     }
 
@@ -540,33 +496,50 @@ impl Core {
 
     /// Cancel point: returns the pending cancellation or timeout, if delivery is allowed.
     #[inline]
-    pub(crate) fn cancel_point(&self, h: &Header) -> Result<()> {
-        if h.mask.get() == 0 {
-            if let Some(e) = h.pending.take() {
-                return Err(e);
-            }
+    pub(super) fn cancel_point(&self, h: &TaskRecord) -> Result<()> {
+        h.deadlines().cancel_point()
+    }
+
+    /// `check_cancellation` for `h` (see [`crate::deadlines::Deadlines::check`]).
+    pub(super) fn check_cancellation(&self, h: &TaskRecord) -> Result<()> {
+        h.deadlines().check()
+    }
+
+    /// Enters a masked block.
+    pub(super) fn mask(&self, h: &TaskRecord) {
+        h.deadlines().mask();
+    }
+
+    /// Leaves a masked block.
+    pub(super) fn unmask(&self, h: &TaskRecord) {
+        h.deadlines().unmask();
+    }
+
+    /// A task that could not switch ends the wait it began (if any) and is
+    /// running again.
+    pub(super) fn refuse_wait(&self, h: &TaskRecord) {
+        if h.wait_id() != 0 {
+            self.abort_wait(h);
         }
-        Ok(())
+        h.set_state(State::Running);
     }
 
     /// Marks the running task parked in `state` and returns the waiter that ends the wait.
     ///
     /// `external` waits can be ended from outside the kernel loop (the poller,
     /// another thread); while any exist, the kernel never reports a deadlock.
-    pub(crate) fn begin_wait(&self, h: &Header, state: State, external: bool) -> Waiter {
+    pub(super) fn begin_wait(&self, h: &TaskRecord, state: State, external: bool) -> Waiter {
         let mut id = self.next_wait_id.get();
         if id == self.wait_ids_end.get() {
             id = self.take_wait_ids();
         }
         self.next_wait_id.set(id + 1);
-        h.wait_id.set(id);
-        h.state.set(state);
-        h.external.set(external);
+        h.begin_wait(id, state, external);
         if external {
             self.external.set(self.external.get() + 1);
         }
         Waiter {
-            slot: h.slot.get(),
+            slot: h.slot(),
             wait_id: id,
         }
     }
@@ -582,50 +555,54 @@ impl Core {
     }
 
     /// The task in `slot`, if any.
-    pub(crate) fn header_at(&self, slot: u32) -> Option<Rc<AnyTask>> {
+    pub(super) fn task_at(&self, slot: u32) -> Option<Rc<AnyTask>> {
         self.slots
             .borrow()
             .get(slot as usize)
             .and_then(|s| s.task.clone())
     }
 
+    /// The running task `h`, as the kernel holds it.
+    pub(super) fn task_at_slot_of(&self, h: &TaskRecord) -> Rc<AnyTask> {
+        self.task_at(h.slot()).expect("a running task has a slot")
+    }
+
     /// True if `w` is a wait that has not ended yet.
-    pub(crate) fn is_waiting(&self, w: Waiter) -> bool {
+    pub(super) fn is_waiting(&self, w: Waiter) -> bool {
         let slots = self.slots.borrow();
         match slots.get(w.slot as usize).and_then(|s| s.task.as_ref()) {
-            Some(t) => t.header().wait_id.get() == w.wait_id,
+            Some(t) => t.record().wait_id() == w.wait_id,
             None => false,
         }
     }
 
     /// Ends wait `w` and queues its task with `reply`. Returns false (and does
     /// nothing) if that wait already ended. Never switches.
-    pub(crate) fn wake(&self, w: Waiter, reply: Reply) -> bool {
+    pub(super) fn wake(&self, w: Waiter, reply: Reply) -> bool {
         self.wake_task(w, reply).is_some()
     }
 
     /// Like [`Core::wake`], returning the woken task's id.
-    pub(crate) fn wake_task(&self, w: Waiter, reply: Reply) -> Option<u64> {
-        let task = self.header_at(w.slot)?;
-        let h = task.header();
-        if h.wait_id.get() != w.wait_id {
+    pub(super) fn wake_task(&self, w: Waiter, reply: Reply) -> Option<u64> {
+        let task = self.task_at(w.slot)?;
+        let h = task.record();
+        if h.wait_id() != w.wait_id {
             return None;
         }
         self.end_wait(h);
         self.make_ready(h, reply);
-        Some(h.id)
+        Some(h.id())
     }
 
-    fn end_wait(&self, h: &Header) {
-        h.wait_id.set(0);
-        if h.external.replace(false) {
+    fn end_wait(&self, h: &TaskRecord) {
+        if h.end_wait() {
             self.external.set(self.external.get() - 1);
         }
     }
 
     /// Ends a wait early (cancellation, timeout): its timer entry, if any, is now stale.
-    fn abort_wait(&self, h: &Header) {
-        if h.state.get() == State::TimeSleep {
+    fn abort_wait(&self, h: &TaskRecord) {
+        if h.state() == State::TimeSleep {
             self.timers
                 .borrow_mut()
                 .mark_stale(|d, item| self.timer_is_live(d, item));
@@ -633,165 +610,111 @@ impl Core {
         self.end_wait(h);
     }
 
-    fn make_ready(&self, h: &Header, reply: Reply) {
-        debug_assert_ne!(h.state.get(), State::Ready, "a task is queued once");
-        h.reply.set(reply.err());
-        h.state.set(State::Ready);
+    fn make_ready(&self, h: &TaskRecord, reply: Reply) {
+        debug_assert_ne!(h.state(), State::Ready, "a task is queued once");
+        h.set_reply(reply.err());
+        h.set_state(State::Ready);
         self.ready.push(h);
     }
 
     /// Requests cancellation of a task: delivered at most once, clears its armed
     /// timeout, and aborts its current wait if it is parked at a cancel point.
-    pub(crate) fn cancel(&self, h: &Header) {
-        if h.terminated.get() || h.cancelled.get() {
+    pub(super) fn cancel(&self, h: &TaskRecord) {
+        self.cancel_with(h, Error::cancelled());
+    }
+
+    /// [`Core::cancel`] with the error the task receives.
+    pub(super) fn cancel_with(&self, h: &TaskRecord, err: Error) {
+        if !h.mark_cancelled() {
             return;
         }
-        h.cancelled.set(true);
-        h.cancel_depth.set(h.deadlines.borrow().len());
-        self.disarm_timeout(h);
-        self.deliver(h, Error::cancelled());
+        h.deadlines().cancel();
+        self.deliver(h, err);
     }
 
     /// Raises `err` in the task now if it is parked and unmasked, else leaves it pending.
-    fn deliver(&self, h: &Header, err: Error) {
-        if h.wait_id.get() != 0 && h.mask.get() == 0 {
+    fn deliver(&self, h: &TaskRecord, err: Error) {
+        if let Some(err) = h.deadlines().offer(err, h.wait_id() != 0) {
             self.abort_wait(h);
             self.make_ready(h, Err(err));
-            return;
         }
-        // A pending cancellation outranks a pending timeout.
-        let new = match h.pending.take() {
-            Some(old) if old.is_cancelled() => old,
-            _ => err,
-        };
-        h.pending.set(Some(new));
     }
 
     // ----- time --------------------------------------------------------------
 
     /// Kernel clock, in nanoseconds since the kernel started.
     #[inline]
-    pub(crate) fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.clock.now()
     }
 
     /// Converts kernel time to an `Instant`.
-    pub(crate) fn instant(&self, t: u64) -> Instant {
+    pub(super) fn instant(&self, t: u64) -> Instant {
         self.clock.epoch + Duration::from_nanos(t)
     }
 
     /// Converts an `Instant` to kernel time (earlier instants become 0).
-    pub(crate) fn ticks(&self, i: Instant) -> u64 {
+    pub(super) fn ticks(&self, i: Instant) -> u64 {
         i.saturating_duration_since(self.clock.epoch)
             .as_nanos()
             .min(u64::MAX as u128 - 1) as u64
     }
 
     /// Parks the running task until kernel time `deadline`.
-    pub(crate) fn register_sleep(&self, w: Waiter, deadline: u64) {
+    pub(super) fn register_sleep(&self, w: Waiter, deadline: u64) {
         self.timers.borrow_mut().push(deadline, TimerItem::Sleep(w));
     }
 
-    /// Arms `deadline` for the running task if it is earlier than the armed one
-    /// (Curio's `_set_timeout`). A deadline already passed becomes a pending
-    /// timeout at once, so it fires at the first cancel point. Returns the
-    /// deadline armed before, and whether a heap entry was pushed for this one
-    /// (the block hands that back to [`Core::timeout_block_ended`]).
-    pub(crate) fn set_timeout(&self, h: &Header, deadline: Option<u64>) -> (Option<u64>, bool) {
-        let prev = h.timeout.get();
-        let mut pushed = false;
-        if let Some(d) = deadline {
-            if prev.is_none_or(|p| d < p) {
-                pushed = self.arm_timeout(h, d, self.now());
-            }
-        }
-        (prev, pushed)
+    /// Opens a timeout block with `deadline` for the running task (Curio's
+    /// `_set_timeout`; the rules are [`Deadlines::enter_block`]'s). A deadline
+    /// already passed becomes a pending timeout at once, so it fires at the
+    /// first cancel point.
+    pub(super) fn enter_timeout_block(&self, h: &TaskRecord, deadline: Option<u64>) -> Block {
+        let now = self.now();
+        let (block, arm) = h.deadlines().enter_block(deadline, now);
+        self.apply(h, arm, now);
+        block
     }
 
-    /// Makes `d` the task's armed deadline. Its heap entry is pushed unless the
-    /// deadline has passed, in which case the timeout is made pending now.
-    /// Returns whether an entry was pushed.
-    fn arm_timeout(&self, h: &Header, d: u64, now: u64) -> bool {
-        h.timeout.set(Some(d));
-        if d <= now {
-            self.deliver(
-                h,
-                Error::timeout_kind(ErrorKind::Timeout, self.instant(now)),
-            );
-            false
-        } else {
-            self.timers.borrow_mut().push(
-                d,
-                TimerItem::Timeout {
-                    slot: h.slot.get(),
-                    task_id: h.id,
-                },
-            );
-            true
-        }
-    }
-
-    /// A timeout block whose deadline pushed a heap entry has ended (its
-    /// deadline is off the task's stack): the entry is stale unless it fired.
+    /// Closes the running task's innermost timeout block (Curio's
+    /// `_unset_timeout`); returns the deadline stack as it was while the block
+    /// was open, for the block's verdict ([`crate::deadlines::classify`]).
     ///
     /// Discussion: a server that wraps every read in an hour-long timeout ends
-    /// almost every block long before its deadline. Counting the entry stale
-    /// here lets the heap rebuild itself once stale entries are the majority,
-    /// so its size follows the timers still pending, not the rate of blocks.
-    /// An entry that already fired is counted too; that only brings a rebuild
-    /// forward, and a rebuild needs at least half the heap counted stale, so
-    /// its cost stays amortised O(1) per block.
-    pub(crate) fn timeout_block_ended(&self) {
-        self.timers
-            .borrow_mut()
-            .mark_stale(|d, item| self.timer_is_live(d, item));
-    }
-
-    fn disarm_timeout(&self, h: &Header) {
-        h.timeout.set(None);
-    }
-
-    /// Restores the deadline that was armed before a timeout block (Curio's
-    /// `_unset_timeout`). An already-passed deadline is re-armed, so it fires at
-    /// the next cancel point; otherwise a timeout still pending from the block is
-    /// dropped. Returns the clock.
-    ///
-    /// Discussion: a restored future deadline needs no new heap entry. It was
-    /// pushed when its own block armed it, and entries for deadlines still on a
-    /// task's block stack are never swept (see `timer_is_live`), only skipped
-    /// when they pop while another deadline is armed.
-    ///
-    /// A block that was already open when the task was cancelled restores
-    /// nothing: cancelling cleared its deadlines for good, so cleanup code is
-    /// not hit by them (semantics.md). Blocks opened during cleanup work as usual.
-    pub(crate) fn unset_timeout(&self, h: &Header, prev: Option<u64>) -> u64 {
+    /// almost every block long before its deadline. Counting the block's timer
+    /// entry stale here lets the heap rebuild itself once stale entries are the
+    /// majority, so its size follows the timers still pending, not the rate of
+    /// blocks. An entry that already fired is counted too; that only brings a
+    /// rebuild forward, and a rebuild needs at least half the heap counted
+    /// stale, so its cost stays amortised O(1) per block.
+    pub(super) fn exit_timeout_block(&self, h: &TaskRecord, block: Block) -> Vec<u64> {
         let now = self.now();
-        let depth = h.deadlines.borrow().len();
-        if depth <= h.cancel_depth.get() {
-            h.cancel_depth.set(depth.saturating_sub(1));
-            h.timeout.set(None);
-            if let Some(e) = h.pending.take() {
-                if !matches!(e.kind(), ErrorKind::Timeout | ErrorKind::TimeoutCancelled) {
-                    h.pending.set(Some(e));
-                }
-            }
-            return now;
+        let (arm, stack) = h.deadlines().exit_block(block, now);
+        self.apply(h, arm, now);
+        if block.pushed_entry() {
+            self.timers
+                .borrow_mut()
+                .mark_stale(|d, item| self.timer_is_live(d, item));
         }
-        match prev {
-            Some(p) if p <= now => {
-                self.arm_timeout(h, p, now);
-            }
-            _ => {
-                h.timeout.set(prev);
-                match h.pending.take() {
-                    Some(e)
-                        if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::TimeoutCancelled) => {
-                    }
-                    other => h.pending.set(other),
-                }
-            }
+        stack
+    }
+
+    /// Carries out what the deadline rules decided.
+    fn apply(&self, h: &TaskRecord, arm: Arm, now: u64) {
+        match arm {
+            Arm::Nothing => {}
+            Arm::Entry(d) => self.timers.borrow_mut().push(
+                d,
+                TimerItem::Timeout {
+                    slot: h.slot(),
+                    task_id: h.id(),
+                },
+            ),
+            Arm::FireNow => self.deliver(
+                h,
+                Error::timeout_kind(ErrorKind::Timeout, self.instant(now)),
+            ),
         }
-        now
     }
 
     /// Whether a heap entry may still matter: a sleep still waiting, or a
@@ -800,12 +723,10 @@ impl Core {
     fn timer_is_live(&self, deadline: u64, item: &TimerItem) -> bool {
         match *item {
             TimerItem::Sleep(w) => self.is_waiting(w),
-            TimerItem::Timeout { slot, task_id } => match self.header_at(slot) {
+            TimerItem::Timeout { slot, task_id } => match self.task_at(slot) {
                 Some(t) => {
-                    let h = t.header();
-                    h.id == task_id
-                        && (h.timeout.get() == Some(deadline)
-                            || h.deadlines.borrow().contains(&deadline))
+                    let h = t.record();
+                    h.id() == task_id && h.deadlines().is_live(deadline)
                 }
                 None => false,
             },
@@ -844,16 +765,14 @@ impl Core {
                     break;
                 }
                 TimerItem::Timeout { slot, task_id } => {
-                    let task = self.header_at(slot);
+                    let task = self.task_at(slot);
                     match task {
                         Some(t)
-                            if t.header().id == task_id
-                                && t.header().timeout.get() == Some(deadline) =>
+                            if t.record().id() == task_id
+                                && t.record().deadlines().expire(deadline) =>
                         {
-                            let h = t.header();
-                            h.timeout.set(None);
                             self.deliver(
-                                h,
+                                t.record(),
                                 Error::timeout_kind(ErrorKind::Timeout, self.instant(now)),
                             );
                         }
@@ -880,14 +799,14 @@ impl Core {
     // ----- the loop ------------------------------------------------------------
 
     /// A sender other threads can use to wake tasks of this kernel.
-    pub(crate) fn inbox(&self) -> InboxSender {
+    pub(super) fn inbox(&self) -> InboxSender {
         self.poller.borrow().sender()
     }
 
     /// Ends wait `w` of a task of *some* kernel: directly if it is this
     /// thread's kernel, else through that kernel's inbox.
-    pub(crate) fn post_wake(sender: &InboxSender, w: Waiter) {
-        let local = trap::try_with_core(|core| {
+    pub(super) fn post_wake(sender: &InboxSender, w: Waiter) {
+        let local = try_with_core(|core| {
             if core.poller.borrow().owns(sender) {
                 core.wake(w, Ok(()));
                 true
@@ -936,8 +855,8 @@ impl Core {
         }
     }
 
-    fn run_until_main_ends(&self, main: &Rc<TaskCell<()>>) -> Option<String> {
-        self.run_until(|| main.header.terminated.get())
+    pub(super) fn run_until_main_ends(&self, main: &Rc<TaskCell<()>>) -> Option<String> {
+        self.run_until(|| main.record().is_terminated())
     }
 
     /// Looks at the outside world: cheaply skipped while tasks are ready and fewer
@@ -1049,28 +968,39 @@ impl Core {
     // ----- file descriptors ---------------------------------------------------
 
     /// This kernel's id (unique in the process).
-    pub(crate) fn id(&self) -> u64 {
+    pub(super) fn id(&self) -> u64 {
         self.id
     }
 
     /// Registers `fd` with the poller; returns its token.
-    pub(crate) fn register_fd(&self, fd: std::os::fd::RawFd) -> std::io::Result<mio::Token> {
+    pub(super) fn register_fd(&self, fd: std::os::fd::RawFd) -> std::io::Result<mio::Token> {
         self.poller.borrow_mut().register_fd(fd)
     }
 
+    /// True if a live wait is registered on `token`'s fd in direction `dir`.
+    pub(super) fn fd_waiter_busy(&self, token: mio::Token, dir: Direction) -> bool {
+        let w = *self.poller.borrow_mut().waiter_slot(token, dir);
+        w.is_some_and(|w| self.is_waiting(w))
+    }
+
+    /// Registers `w` as the waiter on `token`'s fd in direction `dir`.
+    pub(super) fn set_fd_waiter(&self, token: mio::Token, dir: Direction, w: Waiter) {
+        *self.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
+    }
+
     /// Forgets `fd`'s registration; call before closing it.
-    pub(crate) fn deregister_fd(&self, token: mio::Token, fd: std::os::fd::RawFd) {
+    pub(super) fn deregister_fd(&self, token: mio::Token, fd: std::os::fd::RawFd) {
         self.poller.borrow_mut().deregister_fd(token, fd)
     }
 
     /// Whether `token`'s fd may be ready in direction `dir` (no operation has
     /// found it not ready since the poller last reported it ready).
-    pub(crate) fn fd_ready(&self, token: mio::Token, dir: Direction) -> bool {
+    pub(super) fn fd_ready(&self, token: mio::Token, dir: Direction) -> bool {
         self.poller.borrow().is_ready(token, dir)
     }
 
     /// Records that an operation found `token`'s fd drained in direction `dir`.
-    pub(crate) fn set_fd_unready(&self, token: mio::Token, dir: Direction) {
+    pub(super) fn set_fd_unready(&self, token: mio::Token, dir: Direction) {
         self.poller.borrow_mut().clear_ready(token, dir)
     }
 
@@ -1081,7 +1011,7 @@ impl Core {
             .iter()
             .filter_map(|s| s.task.clone())
             .collect();
-        v.sort_by_key(|t| t.header().id);
+        v.sort_by_key(|t| t.record().id());
         v
     }
 
@@ -1090,10 +1020,10 @@ impl Core {
     fn deadlock_report(&self) -> String {
         let mut s = String::new();
         for t in self.live_tasks() {
-            let h = t.header();
+            let h = t.record();
             let _ = write!(s, "\n  {}", h.describe());
-            if h.state.get() == State::TaskJoin && h.join_target.get() != 0 {
-                let _ = write!(s, " waits for task {}", h.join_target.get());
+            if h.state() == State::TaskJoin && h.join_target() != 0 {
+                let _ = write!(s, " waits for task {}", h.join_target());
             }
         }
         s
@@ -1101,19 +1031,19 @@ impl Core {
 
     /// Curio 1.x shutdown: cancel every remaining task, newest first, each driven
     /// to completion before the next. If that deadlocks, force-unwind the rest.
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         loop {
             let victims = self.live_tasks();
             if victims.is_empty() {
                 return;
             }
             for t in victims.iter().rev() {
-                let h = t.header();
-                if h.terminated.get() {
+                let h = t.record();
+                if h.is_terminated() {
                     continue;
                 }
                 self.cancel(h);
-                if let Some(report) = self.run_until(|| h.terminated.get()) {
+                if let Some(report) = self.run_until(|| h.is_terminated()) {
                     eprintln!(
                         "curio: shutdown blocked (every task waits and nothing can wake one); \
                          unwinding the remaining tasks:{report}"
@@ -1131,36 +1061,36 @@ impl Core {
     /// A task being unwound can no longer switch: it is taken out of its wait
     /// and of the ready queue, and its recorded yielder is cleared, so a
     /// blocking call made by one of its destructors returns an error instead
-    /// ([`trap::suspend`]) and nothing can queue it again. Tasks spawned meanwhile (by such a
+    /// (`switch::suspend`) and nothing can queue it again. Tasks spawned meanwhile (by such a
     /// destructor) are newer than all the others and are unwound by the next
     /// call, without ever running.
     fn force_unwind_all(&self) {
         let was_unwinding = self.unwinding.replace(true);
         for t in self.live_tasks().iter().rev() {
-            let h = t.header();
-            let coro = h.coro.borrow_mut().take();
+            let h = t.record();
+            let coro = h.coro().borrow_mut().take();
             let Some(mut coro) = coro else { continue };
             // Out of every queue first: not parked (nothing can wake it) and
             // not in the ready queue (which must never hold a finished task).
-            if h.wait_id.get() != 0 {
+            if h.wait_id() != 0 {
                 self.abort_wait(h);
             }
-            if h.state.get() == State::Ready {
+            if h.state() == State::Ready {
                 self.ready.remove(h);
             }
-            h.state.set(State::Running);
-            h.yielder.set(std::ptr::null());
-            trap::set_task(Some(h));
+            h.set_state(State::Running);
+            h.set_yielder(ptr::null());
+            set_task(Some(h));
             // A coroutine that never started only drops its closure, which
-            // `trap::new_coroutine_unchecked` wrapped so that the drop cannot
+            // `switch::new_coroutine_unchecked` wrapped so that the drop cannot
             // unwind into corosensei (corosensei 0.3.4 would then drop it a
             // second time: `arch-notes/stacks.md`, "Upstream").
             let r = panic::catch_unwind(AssertUnwindSafe(|| coro.force_unwind()));
-            trap::set_task(None);
+            set_task(None);
             if r.is_err() {
-                eprintln!("curio: task {} panicked while being unwound", h.id);
+                eprintln!("curio: task {} panicked while being unwound", h.id());
             }
-            *h.coro.borrow_mut() = Some(coro);
+            *h.coro().borrow_mut() = Some(coro);
             self.finish(t);
         }
         self.unwinding.set(was_unwinding);
@@ -1170,7 +1100,7 @@ impl Core {
     /// (only when shutdown could not finish them, or the kernel itself
     /// panicked), then runs the exit hooks. Called with this kernel still
     /// marked as the thread's kernel.
-    fn teardown(&self) {
+    pub(super) fn teardown(&self) {
         while self.live.get() > 0 {
             self.force_unwind_all();
         }
@@ -1199,172 +1129,18 @@ impl Drop for Core {
 /// which is safe: it never runs again.
 #[cold]
 #[inline(never)]
-fn leak_unfinished(h: &Header, coro: TaskCoroutine) {
+fn leak_unfinished(h: &TaskRecord, coro: TaskCoroutine) {
     eprintln!(
         "curio: task {} could not be unwound; its stack is leaked",
-        h.id
+        h.id()
     );
     std::mem::forget(coro);
-}
-
-/// What a blocking call gets when its task can no longer switch: the kernel is
-/// force-unwinding it (its shutdown could not finish, or the kernel itself
-/// panicked), or it never started and its closure is being dropped. Ends the
-/// wait `prepare_park` began, if any, so the task is parked on nothing.
-#[cold]
-#[inline(never)]
-pub(crate) fn refuse_switch() -> Error {
-    trap::with_current(|core, h| {
-        if h.wait_id.get() != 0 {
-            core.abort_wait(h);
-        }
-        h.state.set(State::Running);
-    });
-    Error::new(
-        ErrorKind::Cancelled,
-        "this task is being torn down by its kernel and can no longer block",
-    )
-}
-
-/// Cancel point for the running task.
-#[inline]
-pub(crate) fn cancel_point() -> Result<()> {
-    trap::with_current(|core, h| core.cancel_point(h))
-}
-
-/// Parks the running task in `state` until the waiter handed to `register` is
-/// woken (`Ok`) or the wait is aborted by cancellation or a timeout (`Err`).
-///
-/// A cancel point: a pending cancellation is returned before registering.
-///
-/// Always inlined, and so is every blocking call built on it: the switch
-/// happens in the caller's frame, with no frame of curio's live across it, so
-/// the CPU's return prediction stays right when the task resumes
-/// (`arch-notes/trap-flow.md`). Registering is an ordinary call that returns
-/// before the switch.
-#[inline(always)]
-pub(crate) fn park(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
-    prepare_park(state, state.is_external(), register)?;
-    trap::suspend(Trap::Wait)
-}
-
-/// [`park`] for a wait that another thread (or the poller) will end.
-#[inline(always)]
-pub(crate) fn park_external(state: State, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
-    prepare_park(state, true, register)?;
-    trap::suspend(Trap::Wait)
-}
-
-/// The part of [`park`] before the switch: cancel point, then registration.
-#[inline(never)]
-fn prepare_park(state: State, external: bool, register: impl FnOnce(&Core, Waiter)) -> Result<()> {
-    trap::with_current(|core, h| {
-        core.cancel_point(h)?;
-        let w = core.begin_wait(h, state, external);
-        register(core, w);
-        Ok(())
-    })
-}
-
-/// Moves the running task to the back of the ready queue. A cancel point.
-#[inline(always)]
-pub(crate) fn yield_now() -> Result<()> {
-    cancel_point()?;
-    trap::suspend(Trap::Yield)
-}
-
-/// Parks the running task on wait queue `q` in `state` (FIFO). A cancel point;
-/// a cancelled or timed-out waiter's entry goes stale and is skipped.
-#[inline(always)]
-pub(crate) fn park_on(q: &RefCell<WaitQueue>, state: State) -> Result<()> {
-    prepare_park_on(q, state)?;
-    trap::suspend(Trap::Wait)
-}
-
-#[inline(never)]
-fn prepare_park_on(q: &RefCell<WaitQueue>, state: State) -> Result<()> {
-    prepare_park(state, state.is_external(), |core, w| {
-        q.borrow_mut().push(w, |w| core.is_waiting(w))
-    })
-}
-
-/// Wakes the oldest live waiter of `q`; returns its task id. Never switches.
-#[inline]
-pub(crate) fn wake_one(q: &RefCell<WaitQueue>) -> Option<u64> {
-    trap::with_core(|core| {
-        // `wake_task` checks that the wait is still live, so stale entries
-        // are skipped with one slot lookup each.
-        loop {
-            let w = q.borrow_mut().pop_any()?;
-            if let Some(id) = core.wake_task(w, Ok(())) {
-                return Some(id);
-            }
-        }
-    })
-}
-
-/// Wakes every live waiter of `q`, oldest first; returns how many. Never switches.
-pub(crate) fn wake_all(q: &RefCell<WaitQueue>) -> usize {
-    trap::with_core(|core| {
-        // Taken out whole: no allocation when the oldest waiter is the only one.
-        let mut waiters = std::mem::take(&mut *q.borrow_mut());
-        waiters.drain().filter(|&w| core.wake(w, Ok(()))).count()
-    })
-}
-
-/// True if `q` has a live waiter.
-#[inline]
-pub(crate) fn has_waiters(q: &RefCell<WaitQueue>) -> bool {
-    trap::with_core(|core| q.borrow_mut().first_live(|w| core.is_waiting(w)).is_some())
-}
-
-/// The running task's id.
-#[inline]
-pub(crate) fn current_id() -> u64 {
-    trap::with_current(|_, h| h.id)
-}
-
-/// Parks the running task until `fd` (registered as `token`) is ready in
-/// direction `dir`. One task may wait per direction.
-///
-/// # Errors
-///
-/// [`ErrorKind::ResourceBusy`] if another task already waits on `fd` in that
-/// direction; the caller's cancellation or timeout (the wait is then forgotten).
-pub(crate) fn wait_fd(token: mio::Token, fd: std::os::fd::RawFd, dir: Direction) -> Result<()> {
-    let (state, verb, who) = match dir {
-        Direction::Read => (State::ReadWait, "read", "reader"),
-        Direction::Write => (State::WriteWait, "write", "writer"),
-    };
-    trap::with_core(|core| {
-        let mut poller = core.poller.borrow_mut();
-        match *poller.waiter_slot(token, dir) {
-            Some(w) if core.is_waiting(w) => Err(Error::new(
-                ErrorKind::ResourceBusy,
-                format!(
-                    "another task is already waiting to {verb} fd {fd}; use one {who} per socket"
-                ),
-            )),
-            _ => Ok(()),
-        }
-    })?;
-    park_external(state, |core, w| {
-        *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
-    })
-}
-
-/// [`wait_fd`] shown as `state` instead of `READ_WAIT`/`WRITE_WAIT` (a signal
-/// set waiting on its doorbell socket is in `SIGNAL_WAIT`). The caller makes
-/// sure that only one task waits on the fd in that direction.
-pub(crate) fn wait_fd_as(token: mio::Token, dir: Direction, state: State) -> Result<()> {
-    park_external(state, |core, w| {
-        *core.poller.borrow_mut().waiter_slot(token, dir) = Some(w);
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::Kernel;
     use std::time::Duration;
 
     thread_local! {
@@ -1395,7 +1171,7 @@ mod tests {
                     crate::timeout_after(Duration::from_secs(3600), || Ok::<_, crate::Error>(()))
                         .unwrap();
                 }
-                let len = trap::with_core(|core| core.timers.borrow().len());
+                let len = with_core(|core| core.timers.borrow().len());
                 for s in &sleepers {
                     s.cancel().unwrap();
                 }
@@ -1437,11 +1213,11 @@ mod tests {
         }));
         let payload = r.expect_err("the kernel's panic resumes out of run");
         assert_eq!(
-            crate::task::panic_message(&*payload),
+            super::super::record::panic_message(&*payload),
             "injected: the kernel loop panics"
         );
         assert_eq!(seen.get(), Some(2), "the kid's destructor saw itself");
-        assert!(!trap::in_task());
+        assert!(!in_task());
         assert_eq!(crate::run(|| 5), 5, "the thread can run a kernel again");
     }
 }

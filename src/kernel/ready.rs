@@ -27,12 +27,12 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 
-use crate::task::Header;
+use super::record::TaskRecord;
 
 /// FIFO of ready tasks (see the module docs for why entries are raw pointers).
 pub(crate) struct ReadyQueue {
     /// Not `Sync` (`UnsafeCell`), so only the kernel's own thread touches it.
-    tasks: UnsafeCell<VecDeque<NonNull<Header>>>,
+    tasks: UnsafeCell<VecDeque<NonNull<TaskRecord>>>,
 }
 
 impl ReadyQueue {
@@ -52,7 +52,7 @@ impl ReadyQueue {
     /// allocator, which, like any allocator, must not call back into a task
     /// runtime.)
     #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<NonNull<Header>>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<NonNull<TaskRecord>>) -> R) -> R {
         // SAFETY: exclusive access for the duration of `f`, which cannot
         // re-enter (see above); `UnsafeCell` makes the queue `!Sync`.
         f(unsafe { &mut *self.tasks.get() })
@@ -60,7 +60,7 @@ impl ReadyQueue {
 
     /// Queues `task` at the back. The kernel keeps it alive while it is queued.
     #[inline]
-    pub(crate) fn push(&self, task: &Header) {
+    pub(crate) fn push(&self, task: &TaskRecord) {
         let p = NonNull::from(task);
         self.with(|q| q.push_back(p));
     }
@@ -68,7 +68,7 @@ impl ReadyQueue {
     /// Takes the task at the front. The pointer names a live header (module
     /// invariants) until the kernel finishes that task.
     #[inline]
-    pub(crate) fn pop(&self) -> Option<NonNull<Header>> {
+    pub(crate) fn pop(&self) -> Option<NonNull<TaskRecord>> {
         self.with(|q| q.pop_front())
     }
 
@@ -91,7 +91,7 @@ impl ReadyQueue {
 
     /// Takes `task` out of the queue, wherever it is (a linear scan: only a
     /// forced unwind needs it).
-    pub(crate) fn remove(&self, task: &Header) {
+    pub(crate) fn remove(&self, task: &TaskRecord) {
         let p = NonNull::from(task);
         self.with(|q| q.retain(|&e| e != p));
     }

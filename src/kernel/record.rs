@@ -1,0 +1,649 @@
+//! The task record: what the kernel knows of one task, and the one owner of it.
+//!
+//! A task is one allocation, a [`TaskBox`]: its [`TaskRecord`] (identity,
+//! scheduling state, cancellation and timeouts, the coroutine itself) and the
+//! slot its closure leaves its value in. The kernel holds it type-erased
+//! ([`AnyTask`]) in its slot table; handles hold it typed ([`TaskCell<T>`]).
+//!
+//! # Invariants
+//!
+//! - The record's fields are private. What changes scheduling (state, the
+//!   current wait, cancellation, timeouts, the coroutine, the reply) is done by
+//!   named operations visible to the kernel only (`pub(super)`); the rest of
+//!   the crate reads the record through getters and changes only what is not
+//!   scheduling state: task-local values, the task-group link, the panic
+//!   message kept for a second `join`.
+//! - A task is *parked* exactly when its wait id is non-zero; every way a wait
+//!   ends clears it first, so each wait ends once.
+//! - Dropping a task's value or its task-locals never unwinds: a panic there is
+//!   reported, because the kernel itself often drops the last reference.
+//!
+//! # Example
+//!
+//! ```text
+//! kernel:     record.begin_wait(id, State::EventWait, false)  // parked
+//! task side:  record.state() == State::EventWait              // read only
+//! kernel:     record.end_wait()                               // woken, once
+//! ```
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Weak;
+
+use super::switch::TaskCoroutine;
+use crate::deadlines::Deadlines;
+use crate::error::{Error, ErrorKind, Result};
+use crate::wait::WaitQueue;
+
+// ---------------------------------------------------------------------------
+// States
+// ---------------------------------------------------------------------------
+
+/// What a task is doing, with Curio's state names (shown by `Display`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// In the ready queue.
+    Ready,
+    /// Running now.
+    Running,
+    /// In `sleep`.
+    TimeSleep,
+    /// Waiting for another task to end (`join`, `wait`, `cancel`).
+    TaskJoin,
+    /// Waiting on an event.
+    EventWait,
+    /// Waiting to acquire a lock.
+    LockAcquire,
+    /// Waiting to acquire a semaphore.
+    SemaAcquire,
+    /// Waiting on a condition.
+    CondWait,
+    /// Waiting in `Queue::get`.
+    QueueGet,
+    /// Waiting in `Queue::put`.
+    QueuePut,
+    /// Waiting in `Queue::join`.
+    QueueJoin,
+    /// Waiting for work done elsewhere (a thread, a process).
+    FutureWait,
+    /// Waiting for a file descriptor to become readable.
+    ReadWait,
+    /// Waiting for a file descriptor to become writable.
+    WriteWait,
+    /// Waiting for a signal.
+    SignalWait,
+    /// Waiting in a task group for a member to finish.
+    GroupWait,
+    /// Parked on some other primitive.
+    Suspend,
+    /// Finished.
+    Terminated,
+}
+
+impl State {
+    /// Curio's name for the state (`"TIME_SLEEP"` …).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ready => "READY",
+            State::Running => "RUNNING",
+            State::TimeSleep => "TIME_SLEEP",
+            State::TaskJoin => "TASK_JOIN",
+            State::EventWait => "EVENT_WAIT",
+            State::LockAcquire => "LOCK_ACQUIRE",
+            State::SemaAcquire => "SEMA_ACQUIRE",
+            State::CondWait => "COND_WAIT",
+            State::QueueGet => "QUEUE_GET",
+            State::QueuePut => "QUEUE_PUT",
+            State::QueueJoin => "QUEUE_JOIN",
+            State::FutureWait => "FUTURE_WAIT",
+            State::ReadWait => "READ_WAIT",
+            State::WriteWait => "WRITE_WAIT",
+            State::SignalWait => "SIGNAL_WAIT",
+            State::GroupWait => "GROUP_WAIT",
+            State::Suspend => "SUSPEND",
+            State::Terminated => "TERMINATED",
+        }
+    }
+
+    /// Waits that something outside the kernel loop (the poller, another
+    /// thread) may end; the kernel cannot call these a deadlock.
+    pub(crate) fn is_external(self) -> bool {
+        matches!(
+            self,
+            State::FutureWait | State::ReadWait | State::WriteWait | State::SignalWait
+        )
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The record
+// ---------------------------------------------------------------------------
+
+/// The group a task belongs to, as the task sees it (implemented by the task
+/// group; the kernel only calls `member_finished`).
+pub(crate) trait GroupLink {
+    /// The member `id` has terminated (called by the kernel, once).
+    fn member_finished(&self, id: u64);
+    /// The member `id` was joined through its own handle: it leaves the group.
+    fn discard(&self, id: u64);
+}
+
+/// Everything about a task that is not its result (see the module docs).
+pub(crate) struct TaskRecord {
+    id: u64,
+    parent: Option<u64>,
+    name: Cow<'static, str>,
+    daemon: bool,
+    is_main: bool,
+    stack_size: usize,
+    /// Kernel slot, valid while the task lives.
+    slot: Cell<u32>,
+    state: Cell<State>,
+    cycles: Cell<u64>,
+    /// Cancellation was requested (Curio's `cancelled`).
+    cancelled: Cell<bool>,
+    terminated: Cell<bool>,
+    /// The pending error, the mask, the open timeout blocks (pure rules).
+    deadlines: Deadlines,
+    /// Id of the wait the task is parked in; 0 when not parked.
+    wait_id: Cell<u64>,
+    /// The current wait can be ended from outside the kernel loop.
+    external: Cell<bool>,
+    /// For reports: the task this one joins.
+    join_target: Cell<u64>,
+    joiners: RefCell<WaitQueue>,
+    locals: RefCell<Locals>,
+    group: RefCell<Option<Weak<dyn GroupLink>>>,
+    panic_message: RefCell<Option<String>>,
+    /// The task's coroutine, resumed in place by the kernel; taken out when it ends.
+    coro: RefCell<Option<TaskCoroutine>>,
+    /// The error the next resume delivers (`None`: `Ok`).
+    reply: Cell<Option<Error>>,
+    /// The task's corosensei yielder, recorded when it first runs; null while
+    /// the task cannot switch (not started yet, or being torn down).
+    yielder: Cell<*const ()>,
+    /// The lowest address of the task's stack guard page (0 before it has a stack).
+    guard: Cell<usize>,
+    /// Usable bytes of its stack.
+    stack_bytes: Cell<usize>,
+}
+
+/// What a new record is made of.
+pub(crate) struct Identity {
+    pub(crate) id: u64,
+    pub(crate) parent: Option<u64>,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) daemon: bool,
+    pub(crate) is_main: bool,
+    pub(crate) stack_size: usize,
+}
+
+impl TaskRecord {
+    pub(crate) fn new(who: Identity) -> TaskRecord {
+        TaskRecord {
+            id: who.id,
+            parent: who.parent,
+            name: who.name,
+            daemon: who.daemon,
+            is_main: who.is_main,
+            stack_size: who.stack_size,
+            slot: Cell::new(u32::MAX),
+            state: Cell::new(State::Ready),
+            cycles: Cell::new(0),
+            cancelled: Cell::new(false),
+            terminated: Cell::new(false),
+            deadlines: Deadlines::new(),
+            wait_id: Cell::new(0),
+            external: Cell::new(false),
+            join_target: Cell::new(0),
+            joiners: RefCell::new(WaitQueue::new()),
+            locals: RefCell::new(Locals::default()),
+            group: RefCell::new(None),
+            panic_message: RefCell::new(None),
+            coro: RefCell::new(None),
+            reply: Cell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            guard: Cell::new(0),
+            stack_bytes: Cell::new(0),
+        }
+    }
+
+    // ----- for everyone: reading ----------------------------------------------
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn parent(&self) -> Option<u64> {
+        self.parent
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    pub(crate) fn is_main(&self) -> bool {
+        self.is_main
+    }
+
+    pub(crate) fn stack_size(&self) -> usize {
+        self.stack_size
+    }
+
+    #[inline]
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(crate) fn cycles(&self) -> u64 {
+        self.cycles.get()
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.get()
+    }
+
+    #[inline]
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.terminated.get()
+    }
+
+    /// The task this one is joining, 0 if none (for reports).
+    pub(crate) fn join_target(&self) -> u64 {
+        self.join_target.get()
+    }
+
+    /// Usable bytes of its stack, and its guard page (0 before it has one).
+    pub(crate) fn stack_info(&self) -> (usize, usize) {
+        (self.stack_bytes.get(), self.guard.get())
+    }
+
+    /// `Task(id=3, name='kid', state=TIME_SLEEP)`, as Curio prints tasks.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "Task(id={}, name='{}', state={})",
+            self.id,
+            self.name,
+            self.state.get()
+        )
+    }
+
+    // ----- for everyone: what is not scheduling state ---------------------------
+
+    /// This task's value of the task-local `key`, if it set one.
+    pub(crate) fn local_get<T: Clone + 'static>(&self, key: usize) -> Option<T> {
+        self.locals.borrow().get(key)
+    }
+
+    /// Sets this task's value of the task-local `key`; returns the previous one.
+    pub(crate) fn local_set<T: Clone + 'static>(&self, key: usize, value: T) -> Option<T> {
+        self.locals.borrow_mut().set(key, value)
+    }
+
+    /// A copy of this task's task-locals, for a child (copy on spawn).
+    pub(crate) fn inherit_locals(&self, child: &TaskRecord) {
+        let locals = self.locals.borrow();
+        if !locals.values.is_empty() {
+            *child.locals.borrow_mut() = locals.inherit();
+        }
+    }
+
+    /// True if the task belongs to a task group.
+    pub(crate) fn in_group(&self) -> bool {
+        self.group.borrow().is_some()
+    }
+
+    /// Makes the task a member of `group`.
+    pub(crate) fn join_group(&self, group: Weak<dyn GroupLink>) {
+        *self.group.borrow_mut() = Some(group);
+    }
+
+    /// Takes the task out of its group (if any); returns the group.
+    pub(crate) fn leave_group(&self) -> Option<Weak<dyn GroupLink>> {
+        self.group.borrow_mut().take()
+    }
+
+    /// The panic message kept after a `join` took the panic out of the result.
+    pub(crate) fn panic_message(&self) -> Option<String> {
+        self.panic_message.borrow().clone()
+    }
+
+    pub(crate) fn keep_panic_message(&self, msg: String) {
+        *self.panic_message.borrow_mut() = Some(msg);
+    }
+
+    // ----- for the kernel: scheduling -----------------------------------------
+
+    pub(super) fn slot(&self) -> u32 {
+        self.slot.get()
+    }
+
+    pub(super) fn set_slot(&self, slot: u32) {
+        self.slot.set(slot);
+    }
+
+    #[inline]
+    pub(super) fn set_state(&self, state: State) {
+        self.state.set(state);
+    }
+
+    /// The kernel is about to resume it.
+    #[inline]
+    pub(super) fn start_slice(&self) {
+        self.state.set(State::Running);
+        self.cycles.set(self.cycles.get() + 1);
+    }
+
+    /// Marks cancellation requested; false if it already was (or the task ended).
+    pub(super) fn mark_cancelled(&self) -> bool {
+        if self.terminated.get() || self.cancelled.get() {
+            return false;
+        }
+        self.cancelled.set(true);
+        true
+    }
+
+    pub(super) fn mark_terminated(&self) {
+        self.reply.set(None);
+        self.state.set(State::Terminated);
+        self.terminated.set(true);
+        self.deadlines.disarm();
+    }
+
+    /// The cancellation and timeout state (the kernel drives it).
+    #[inline]
+    pub(super) fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
+    }
+
+    #[inline]
+    pub(super) fn wait_id(&self) -> u64 {
+        self.wait_id.get()
+    }
+
+    /// Parks the task in wait `id`, shown as `state`.
+    #[inline]
+    pub(super) fn begin_wait(&self, id: u64, state: State, external: bool) {
+        self.wait_id.set(id);
+        self.state.set(state);
+        self.external.set(external);
+    }
+
+    /// Ends the current wait; returns whether it was an external one.
+    #[inline]
+    pub(super) fn end_wait(&self) -> bool {
+        self.wait_id.set(0);
+        self.external.replace(false)
+    }
+
+    pub(super) fn set_join_target(&self, id: u64) {
+        self.join_target.set(id);
+    }
+
+    /// The tasks waiting for this one to end.
+    pub(super) fn joiners(&self) -> &RefCell<WaitQueue> {
+        &self.joiners
+    }
+
+    pub(super) fn coro(&self) -> &RefCell<Option<TaskCoroutine>> {
+        &self.coro
+    }
+
+    /// Leaves `reply` for the task's next resume.
+    #[inline]
+    pub(super) fn set_reply(&self, reply: Option<Error>) {
+        self.reply.set(reply);
+    }
+
+    #[inline]
+    pub(super) fn take_reply(&self) -> Option<Error> {
+        self.reply.take()
+    }
+
+    #[inline]
+    pub(super) fn yielder(&self) -> *const () {
+        self.yielder.get()
+    }
+
+    pub(super) fn set_yielder(&self, y: *const ()) {
+        self.yielder.set(y);
+    }
+
+    pub(super) fn set_stack(&self, guard: usize, usable: usize) {
+        self.guard.set(guard);
+        self.stack_bytes.set(usable);
+    }
+
+    /// The group to tell that this task ended.
+    pub(super) fn group(&self) -> Option<std::rc::Rc<dyn GroupLink>> {
+        self.group.borrow().as_ref().and_then(Weak::upgrade)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The task box: the record and the task's value, in one allocation
+// ---------------------------------------------------------------------------
+
+/// A task's record and its result slot, in one allocation.
+///
+/// `S` is the slot: [`ResultSlot<T>`] in a typed [`TaskCell<T>`], and `dyn
+/// AnySlot` in the [`AnyTask`] the kernel holds. The record comes first and is
+/// sized, so reaching it from an `AnyTask` is a plain field access, not a
+/// virtual call.
+pub(crate) struct TaskBox<S: ?Sized + AnySlot> {
+    pub(crate) record: TaskRecord,
+    result: S,
+}
+
+/// Where a task's closure leaves its return value (or its panic).
+pub(crate) type ResultSlot<T> = RefCell<Option<std::thread::Result<T>>>;
+
+/// A task whose result type is known.
+pub(crate) type TaskCell<T> = TaskBox<ResultSlot<T>>;
+
+/// Any task, as the kernel holds it.
+pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
+
+/// Erases a task's result type (see [`TaskBox`]).
+pub(crate) trait AnySlot {
+    /// Drops the value or panic payload left in the slot, if any; returns the
+    /// message of a panic that dropping it raised.
+    fn drop_value(&mut self) -> Option<String>;
+}
+
+impl<T> AnySlot for ResultSlot<T> {
+    #[inline]
+    fn drop_value(&mut self) -> Option<String> {
+        let slot = self.get_mut();
+        if slot.is_none() {
+            return None; // joined: the usual case
+        }
+        drop_quietly(slot.take())
+    }
+}
+
+/// Drops `value`, catching a panic its destructor raises; returns that panic's message.
+fn drop_quietly<V>(value: V) -> Option<String> {
+    panic::catch_unwind(AssertUnwindSafe(move || drop(value)))
+        .err()
+        .map(|payload| panic_message(&*payload))
+}
+
+impl<S: ?Sized + AnySlot> Drop for TaskBox<S> {
+    /// A task's result and its task-local values are user data whose
+    /// destructors may panic, and the last reference to a task is often
+    /// dropped by the kernel itself (when a detached task ends). Such a panic
+    /// is reported, never propagated: it must not unwind the kernel loop.
+    #[inline]
+    fn drop(&mut self) {
+        let value_panic = self.result.drop_value();
+        if value_panic.is_some() || !self.record.locals.get_mut().values.is_empty() {
+            drop_task_data(&mut self.record, value_panic);
+        }
+    }
+}
+
+/// The slow part of dropping a task: report a panic raised by dropping its
+/// value, then drop its task-locals one by one, reporting theirs.
+#[cold]
+#[inline(never)]
+fn drop_task_data(h: &mut TaskRecord, value_panic: Option<String>) {
+    if let Some(msg) = value_panic {
+        eprintln!(
+            "curio: dropping the value returned by task {} ('{}') panicked: {msg}",
+            h.id, h.name
+        );
+    }
+    let locals = std::mem::take(&mut h.locals.get_mut().values);
+    for (_, value) in locals {
+        if let Some(msg) = drop_quietly(value) {
+            eprintln!(
+                "curio: dropping a task-local value of task {} ('{}') panicked: {msg}",
+                h.id, h.name
+            );
+        }
+    }
+}
+
+impl<S: ?Sized + AnySlot> TaskBox<S> {
+    /// The task's record.
+    #[inline]
+    pub(crate) fn record(&self) -> &TaskRecord {
+        &self.record
+    }
+}
+
+impl<T> TaskCell<T> {
+    pub(crate) fn new(record: TaskRecord) -> Self {
+        TaskCell {
+            record,
+            result: RefCell::new(None),
+        }
+    }
+
+    /// Where the task's closure leaves its value.
+    pub(crate) fn result_slot(&self) -> &ResultSlot<T> {
+        &self.result
+    }
+
+    /// Takes the result of a terminated task.
+    pub(crate) fn take_result(&self) -> Result<T> {
+        match self.result.borrow_mut().take() {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(payload)) => {
+                let msg = panic_message(&*payload);
+                self.record.keep_panic_message(msg.clone());
+                Err(Error::new(ErrorKind::TaskPanicked, msg))
+            }
+            None => match self.record.panic_message() {
+                Some(msg) => Err(Error::new(ErrorKind::TaskPanicked, msg)),
+                None if self.record.is_terminated() => Err(Error::new(ErrorKind::ResultTaken, "")),
+                None => Err(Error::usage("the task has not finished")),
+            },
+        }
+    }
+
+    /// True if the task ended by panicking (or its result was taken after it did).
+    pub(crate) fn panicked(&self) -> bool {
+        self.panic_text().is_some()
+    }
+
+    /// The panic message, if the task panicked.
+    pub(crate) fn panic_text(&self) -> Option<String> {
+        match &*self.result.borrow() {
+            Some(Err(payload)) => Some(panic_message(&**payload)),
+            _ => self.record.panic_message(),
+        }
+    }
+
+    /// Looks at the result without taking it.
+    pub(crate) fn with_result<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        match &*self.result.borrow() {
+            Some(Ok(v)) => f(Some(v)),
+            _ => f(None),
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Task-local values
+// ---------------------------------------------------------------------------
+
+trait LocalValue: Any {
+    fn clone_box(&self) -> Box<dyn LocalValue>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Clone + 'static> LocalValue for T {
+    fn clone_box(&self) -> Box<dyn LocalValue> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The task-local values of one task, by key (the address of the
+/// `TaskLocal` static).
+#[derive(Default)]
+struct Locals {
+    values: Vec<(usize, Box<dyn LocalValue>)>,
+}
+
+impl Locals {
+    /// A copy for a child task (copy-on-spawn inheritance).
+    fn inherit(&self) -> Locals {
+        Locals {
+            values: self
+                .values
+                .iter()
+                .map(|(k, v)| (*k, (**v).clone_box()))
+                .collect(),
+        }
+    }
+
+    fn get<T: Clone + 'static>(&self, key: usize) -> Option<T> {
+        self.values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| (**v).as_any().downcast_ref::<T>().cloned())
+    }
+
+    fn set<T: Clone + 'static>(&mut self, key: usize, value: T) -> Option<T> {
+        match self.values.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => {
+                let old = std::mem::replace(slot, Box::new(value));
+                (*old).as_any().downcast_ref::<T>().cloned()
+            }
+            None => {
+                self.values.push((key, Box::new(value)));
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The switch: creating a task's coroutine, and suspending the running task
+//! back to the kernel.
+//!
+//! A task runs on its own stack. To block, it *suspends* with a [`Trap`]: a
+//! switch back to the kernel's stack, which executes the trap and later
+//! resumes the task with a reply (left in its record, not passed through
+//! corosensei, which keeps the switch as small as corosensei's own).
+//!
+//! ```text
+//!   task stack                         kernel stack (run loop)
+//!   ----------                         ------------------------
+//!   sleep(d)
+//!    └ trap::park(TIME_SLEEP, ..)
+//!       ├ cancel point: pending? ──Err──► returned to the caller, no switch
+//!       ├ register waiter (timer heap)
+//!       └ suspend(Trap::Wait) ═══════► resume() returns Yield(Wait): task stays parked
+//!                                       ... timer expires: wake(waiter, Ok)
+//!                                       ready.push_back(task)
+//!       ◄═══════════════════════════════ resume()
+//!   Ok(())
+//! ```
+//!
+//! # Invariants
+//!
+//! - A record's yielder is non-null exactly while its task can switch: it is
+//!   recorded when the coroutine first runs, and cleared before the kernel
+//!   force-unwinds the task. [`suspend`] on a record with no yielder does not
+//!   switch; it returns `None` and the caller reports an error.
+//! - A coroutine's closure never unwinds into corosensei when dropped
+//!   unstarted ([`DropQuietly`]).
+#![allow(unsafe_code)]
+
+use corosensei::{Coroutine, Yielder};
+
+use super::record::TaskRecord;
+use crate::error::Error;
+use crate::stack::PooledStack;
+
+/// What a suspending task asks of the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trap {
+    /// Go to the back of the ready queue (`sleep(0)`, `yield_now`).
+    Yield,
+    /// Stay parked until some waker names this task's current waiter. The task
+    /// registered that waiter (timer, wait queue, fd) before suspending.
+    Wait,
+}
+
+/// How the kernel resumes a task: `Ok` when what it waited for happened,
+/// `Err` when the wait was aborted by a cancellation or a timeout.
+pub(crate) type Reply = Result<(), Error>;
+
+/// A task's coroutine on a pooled stack.
+pub(crate) type TaskCoroutine = Coroutine<(), Trap, (), PooledStack>;
+
+type TaskYielder = Yielder<(), Trap>;
+
+/// Suspends the task whose record is `rec`, which must be the one running on
+/// this stack, with `trap`; returns the kernel's reply, or `None` (without
+/// switching) if the task can no longer switch.
+///
+/// Always inlined: the switch must happen in the frame of the blocking call's
+/// caller (see `arch-notes/trap-flow.md`).
+#[inline(always)]
+pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
+    let y = rec.yielder();
+    if y.is_null() {
+        // Being force-unwound, or never started and its closure being
+        // dropped: there is no yielder to switch with.
+        return None;
+    }
+    // SAFETY: a non-null `y` was recorded by `new_coroutine_unchecked`'s body
+    // from the `&Yielder` corosensei passed it; that yielder lives at the base
+    // of this task's stack for the coroutine's whole life, and the caller
+    // guarantees we are running on that stack now (the yielder is cleared
+    // before the task is unwound, so a destructor run by the unwind never
+    // gets here).
+    let yielder: &TaskYielder = unsafe { &*(y as *const TaskYielder) };
+    yielder.suspend(trap);
+    Some(match rec.take_reply() {
+        None => Ok(()),
+        Some(e) => Err(e),
+    })
+}
+
+/// Creates a task coroutine that records its yielder in `rec` and runs `body`.
+///
+/// # Safety
+///
+/// Everything `body` borrows must stay valid until the coroutine has returned or
+/// been dropped (which force-unwinds it). `rec` must stay valid as long.
+// SAFETY: callers must keep the contract above, which its `unsafe` blocks
+// rely on.
+pub(super) unsafe fn new_coroutine_unchecked(
+    stack: PooledStack,
+    rec: *const TaskRecord,
+    body: impl FnOnce(),
+) -> TaskCoroutine {
+    let rec = rec as usize;
+    let body = DropQuietly(Some(body), rec);
+    let f = move |y: &TaskYielder, _first: ()| {
+        // SAFETY: the caller guarantees the record outlives the coroutine.
+        let h = unsafe { &*(rec as *const TaskRecord) };
+        h.set_yielder(y as *const TaskYielder as *const ());
+        let mut body = body;
+        let run = body.0.take().expect("a task's body runs once");
+        std::mem::forget(body); // empty now: nothing to drop
+        run();
+    };
+    // SAFETY: forwarded from this function's contract.
+    unsafe { Coroutine::with_stack_unchecked(stack, f) }
+}
+
+/// Holds a task's body until it starts; if the task never starts, drops the
+/// body without letting a panic out.
+///
+/// Discussion: corosensei 0.3.4 drops the closure of a coroutine that never
+/// started with `drop_initial_obj` and marks the coroutine finished only
+/// afterwards; if that drop panics, the mark is never made, and the
+/// coroutine's own `Drop` drops the closure a second time (a double free).
+/// So the closure corosensei holds must never panic when dropped: this guard
+/// drops the user's body itself, once, inside `catch_unwind`, and reports a
+/// panic instead of propagating it (`arch-notes/stacks.md`, "Upstream").
+struct DropQuietly<B>(Option<B>, /* the task's record */ usize);
+
+impl<B> Drop for DropQuietly<B> {
+    fn drop(&mut self) {
+        let Some(body) = self.0.take() else { return };
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(body)))
+        {
+            // SAFETY: the record outlives its coroutine, and this guard is
+            // part of the coroutine (`new_coroutine_unchecked`'s contract).
+            let id = unsafe { &*(self.1 as *const TaskRecord) }.id();
+            eprintln!(
+                "curio: dropping the closure of task {id}, which never started, panicked: {}",
+                super::record::panic_message(&*payload)
+            );
+        }
+    }
+}
