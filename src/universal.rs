@@ -394,8 +394,7 @@ impl<T: Send> UniversalQueue<T> {
     ///     }
     ///     q.join().unwrap(); // suspends the task until the thread has done all three
     ///     assert_eq!(q.unfinished(), 0);
-    /// })
-    /// .unwrap();
+    /// });
     /// worker.join().unwrap();
     /// ```
     ///
@@ -586,7 +585,7 @@ struct ResultShared<T> {
 /// let answer = UniversalResult::new();
 /// let a = answer.clone();
 /// let worker = std::thread::spawn(move || a.set_value(6 * 7).unwrap());
-/// let got = curio::run(|| answer.get()).unwrap(); // the task suspends until set
+/// let got = curio::run(|| answer.get()); // the task suspends until set
 /// assert_eq!(got.unwrap(), 42);
 /// worker.join().unwrap();
 /// ```
