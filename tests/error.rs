@@ -109,10 +109,11 @@ fn the_causes_of_a_wrapped_error_follow_as_anyhow_prints_them() {
         format!("{one:?}"),
         "bad settings\n\nDetails:\n    kind: Io (InvalidData)\n\nCaused by:\n    line 3: no port"
     );
-    let several = curio::Error::from(io::Error::new(
-        io::ErrorKind::Other,
-        chain(&["handshake failed", "bad certificate", "expired"]),
-    ));
+    let several = curio::Error::from(io::Error::other(chain(&[
+        "handshake failed",
+        "bad certificate",
+        "expired",
+    ])));
     assert_eq!(
         format!("{several:?}"),
         "handshake failed\n\nDetails:\n    kind: Io (Other)\n\n\
