@@ -352,7 +352,7 @@ impl<T: Send> UniversalQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Usage`](crate::ErrorKind::Usage) if called more times than
+    /// [`ErrorKind::Usage`] if called more times than
     /// items were put; the count stays at zero.
     pub fn task_done(&self) -> Result<()> {
         let mut st = lock(&self.shared.state);
