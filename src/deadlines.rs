@@ -60,6 +60,7 @@ pub(crate) struct Block {
 impl Block {
     /// True if this block's deadline pushed a timer entry, which is stale once
     /// the block has ended (unless it fired).
+    #[inline]
     pub(crate) fn pushed_entry(self) -> bool {
         self.pushed
     }
@@ -81,6 +82,7 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
+    #[inline]
     pub(crate) const fn new() -> Deadlines {
         Deadlines {
             pending: Cell::new(None),
@@ -106,6 +108,7 @@ impl Deadlines {
 
     /// `check_cancellation`: outside a masked block, a cancel point; inside,
     /// a copy of the pending error, which stays pending.
+    #[inline]
     pub(crate) fn check(&self) -> Result<(), Error> {
         if self.mask.get() == 0 {
             return self.cancel_point();
@@ -124,6 +127,7 @@ impl Deadlines {
     /// the parked task (`parked`, and not masked): the kernel then ends the
     /// wait with it. Otherwise it becomes pending; a pending cancellation
     /// outranks a timeout.
+    #[inline]
     pub(crate) fn offer(&self, err: Error, parked: bool) -> Option<Error> {
         if parked && self.mask.get() == 0 {
             return Some(err);
@@ -136,7 +140,28 @@ impl Deadlines {
         None
     }
 
+    /// Replaces the pending error (Curio's `set_cancellation`); returns the
+    /// one it replaces. It fires at the next cancel point outside masking.
+    #[inline]
+    pub(crate) fn replace_pending(&self, err: Option<Error>) -> Option<Error> {
+        self.pending.replace(err)
+    }
+
+    /// Takes the pending error if `matches` accepts it (Curio's
+    /// `check_cancellation(exc_type)`), masked or not; leaves any other.
+    #[inline]
+    pub(crate) fn take_pending_if(&self, matches: impl FnOnce(&Error) -> bool) -> Option<Error> {
+        match self.pending.take() {
+            Some(e) if matches(&e) => Some(e),
+            other => {
+                self.pending.set(other);
+                None
+            }
+        }
+    }
+
     /// True if an error is pending.
+    #[inline]
     pub(crate) fn has_pending(&self) -> bool {
         let p = self.pending.take();
         let has = p.is_some();
@@ -145,6 +170,7 @@ impl Deadlines {
     }
 
     /// Forgets the armed deadline (the task has ended).
+    #[inline]
     pub(crate) fn disarm(&self) {
         self.armed.set(None);
     }
@@ -167,6 +193,7 @@ impl Deadlines {
 
     /// A cancellation was requested: the blocks open now never arm again, and
     /// the armed deadline is cleared. (The caller then offers the error.)
+    #[inline]
     pub(crate) fn cancel(&self) {
         self.cancel_depth.set(self.stack.borrow().len());
         self.armed.set(None);
@@ -176,6 +203,7 @@ impl Deadlines {
 
     /// Opens a timeout block with `deadline` at kernel time `now` (Curio's
     /// `_set_timeout`): arms it if it is earlier than the armed one.
+    #[inline]
     pub(crate) fn enter_block(&self, deadline: Option<u64>, now: u64) -> (Block, Arm) {
         self.stack
             .borrow_mut()
@@ -212,6 +240,7 @@ impl Deadlines {
     /// Discussion: a restored future deadline needs no new timer entry. It was
     /// pushed when its own block armed it, and entries for deadlines still on
     /// the stack stay live ([`Deadlines::is_live`]).
+    #[inline]
     pub(crate) fn exit_block(&self, block: Block, now: u64) -> (Arm, Vec<u64>) {
         let stack = self.stack.borrow().clone();
         let depth = stack.len();
@@ -244,12 +273,14 @@ impl Deadlines {
     /// Whether a timer entry for `deadline` may still matter: it is armed, or
     /// belongs to a block still open (it may be restored when an inner block
     /// ends).
+    #[inline]
     pub(crate) fn is_live(&self, deadline: u64) -> bool {
         self.armed.get() == Some(deadline) || self.stack.borrow().contains(&deadline)
     }
 
     /// A timer entry for `deadline` expired: true (and disarmed) if it is the
     /// armed deadline, so the kernel must deliver a timeout.
+    #[inline]
     pub(crate) fn expire(&self, deadline: u64) -> bool {
         if self.armed.get() == Some(deadline) {
             self.armed.set(None);
@@ -260,6 +291,7 @@ impl Deadlines {
 
     /// The armed deadline, if any.
     #[cfg(test)]
+    #[inline]
     pub(crate) fn armed(&self) -> Option<u64> {
         self.armed.get()
     }
@@ -322,6 +354,28 @@ mod tests {
         d.unmask();
         assert!(d.cancel_point().unwrap_err().is_cancelled());
         assert!(d.cancel_point().is_ok(), "once");
+    }
+
+    #[test]
+    fn the_pending_error_can_be_replaced_or_taken_by_kind() {
+        let d = Deadlines::new();
+        d.offer(timeout(), false);
+        assert!(
+            d.take_pending_if(|e| e.is_cancelled()).is_none(),
+            "another kind stays"
+        );
+        assert!(d.has_pending());
+        let old = d.replace_pending(Some(Error::cancelled())).unwrap();
+        assert!(old.is_timeout());
+        d.mask();
+        assert!(
+            d.take_pending_if(|e| e.is_cancelled())
+                .unwrap()
+                .is_cancelled(),
+            "masked too"
+        );
+        assert!(!d.has_pending());
+        assert!(d.replace_pending(None).is_none());
     }
 
     #[test]

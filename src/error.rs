@@ -242,8 +242,81 @@ impl fmt::Display for Error {
     }
 }
 
+/// How many lines of a failed command's stderr `Debug` shows (the last ones).
+const STDERR_LINES: usize = 20;
+
+/// Reads like a message, for `fn main() -> Result<(), curio::Error>` (which
+/// prints `Error: {:?}`): the [`Display`](fmt::Display) text, then, when there
+/// is more to say, a `Details:` section (the kind to match on, bytes done, a
+/// child's status and the end of its stderr) and a `Caused by:` section (the
+/// wrapped error's sources), as `anyhow` does. `{:#?}` prints every field as a
+/// struct instead.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return self.debug_struct(f);
+        }
+        write!(f, "{self}")?;
+
+        let mut details = Vec::new();
+        if let Some(io) = &self.inner.io {
+            details.push(format!("kind: Io ({:?})", io.kind()));
+        }
+        if let Some(n) = self.inner.progress {
+            details.push(format!("bytes done: {n}"));
+        }
+        if let Some(out) = self.output() {
+            details.push(format!("status: {}", out.status));
+            details.push(format!("stdout: {} bytes", out.stdout.len()));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().collect();
+            if !lines.is_empty() {
+                let skipped = lines.len().saturating_sub(STDERR_LINES);
+                let mut text = String::from("stderr:");
+                if skipped > 0 {
+                    text.push_str(&format!(" (the last {STDERR_LINES} lines)"));
+                }
+                for line in &lines[skipped..] {
+                    text.push_str("\n        ");
+                    text.push_str(line);
+                }
+                details.push(text);
+            }
+        }
+        if !details.is_empty() && self.inner.io.is_none() {
+            details.insert(0, format!("kind: {:?}", self.kind()));
+        }
+        if !details.is_empty() {
+            f.write_str("\n\nDetails:")?;
+            for d in &details {
+                write!(f, "\n    {d}")?;
+            }
+        }
+
+        // The io::Error is shown by Display; its sources follow.
+        let mut causes = Vec::new();
+        let mut next = self.inner.io.as_ref().and_then(std::error::Error::source);
+        while let Some(cause) = next {
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        match causes.as_slice() {
+            [] => {}
+            [only] => write!(f, "\n\nCaused by:\n    {only}")?,
+            many => {
+                f.write_str("\n\nCaused by:")?;
+                for (i, cause) in many.iter().enumerate() {
+                    write!(f, "\n    {i}: {cause}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// Every field, for `{:#?}`.
+    fn debug_struct(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind());
         if !self.inner.message.is_empty() {
@@ -251,6 +324,12 @@ impl fmt::Debug for Error {
         }
         if let Some(io) = &self.inner.io {
             d.field("io", io);
+        }
+        if let Some(n) = self.inner.progress {
+            d.field("bytes_done", &n);
+        }
+        if let Some(out) = self.output() {
+            d.field("output", out);
         }
         d.finish()
     }

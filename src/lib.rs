@@ -49,7 +49,8 @@
 //! - [`TaskGroup`]: supervise a set of tasks; no member outlives its group.
 //! - [`sync`] ([`Event`], [`Lock`], [`Semaphore`], [`Condition`] …) and [`Queue`]:
 //!   coordination between tasks; every wait is a cancel point.
-//! - [`run_in_thread`], [`UniversalQueue`], [`UniversalEvent`]: the bridge to OS threads.
+//! - [`run_in_thread`], [`UniversalQueue`], [`UniversalEvent`], [`UniversalResult`]:
+//!   the bridge to OS threads.
 //! - [`run_in_process`] and [`process_fn!`]: CPU-bound work in worker processes
 //!   ([`process::init`] first thing in `main`).
 //! - [`channel`] ([`channel::Connection`], [`channel::Channel`]): framed, typed
@@ -105,10 +106,10 @@ pub use sync::{BoundedSemaphore, Condition, Event, Lock, RLock, ResultCell, Sema
 pub use task::{Task, TaskLocal, TaskRef, current_task, spawn, yield_now};
 pub use task_group::{Outcome, Scope, TaskGroup, Wait};
 pub use time::{
-    check_cancellation, clock, disable_cancellation, ignore_after, ignore_at, sleep, sleep_until,
-    timeout_after, timeout_at,
+    check_cancellation, check_cancellation_of, clock, disable_cancellation, ignore_after,
+    ignore_at, set_cancellation, sleep, sleep_until, timeout_after, timeout_at,
 };
-pub use universal::{UniversalEvent, UniversalQueue};
+pub use universal::{UniversalEvent, UniversalQueue, UniversalResult};
 pub use workers::run_in_thread;
 
 /// What the crate's macros expand to; not public API.

@@ -2,7 +2,8 @@
 //! an optional bound, `task_done` and `join`.
 //!
 //! These are for tasks of one kernel (`!Send`; share with an `Rc`). Between OS
-//! threads and tasks, use [`crate::UniversalQueue`].
+//! threads and tasks, use [`crate::UniversalQueue`]. The three types have the
+//! same methods and differ only in the order they hand items out.
 //!
 //! # Invariants
 //!
@@ -15,6 +16,8 @@
 //! - A cancelled or timed-out `get` takes nothing; the next item goes to the
 //!   next getter. A cancelled or timed-out `put` puts nothing and hands the item
 //!   back inside its [`PutError`].
+//! - The three public types wrap one private implementation generic over its
+//!   ordering (`QueueCore<T, Fifo<T>>` …); only this module sees it.
 //!
 //! # Example
 //!
@@ -51,26 +54,23 @@ use crate::kernel::State;
 use crate::trap;
 use crate::wait::WaitQueue;
 
-/// How a queue orders its items.
-pub trait Buffer<T>: Default {
+/// How a queue orders its items (private: the three public queue types each
+/// wrap a [`QueueCore`] over one of these).
+trait Buffer<T>: Default {
     /// Adds an item.
     fn push(&mut self, item: T);
     /// Removes the next item.
     fn pop(&mut self) -> Option<T>;
     /// Number of items.
     fn len(&self) -> usize;
-    /// True if there is no item.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// First in, first out.
-pub struct Fifo<T>(VecDeque<T>);
+struct Fifo<T>(VecDeque<T>);
 /// Last in, first out.
-pub struct Lifo<T>(Vec<T>);
+struct Lifo<T>(Vec<T>);
 /// Smallest first (like Python's `heapq`).
-pub struct Priority<T: Ord>(BinaryHeap<Reverse<T>>);
+struct Priority<T>(BinaryHeap<Reverse<T>>);
 
 impl<T> Default for Fifo<T> {
     fn default() -> Self {
@@ -123,15 +123,9 @@ impl<T: Ord> Buffer<T> for Priority<T> {
     }
 }
 
-/// A first-in, first-out queue.
-pub type Queue<T> = BaseQueue<T, Fifo<T>>;
-/// A last-in, first-out queue.
-pub type LifoQueue<T> = BaseQueue<T, Lifo<T>>;
-/// A queue that hands out its smallest item first.
-pub type PriorityQueue<T> = BaseQueue<T, Priority<T>>;
-
-/// The queue behind [`Queue`], [`LifoQueue`] and [`PriorityQueue`].
-pub struct BaseQueue<T, B: Buffer<T>> {
+/// The queue behind [`Queue`], [`LifoQueue`] and [`PriorityQueue`], generic
+/// over its ordering; each public type wraps one and forwards every method.
+struct QueueCore<T, B> {
     items: RefCell<B>,
     maxsize: usize,
     getters: RefCell<WaitQueue>,
@@ -220,10 +214,10 @@ impl<T> fmt::Display for PutError<T> {
 
 impl<T> std::error::Error for PutError<T> {}
 
-impl<T, B: Buffer<T>> BaseQueue<T, B> {
-    /// A queue holding at most `maxsize` items (`0`: unbounded).
-    pub fn new(maxsize: usize) -> Self {
-        BaseQueue {
+// The docs of these methods are on the public types (the macro below).
+impl<T, B: Buffer<T>> QueueCore<T, B> {
+    fn new(maxsize: usize) -> Self {
+        QueueCore {
             items: RefCell::new(B::default()),
             maxsize,
             getters: RefCell::default(),
@@ -236,23 +230,19 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         }
     }
 
-    /// Number of items in the queue.
-    pub fn qsize(&self) -> usize {
+    fn qsize(&self) -> usize {
         self.items.borrow().len()
     }
 
-    /// True if the queue holds no item.
-    pub fn empty(&self) -> bool {
+    fn empty(&self) -> bool {
         self.qsize() == 0
     }
 
-    /// True if the queue is bounded and at its bound.
-    pub fn full(&self) -> bool {
+    fn full(&self) -> bool {
         self.maxsize > 0 && self.qsize() >= self.maxsize
     }
 
-    /// The bound (`0`: unbounded).
-    pub fn maxsize(&self) -> usize {
+    fn maxsize(&self) -> usize {
         self.maxsize
     }
 
@@ -284,15 +274,8 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         }
     }
 
-    /// Takes the next item, waiting for one if the queue is empty or earlier
-    /// getters are waiting.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point when it has to wait. A getter cancelled or timed out here
-    /// takes nothing; the next item goes to the next getter.
     #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
-    pub fn get(&self) -> Result<T> {
+    fn get(&self) -> Result<T> {
         if self.free_items() > 0 && !trap::has_waiters(&self.getters) {
             return Ok(self.take());
         }
@@ -301,8 +284,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         Ok(self.take())
     }
 
-    /// Takes the next item if one is free now.
-    pub fn try_get(&self) -> Option<T> {
+    fn try_get(&self) -> Option<T> {
         if self.free_items() > 0 && !trap::has_waiters(&self.getters) {
             Some(self.take())
         } else {
@@ -310,19 +292,8 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         }
     }
 
-    /// Adds an item, waiting for room if the queue is bounded and full (or
-    /// earlier putters are waiting).
-    ///
-    /// # Errors
-    ///
-    /// The caller's cancellation or timeout, with the item handed back.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point when it has to wait. A putter cancelled or timed out here
-    /// puts nothing: the item comes back in [`PutError::into_item`].
     #[inline(always)] // as `get`
-    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+    fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         if self.maxsize > 0 && (!self.has_room() || trap::has_waiters(&self.putters)) {
             if let Err(error) = trap::park_on(&self.putters, State::QueuePut) {
                 return Err(PutError {
@@ -336,8 +307,7 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         Ok(())
     }
 
-    /// Adds an item if there is room now; otherwise hands it back.
-    pub fn try_put(&self, item: T) -> std::result::Result<(), T> {
+    fn try_put(&self, item: T) -> std::result::Result<(), T> {
         if self.maxsize > 0 && (!self.has_room() || trap::has_waiters(&self.putters)) {
             return Err(item);
         }
@@ -345,16 +315,12 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         Ok(())
     }
 
-    /// Marks one item taken with `get` as processed.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::Usage`] if called more times than items were put.
-    pub fn task_done(&self) -> Result<()> {
+    fn task_done(&self) -> Result<()> {
         let n = self.unfinished.get();
         if n == 0 {
             return Err(Error::usage(
-                "task_done called more times than there were items put",
+                "task_done called more times than there were items put; \
+                 call it once per item taken with get",
             ));
         }
         self.unfinished.set(n - 1);
@@ -364,12 +330,11 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
         Ok(())
     }
 
-    /// Waits until every item put has been marked done with `task_done`.
-    ///
-    /// # Cancellation
-    ///
-    /// A cancel point while items are unfinished; a cancelled joiner changes nothing.
-    pub fn join(&self) -> Result<()> {
+    fn unfinished(&self) -> usize {
+        self.unfinished.get()
+    }
+
+    fn join(&self) -> Result<()> {
         if self.unfinished.get() == 0 {
             return Ok(());
         }
@@ -377,11 +342,162 @@ impl<T, B: Buffer<T>> BaseQueue<T, B> {
     }
 }
 
-impl<T, B: Buffer<T>> fmt::Debug for BaseQueue<T, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Queue")
-            .field("qsize", &self.qsize())
-            .field("maxsize", &self.maxsize)
-            .finish()
-    }
+/// Defines a public queue type wrapping a [`QueueCore`] over `$buffer`, with
+/// every method documented once for all three.
+macro_rules! queue_type {
+    ($(#[$attr:meta])* $name:ident, $buffer:ident $(, $bound:path)?) => {
+        $(#[$attr])*
+        pub struct $name<T> {
+            core: QueueCore<T, $buffer<T>>,
+        }
+
+        impl<T $(: $bound)?> $name<T> {
+            /// A queue holding at most `maxsize` items (`0`: unbounded).
+            pub fn new(maxsize: usize) -> Self {
+                $name {
+                    core: QueueCore::new(maxsize),
+                }
+            }
+
+            /// Number of items in the queue.
+            pub fn qsize(&self) -> usize {
+                self.core.qsize()
+            }
+
+            /// True if the queue holds no item.
+            pub fn empty(&self) -> bool {
+                self.core.empty()
+            }
+
+            /// True if the queue is bounded and at its bound.
+            pub fn full(&self) -> bool {
+                self.core.full()
+            }
+
+            /// The bound (`0`: unbounded).
+            pub fn maxsize(&self) -> usize {
+                self.core.maxsize()
+            }
+
+            /// Takes the next item, waiting for one if the queue is empty or
+            /// earlier getters are waiting.
+            ///
+            /// # Cancellation
+            ///
+            /// A cancel point when it has to wait. A getter cancelled or timed
+            /// out here takes nothing; the next item goes to the next getter.
+            #[inline(always)] // the switch happens in the caller's frame (arch-notes/trap-flow.md)
+            pub fn get(&self) -> Result<T> {
+                self.core.get()
+            }
+
+            /// Takes the next item if one is free now.
+            pub fn try_get(&self) -> Option<T> {
+                self.core.try_get()
+            }
+
+            /// Adds an item, waiting for room if the queue is bounded and full
+            /// (or earlier putters are waiting).
+            ///
+            /// # Errors
+            ///
+            /// The caller's cancellation or timeout, with the item handed back.
+            ///
+            /// # Cancellation
+            ///
+            /// A cancel point when it has to wait. A putter cancelled or timed
+            /// out here puts nothing: the item comes back in
+            /// [`PutError::into_item`].
+            #[inline(always)] // as `get`
+            pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+                self.core.put(item)
+            }
+
+            /// Adds an item if there is room now; otherwise hands it back.
+            pub fn try_put(&self, item: T) -> std::result::Result<(), T> {
+                self.core.try_put(item)
+            }
+
+            /// Marks one item taken with `get` as processed. When every item
+            /// put has been marked done, wakes every task waiting in
+            /// [`join`](Self::join). Never blocks.
+            ///
+            /// # Errors
+            ///
+            /// [`ErrorKind::Usage`](crate::ErrorKind::Usage) if called more
+            /// times than items were put; the count stays at zero.
+            pub fn task_done(&self) -> Result<()> {
+                self.core.task_done()
+            }
+
+            /// Number of items put and not yet marked done with
+            /// [`task_done`](Self::task_done).
+            pub fn unfinished(&self) -> usize {
+                self.core.unfinished()
+            }
+
+            /// Waits until every item put has been marked done with
+            /// [`task_done`](Self::task_done). Returns at once if none is
+            /// unfinished.
+            ///
+            /// # Cancellation
+            ///
+            /// A cancel point while items are unfinished; a cancelled joiner
+            /// changes nothing.
+            pub fn join(&self) -> Result<()> {
+                self.core.join()
+            }
+        }
+
+        impl<T $(: $bound)?> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("qsize", &self.qsize())
+                    .field("maxsize", &self.maxsize())
+                    .field("unfinished", &self.unfinished())
+                    .finish()
+            }
+        }
+    };
+}
+
+queue_type! {
+    /// A first-in, first-out queue between tasks of one kernel (share it with
+    /// an `Rc`). See the [module docs](self) for the rules and an example.
+    Queue, Fifo
+}
+
+queue_type! {
+    /// A last-in, first-out queue (a stack) between tasks of one kernel.
+    ///
+    /// ```
+    /// use curio::LifoQueue;
+    /// curio::run(|| {
+    ///     let q = LifoQueue::new(0);
+    ///     for n in 1..=3 {
+    ///         q.put(n).unwrap();
+    ///     }
+    ///     assert_eq!([q.get().unwrap(), q.get().unwrap(), q.get().unwrap()], [3, 2, 1]);
+    /// });
+    /// ```
+    LifoQueue, Lifo
+}
+
+queue_type! {
+    /// A queue between tasks of one kernel that hands out its smallest item
+    /// first (like Python's `heapq`; wrap items in [`std::cmp::Reverse`] for
+    /// the largest first).
+    ///
+    /// ```
+    /// use curio::PriorityQueue;
+    /// curio::run(|| {
+    ///     let q = PriorityQueue::new(0);
+    ///     for job in [(2, "later"), (1, "first"), (3, "last")] {
+    ///         q.put(job).unwrap();
+    ///     }
+    ///     assert_eq!(q.get().unwrap(), (1, "first"));
+    ///     assert_eq!(q.get().unwrap(), (2, "later"));
+    /// });
+    /// ```
+    PriorityQueue, Priority, Ord
 }

@@ -183,6 +183,14 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lock", self.lock)
+            .finish()
+    }
+}
+
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock")
@@ -276,6 +284,18 @@ impl RLock {
     }
 }
 
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RLock");
+        d.field("locked", &self.locked());
+        if self.locked() {
+            d.field("owner", &self.owner.get())
+                .field("count", &self.count.get());
+        }
+        d.finish()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Semaphore and BoundedSemaphore
 // ---------------------------------------------------------------------------
@@ -354,6 +374,17 @@ impl Semaphore {
     }
 }
 
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Semaphore");
+        d.field("value", &self.value());
+        if let Some(bound) = self.bound {
+            d.field("bound", &bound);
+        }
+        d.finish()
+    }
+}
+
 impl SemaphoreGuard<'_> {
     /// Keeps the unit: the guard no longer releases it on drop.
     pub fn forget(self) {
@@ -368,6 +399,14 @@ impl Drop for SemaphoreGuard<'_> {
     }
 }
 
+impl fmt::Debug for SemaphoreGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SemaphoreGuard")
+            .field("semaphore", self.sem)
+            .finish()
+    }
+}
+
 /// A semaphore that refuses to be released above its initial value.
 ///
 /// ```
@@ -379,6 +418,7 @@ impl Drop for SemaphoreGuard<'_> {
 ///     assert!(s.release().is_err());
 /// });
 /// ```
+#[derive(Debug)]
 pub struct BoundedSemaphore;
 
 impl BoundedSemaphore {
@@ -510,12 +550,21 @@ impl Condition {
     }
 }
 
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition")
+            .field("locked", &self.lock.locked())
+            .finish()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // ResultCell
 // ---------------------------------------------------------------------------
 
-/// A one-shot result: one task sets a value or an error, others wait for it
-/// (Curio's `Result`).
+/// A one-shot result: one task sets a value or an error, another waits for it
+/// and takes it with [`get`](ResultCell::get) (Curio's `Result`, whose
+/// `unwrap` is `get` here). Between threads, use [`crate::UniversalResult`].
 ///
 /// ```
 /// use std::rc::Rc;
@@ -524,7 +573,7 @@ impl Condition {
 ///     let cell = Rc::new(ResultCell::new());
 ///     let c = cell.clone();
 ///     curio::spawn(move || c.set_value(42).unwrap());
-///     assert_eq!(cell.unwrap().unwrap(), 42);
+///     assert_eq!(cell.get().unwrap(), 42); // waits until set
 /// });
 /// ```
 pub struct ResultCell<T> {
@@ -581,21 +630,39 @@ impl<T> ResultCell<T> {
         self.set(Err(error))
     }
 
-    /// Waits until set, then takes the value (or returns the error).
+    /// Waits until set, then takes the value (or returns the error that was
+    /// set). Returns at once if already set.
     ///
     /// # Errors
     ///
     /// The error that was set; [`ErrorKind::ResultTaken`] after an earlier
-    /// `unwrap` took the result.
+    /// `get` took the result; the caller's cancellation or timeout.
     ///
     /// # Cancellation
     ///
-    /// A cancel point until set; a cancelled waiter takes nothing.
-    pub fn unwrap(&self) -> Result<T> {
+    /// A cancel point until set; a cancelled or timed-out waiter takes nothing,
+    /// and the result stays for the next `get`.
+    pub fn get(&self) -> Result<T> {
         self.ready.wait()?;
         match self.value.borrow_mut().take() {
             Some(r) => r,
-            None => Err(Error::new(ErrorKind::ResultTaken, "")),
+            None => Err(Error::new(
+                ErrorKind::ResultTaken,
+                "an earlier get took this ResultCell's result",
+            )),
         }
+    }
+}
+
+impl<T> fmt::Debug for ResultCell<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.value.try_borrow().as_deref() {
+            _ if !self.is_set() => "unset",
+            Ok(Some(Ok(_))) => "value",
+            Ok(Some(Err(_))) => "error",
+            Ok(None) => "taken",
+            Err(_) => "being taken",
+        };
+        f.debug_struct("ResultCell").field("state", &state).finish()
     }
 }

@@ -26,7 +26,6 @@
 //! ```
 
 use std::fmt;
-use std::io;
 use std::ops::Deref;
 use std::rc::Rc;
 
@@ -127,6 +126,49 @@ impl TaskRef {
         }
     }
 
+    /// True once the task's value (or panic) has been taken by
+    /// [`Task::join`] or [`Task::result`] (Curio's `joined`).
+    pub fn is_joined(&self) -> bool {
+        self.record().is_joined()
+    }
+
+    /// [`TaskRef::cancel_nowait`], but the task receives `err` instead of
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) (Curio's
+    /// `cancel(exc=…)`): any error, delivered once at its current or next
+    /// cancel point, as a cancellation is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// curio::run(|| {
+    ///     let kid = curio::spawn(|| curio::sleep(Duration::from_secs(60)));
+    ///     curio::yield_now().unwrap();
+    ///     kid.cancel_with(std::io::Error::other("shutting down")).unwrap();
+    ///     assert_eq!(kid.join().unwrap().unwrap_err().to_string(), "shutting down");
+    /// });
+    /// ```
+    pub fn cancel_nowait_with(&self, err: impl Into<Error>) {
+        trap::cancel_with(self.record(), err.into());
+    }
+
+    /// [`TaskRef::cancel`] delivering `err` (see [`TaskRef::cancel_nowait_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskRef::cancel`].
+    ///
+    /// # Cancellation
+    ///
+    /// As [`TaskRef::cancel`].
+    pub fn cancel_with(&self, err: impl Into<Error>) -> Result<()> {
+        if trap::current_id() == self.id() {
+            return Err(Error::usage(
+                "a task cannot cancel itself and wait for its own end; use cancel_nowait_with",
+            ));
+        }
+        self.cancel_nowait_with(err);
+        self.wait()
+    }
+
     /// Requests cancellation and returns at once. The task receives
     /// [`ErrorKind::Cancelled`] at its current or next cancel point (once only;
     /// later requests do nothing). Its armed timeout is cleared. A task may
@@ -200,6 +242,45 @@ impl<T> Task<T> {
         self.cell.take_result()
     }
 
+    /// The value of a task that has finished, without waiting (Curio's
+    /// `result`): as [`Task::join`] once the task has ended.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`](crate::ErrorKind::Usage) if the task is still
+    /// running; otherwise as [`Task::join`].
+    pub fn result(&self) -> Result<T> {
+        if !self.is_terminated() {
+            return Err(Error::usage(format!(
+                "task {} has not finished; join it to wait for it, or check is_terminated first",
+                self.id()
+            )));
+        }
+        self.any.leave_group();
+        self.cell.take_result()
+    }
+
+    /// How a finished task failed, without taking its value (Curio's
+    /// `exception`): `Ok(Some(e))` with [`ErrorKind::TaskPanicked`](crate::ErrorKind::TaskPanicked)
+    /// if it panicked, `Ok(None)` if it returned. A task returns its errors
+    /// as values, so a `Task<Result<U, E>>`'s `Err` is in its value.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`](crate::ErrorKind::Usage) if the task is still running.
+    pub fn exception(&self) -> Result<Option<Error>> {
+        if !self.is_terminated() {
+            return Err(Error::usage(format!(
+                "task {} has not finished; join it to wait for it, or check is_terminated first",
+                self.id()
+            )));
+        }
+        Ok(self
+            .cell
+            .panic_text()
+            .map(|msg| Error::new(crate::ErrorKind::TaskPanicked, msg)))
+    }
+
     /// The untyped handle.
     pub fn as_task_ref(&self) -> &TaskRef {
         &self.any
@@ -207,6 +288,34 @@ impl<T> Task<T> {
 
     pub(crate) fn cell(&self) -> &Rc<TaskCell<T>> {
         &self.cell
+    }
+}
+
+impl<U, E: From<Error>> Task<std::result::Result<U, E>> {
+    /// [`Task::join`] for a task that returns a `Result`, flattened: the
+    /// task's own error and a failure to join it (the caller's cancellation,
+    /// the task's panic) come out as one `E`, so one `?` does (`join()??`
+    /// without the double question mark).
+    ///
+    /// ```
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let kid = curio::spawn(|| -> curio::Result<u32> { Ok(42) });
+    ///     assert_eq!(kid.join_flatten()?, 42);
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The task's `Err`, or [`Task::join`]'s errors converted into `E`.
+    ///
+    /// # Cancellation
+    ///
+    /// As [`Task::join`].
+    #[inline(always)] // as `wait`
+    pub fn join_flatten(&self) -> std::result::Result<U, E> {
+        self.join()?
     }
 }
 
@@ -275,7 +384,7 @@ impl Builder {
 
     /// Its usable stack size in bytes, rounded up to whole pages; between
     /// [`crate::MIN_STACK_SIZE`] (16 KiB) and [`crate::MAX_STACK_SIZE`] (1 GiB),
-    /// or [`Builder::spawn`] fails with `InvalidInput`.
+    /// or [`Builder::spawn`] fails (an I/O error of kind `InvalidInput`).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self
@@ -284,19 +393,26 @@ impl Builder {
     /// Spawns `f` as a new task at the back of the ready queue. Never switches:
     /// the caller runs on until it blocks.
     ///
+    /// Every fallible spawn of the crate returns a [`crate::Result`]
+    /// (this, [`TaskGroup::spawn`](crate::TaskGroup::spawn) and
+    /// [`Scope::spawn`](crate::Scope::spawn)); [`crate::spawn`] panics instead,
+    /// as `std::thread::spawn` does.
+    ///
     /// # Errors
     ///
-    /// - `InvalidInput` for a stack size out of range ([`Builder::stack_size`]).
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io), the task not created and the
+    /// program going on:
+    /// - `InvalidInput` for a stack size out of range ([`Builder::stack_size`]);
     /// - `OutOfMemory` (or the system's error) if no stack could be mapped; the
     ///   message says what ran out and what to do (for example, on kernels
     ///   without `MADV_GUARD_INSTALL`, that `vm.max_map_count` is nearly used
-    ///   up). The program goes on; the task was not created.
+    ///   up).
     ///
     /// # Panics
     ///
     /// Outside a curio task.
     #[allow(unsafe_code)]
-    pub fn spawn<F, T>(self, f: F) -> io::Result<Task<T>>
+    pub fn spawn<F, T>(self, f: F) -> Result<Task<T>>
     where
         F: FnOnce() -> T + 'static,
         T: 'static,
@@ -315,7 +431,7 @@ impl Builder {
     // SAFETY: callers must keep the contract above; its one `unsafe`
     // block (below) relies on exactly that contract.
     #[allow(unsafe_code)]
-    pub(crate) unsafe fn spawn_unchecked<'a, F, T>(self, f: F) -> io::Result<Task<T>>
+    pub(crate) unsafe fn spawn_unchecked<'a, F, T>(self, f: F) -> Result<Task<T>>
     where
         F: FnOnce() -> T + 'a,
         T: 'static,
@@ -416,6 +532,14 @@ pub fn yield_now() -> Result<()> {
 /// ```
 pub struct TaskLocal<T: 'static> {
     init: fn() -> T,
+}
+
+impl<T: 'static> fmt::Debug for TaskLocal<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskLocal")
+            .field("type", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Clone + 'static> TaskLocal<T> {

@@ -163,6 +163,16 @@ pub struct TaskGroup<T: Outcome + 'static> {
     inner: Rc<Inner<T>>,
 }
 
+impl<T: Outcome + 'static> std::fmt::Debug for TaskGroup<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("wait", &self.inner.wait)
+            .field("members", &self.inner.members.borrow().len())
+            .field("joined", &self.inner.joined.get())
+            .finish()
+    }
+}
+
 impl<T: Outcome + 'static> Default for TaskGroup<T> {
     fn default() -> Self {
         TaskGroup::new()
@@ -210,7 +220,7 @@ impl<T: Outcome + 'static> TaskGroup<T> {
         F: FnOnce() -> T + 'static,
     {
         self.check_open()?;
-        let t = builder.spawn(f).map_err(Error::from)?;
+        let t = builder.spawn(f)?;
         self.adopt(&t);
         Ok(t)
     }
@@ -608,7 +618,7 @@ impl<'scope, 'env, T: Outcome + 'static> Scope<'scope, 'env, T> {
         // reachable). So nothing borrowed for 'env goes while the member runs.
         // The scope cannot be leaked or outlived: it is only lent to the
         // closure by reference, under a lifetime no member closure can name.
-        let t = unsafe { task::Builder::new().spawn_unchecked(f) }.map_err(Error::from)?;
+        let t = unsafe { task::Builder::new().spawn_unchecked(f) }?;
         self.members.borrow_mut().push(t.as_task_ref().clone());
         self.group.adopt(&t);
         Ok(t)

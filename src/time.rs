@@ -256,3 +256,46 @@ pub fn disable_cancellation<R>(f: impl FnOnce() -> R) -> R {
 pub fn check_cancellation() -> Result<()> {
     trap::check_cancellation()
 }
+
+/// Reports a pending cancellation of one kind only, taking it (Curio's
+/// `check_cancellation(exc_type)`): if the calling task's pending error is of
+/// `kind`, it is cleared and returned as `Err`, masked or not; a pending error
+/// of another kind is left alone, and this returns `Ok`.
+///
+/// Masked code uses it to consume, say, its own pending timeout without
+/// letting a cancellation through:
+///
+/// ```
+/// use std::time::Duration;
+/// use curio::ErrorKind;
+/// curio::Kernel::builder().virtual_clock(true).build().run(|| {
+///     curio::disable_cancellation(|| {
+///         let r = curio::timeout_after(Duration::from_secs(1), || {
+///             curio::sleep(Duration::from_secs(2))?; // masked: the timeout stays pending
+///             curio::check_cancellation_of(ErrorKind::Timeout) // taken here
+///         });
+///         assert!(r.unwrap_err().is_timeout());
+///     });
+/// }).unwrap();
+/// ```
+pub fn check_cancellation_of(kind: ErrorKind) -> Result<()> {
+    match trap::take_cancellation(kind) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Replaces the calling task's pending cancellation with `err` (`None`
+/// clears it) and returns the one it replaces (Curio's `set_cancellation`).
+/// The new one is delivered at the next cancel point outside masking.
+///
+/// ```
+/// curio::run(|| {
+///     assert!(curio::set_cancellation(Some(std::io::Error::other("stop now").into())).is_none());
+///     let e = curio::yield_now().unwrap_err(); // delivered at the next cancel point
+///     assert_eq!(e.to_string(), "stop now");
+/// });
+/// ```
+pub fn set_cancellation(err: Option<Error>) -> Option<Error> {
+    trap::set_cancellation(err)
+}

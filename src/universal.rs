@@ -1,9 +1,9 @@
-//! Thread-safe queue and event, usable from OS threads and tasks at once:
-//! [`UniversalQueue`] and [`UniversalEvent`].
+//! Thread-safe queue, event and one-shot result, usable from OS threads and
+//! tasks at once: [`UniversalQueue`], [`UniversalEvent`] and [`UniversalResult`].
 //!
-//! Called from an OS thread, `get`, `put` and `wait` block the thread; called from
-//! a curio task, they suspend only the task. Both sides may use one queue at the
-//! same time, and tasks may belong to different kernels.
+//! Called from an OS thread, `get`, `put`, `join` and `wait` block the thread;
+//! called from a curio task, they suspend only the task. Both sides may use one
+//! primitive at the same time, and tasks may belong to different kernels.
 //!
 //! # Invariants
 //!
@@ -14,7 +14,12 @@
 //! - A woken waiter re-checks; a task that is cancelled or times out removes its
 //!   registration, and if it had already been chosen for a wake-up it passes that
 //!   wake-up on, so no item or slot is stranded. A cancelled `get` takes nothing;
-//!   a cancelled `put` hands the item back.
+//!   a cancelled `put` hands the item back; a cancelled `join` or
+//!   [`UniversalResult::get`] changes nothing.
+//! - A queue's `join` waits for the next moment its count of unfinished items
+//!   is zero, recorded as an epoch that only moves forward: a joiner woken late
+//!   (or spuriously) returns even if new items were put since, so no joiner
+//!   sleeps through the moment it waited for.
 //!
 //! # Example
 //!
@@ -36,7 +41,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::State;
 use crate::poller::InboxSender;
 use crate::queue::PutError;
@@ -125,6 +130,11 @@ struct QueueState<T> {
     items: VecDeque<T>,
     getters: Side,
     putters: Side,
+    joiners: Side,
+    /// Items put and not yet marked done with `task_done`.
+    unfinished: usize,
+    /// How many times `unfinished` has dropped to zero.
+    done_epoch: u64,
 }
 
 struct QueueShared<T> {
@@ -132,6 +142,7 @@ struct QueueShared<T> {
     maxsize: usize,
     not_empty: Condvar,
     not_full: Condvar,
+    all_done: Condvar,
 }
 
 /// A FIFO queue shared by OS threads and tasks (of any kernels). Cloning gives
@@ -150,8 +161,11 @@ impl<T> Clone for UniversalQueue<T> {
 
 impl<T> fmt::Debug for UniversalQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.shared.state);
         f.debug_struct("UniversalQueue")
-            .field("qsize", &lock(&self.shared.state).items.len())
+            .field("qsize", &st.items.len())
+            .field("maxsize", &self.shared.maxsize)
+            .field("unfinished", &st.unfinished)
             .finish()
     }
 }
@@ -165,10 +179,14 @@ impl<T: Send> UniversalQueue<T> {
                     items: VecDeque::new(),
                     getters: Side::default(),
                     putters: Side::default(),
+                    joiners: Side::default(),
+                    unfinished: 0,
+                    done_epoch: 0,
                 }),
                 maxsize,
                 not_empty: Condvar::new(),
                 not_full: Condvar::new(),
+                all_done: Condvar::new(),
             }),
         }
     }
@@ -190,6 +208,13 @@ impl<T: Send> UniversalQueue<T> {
 
     fn has_room(&self, st: &QueueState<T>) -> bool {
         self.shared.maxsize == 0 || st.items.len() < self.shared.maxsize
+    }
+
+    /// Stores a new item and counts it as unfinished.
+    fn push(&self, st: &mut QueueState<T>, item: T) {
+        st.items.push_back(item);
+        st.unfinished += 1;
+        self.item_added(st);
     }
 
     /// Signals that an item arrived: one task getter and one thread getter may go.
@@ -269,16 +294,14 @@ impl<T: Send> UniversalQueue<T> {
                     .wait(st)
                     .unwrap_or_else(|e| e.into_inner());
             }
-            st.items.push_back(item);
-            self.item_added(&mut st);
+            self.push(&mut st, item);
             return Ok(());
         }
         loop {
             {
                 let mut st = lock(&self.shared.state);
                 if self.has_room(&st) {
-                    st.items.push_back(item);
-                    self.item_added(&mut st);
+                    self.push(&mut st, item);
                     return Ok(());
                 }
             }
@@ -313,9 +336,115 @@ impl<T: Send> UniversalQueue<T> {
         if !self.has_room(&st) {
             return Err(item);
         }
-        st.items.push_back(item);
-        self.item_added(&mut st);
+        self.push(&mut st, item);
         Ok(())
+    }
+
+    /// Number of items put and not yet marked done with [`task_done`](Self::task_done).
+    pub fn unfinished(&self) -> usize {
+        lock(&self.shared.state).unfinished
+    }
+
+    /// Marks one item taken with `get` as processed. When every item put has
+    /// been marked done, wakes every task and thread waiting in
+    /// [`join`](Self::join). Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`] if called more times than
+    /// items were put; the count stays at zero.
+    pub fn task_done(&self) -> Result<()> {
+        let mut st = lock(&self.shared.state);
+        if st.unfinished == 0 {
+            return Err(Error::usage(
+                "task_done called more times than there were items put; \
+                 call it once per item taken with get",
+            ));
+        }
+        st.unfinished -= 1;
+        if st.unfinished == 0 {
+            st.done_epoch += 1;
+            while st.joiners.wake_task() {}
+            self.shared.all_done.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Waits until every item put has been marked done with
+    /// [`task_done`](Self::task_done): suspends the task, or blocks the thread.
+    /// Returns at once if nothing is unfinished. Returns once the count has
+    /// been zero at some moment after the call began, even if more items were
+    /// put before the joiner ran again.
+    ///
+    /// ```
+    /// use curio::UniversalQueue;
+    /// let q = UniversalQueue::new(0);
+    /// let q2 = q.clone();
+    /// let worker = std::thread::spawn(move || {
+    ///     for _ in 0..3 {
+    ///         let n: u32 = q2.get().unwrap();
+    ///         println!("processed {n}");
+    ///         q2.task_done().unwrap();
+    ///     }
+    /// });
+    /// curio::run(|| {
+    ///     for n in 0..3 {
+    ///         q.put(n).unwrap();
+    ///     }
+    ///     q.join().unwrap(); // suspends the task until the thread has done all three
+    ///     assert_eq!(q.unfinished(), 0);
+    /// });
+    /// worker.join().unwrap();
+    /// ```
+    ///
+    /// # Cancellation
+    ///
+    /// From a task, a cancel point while items are unfinished. A joiner
+    /// cancelled or timed out here leaves the queue as it was (no count
+    /// changes, no registration remains). From a thread it cannot be cancelled.
+    pub fn join(&self) -> Result<()> {
+        if !trap::in_task() {
+            let mut st = lock(&self.shared.state);
+            let epoch = st.done_epoch;
+            while st.unfinished > 0 && st.done_epoch == epoch {
+                st = self
+                    .shared
+                    .all_done
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            return Ok(());
+        }
+        let epoch = {
+            let st = lock(&self.shared.state);
+            if st.unfinished == 0 {
+                return Ok(());
+            }
+            st.done_epoch
+        };
+        loop {
+            let r = park_task(&self.shared.state, State::QueueJoin, |st, tw| {
+                if st.unfinished == 0 || st.done_epoch != epoch {
+                    return false;
+                }
+                st.joiners.tasks.push_back(tw);
+                true
+            });
+            match r {
+                Err((e, w)) => {
+                    // Every joiner is woken together: a wake-up that was
+                    // already posted to us need not be passed on.
+                    lock(&self.shared.state).joiners.forget(w);
+                    return Err(e);
+                }
+                Ok(()) => {
+                    let st = lock(&self.shared.state);
+                    if st.unfinished == 0 || st.done_epoch != epoch {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -424,6 +553,180 @@ impl UniversalEvent {
             Err((e, w)) => {
                 lock(&self.shared.state).waiters.forget(w);
                 Err(e)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// UniversalResult
+// ---------------------------------------------------------------------------
+
+struct ResultState<T> {
+    /// Set once; `None` again after a `get` took it (then `set` stays true).
+    value: Option<Result<T>>,
+    set: bool,
+    waiters: Side,
+}
+
+struct ResultShared<T> {
+    state: Mutex<ResultState<T>>,
+    cond: Condvar,
+}
+
+/// A one-shot result shared by OS threads and tasks (of any kernels): one side
+/// sets a value or an error once, and a thread or a task waits for it and takes
+/// it (Curio's `UniversalResult`; the thread-safe [`ResultCell`](crate::ResultCell)).
+/// Cloning gives another handle to the same result.
+///
+/// ```
+/// use curio::UniversalResult;
+/// let answer = UniversalResult::new();
+/// let a = answer.clone();
+/// let worker = std::thread::spawn(move || a.set_value(6 * 7).unwrap());
+/// let got = curio::run(|| answer.get()); // the task suspends until set
+/// assert_eq!(got.unwrap(), 42);
+/// worker.join().unwrap();
+/// ```
+pub struct UniversalResult<T> {
+    shared: Arc<ResultShared<T>>,
+}
+
+impl<T> Clone for UniversalResult<T> {
+    fn clone(&self) -> Self {
+        UniversalResult {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T: Send> Default for UniversalResult<T> {
+    fn default() -> Self {
+        UniversalResult::new()
+    }
+}
+
+impl<T> fmt::Debug for UniversalResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.shared.state);
+        let state = match &st.value {
+            _ if !st.set => "unset",
+            Some(Ok(_)) => "value",
+            Some(Err(_)) => "error",
+            None => "taken",
+        };
+        f.debug_struct("UniversalResult")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<T: Send> UniversalResult<T> {
+    /// A new, unset result.
+    pub fn new() -> UniversalResult<T> {
+        UniversalResult {
+            shared: Arc::new(ResultShared {
+                state: Mutex::new(ResultState {
+                    value: None,
+                    set: false,
+                    waiters: Side::default(),
+                }),
+                cond: Condvar::new(),
+            }),
+        }
+    }
+
+    /// True once a value or an error has been set (even if a `get` took it since).
+    pub fn is_set(&self) -> bool {
+        lock(&self.shared.state).set
+    }
+
+    fn set(&self, r: Result<T>) -> Result<()> {
+        let mut st = lock(&self.shared.state);
+        if st.set {
+            return Err(Error::usage(
+                "the UniversalResult was already set; it holds one result only \
+                 (use a UniversalQueue for a stream of values)",
+            ));
+        }
+        st.value = Some(r);
+        st.set = true;
+        while st.waiters.wake_task() {}
+        self.shared.cond.notify_all();
+        Ok(())
+    }
+
+    /// Sets the value and wakes every waiting task and thread. Never blocks;
+    /// callable from a thread or a task.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`] if already set (the value is dropped; the result
+    /// keeps what was set first).
+    pub fn set_value(&self, value: T) -> Result<()> {
+        self.set(Ok(value))
+    }
+
+    /// Sets an error and wakes every waiting task and thread (Curio's
+    /// `set_exception`). Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`] if already set.
+    pub fn set_error(&self, error: Error) -> Result<()> {
+        self.set(Err(error))
+    }
+
+    fn take(st: &mut ResultState<T>) -> Result<T> {
+        match st.value.take() {
+            Some(r) => r,
+            None => Err(Error::new(
+                ErrorKind::ResultTaken,
+                "an earlier get took this UniversalResult's result",
+            )),
+        }
+    }
+
+    /// Waits until set, then takes the value, or returns the error that was
+    /// set: suspends the task, or blocks the thread (Curio's `unwrap`).
+    ///
+    /// # Errors
+    ///
+    /// The error that was set; [`ErrorKind::ResultTaken`] if an earlier `get`
+    /// (by any thread or task) took the result; the task's cancellation or
+    /// timeout.
+    ///
+    /// # Cancellation
+    ///
+    /// From a task, a cancel point while unset. A waiter cancelled or timed out
+    /// here takes nothing and leaves no registration: the result stays for the
+    /// next `get`. From a thread it cannot be cancelled.
+    pub fn get(&self) -> Result<T> {
+        if !trap::in_task() {
+            let mut st = lock(&self.shared.state);
+            while !st.set {
+                st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            return Self::take(&mut st);
+        }
+        loop {
+            {
+                let mut st = lock(&self.shared.state);
+                if st.set {
+                    return Self::take(&mut st);
+                }
+            }
+            let r = park_task(&self.shared.state, State::EventWait, |st, tw| {
+                if st.set {
+                    return false;
+                }
+                st.waiters.tasks.push_back(tw);
+                true
+            });
+            if let Err((e, w)) = r {
+                // Every waiter is woken by `set`: nothing to pass on.
+                lock(&self.shared.state).waiters.forget(w);
+                return Err(e);
             }
         }
     }

@@ -99,6 +99,32 @@ fn sizes_and_bounds() {
     });
 }
 
+#[test]
+fn each_queue_type_names_itself_and_counts_unfinished_items_in_debug() {
+    run_virtual(|| {
+        let q = Queue::new(3);
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        q.get().unwrap();
+        assert_eq!(q.unfinished(), 2);
+        assert_eq!(
+            format!("{q:?}"),
+            "Queue { qsize: 1, maxsize: 3, unfinished: 2 }"
+        );
+        let lifo: LifoQueue<u8> = LifoQueue::new(0);
+        assert_eq!(
+            format!("{lifo:?}"),
+            "LifoQueue { qsize: 0, maxsize: 0, unfinished: 0 }"
+        );
+        let prio = PriorityQueue::new(0);
+        prio.put("x").unwrap();
+        assert_eq!(
+            format!("{prio:?}"),
+            "PriorityQueue { qsize: 1, maxsize: 0, unfinished: 1 }"
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Getters
 // ---------------------------------------------------------------------------

@@ -832,7 +832,7 @@ fn condition_wait_for_rechecks_the_predicate_on_each_notify() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn result_cell_hands_its_value_to_the_first_unwrapper() {
+fn result_cell_hands_its_value_to_the_first_getter() {
     let events = run_logged(|log| {
         let sw = Stopwatch::start();
         let cell = Rc::new(ResultCell::new());
@@ -840,7 +840,7 @@ fn result_cell_hands_its_value_to_the_first_unwrapper() {
             .into_iter()
             .map(|name| {
                 let (cell, log) = (cell.clone(), log.clone());
-                curio::spawn(move || match cell.unwrap() {
+                curio::spawn(move || match cell.get() {
                     Ok(v) => log.at(&sw, format!("{name} got {v}")),
                     Err(e) => log.at(&sw, format!("{name}: {:?}", e.kind())),
                 })
@@ -858,12 +858,12 @@ fn result_cell_hands_its_value_to_the_first_unwrapper() {
 }
 
 #[test]
-fn result_cell_set_error_is_returned_by_unwrap() {
+fn result_cell_set_error_is_returned_by_get() {
     run_virtual(|| {
         let cell: ResultCell<u32> = ResultCell::new();
         cell.set_error(curio::Error::from(io::Error::other("disk on fire")))
             .unwrap();
-        let e = cell.unwrap().unwrap_err();
+        let e = cell.get().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Io);
         assert!(e.to_string().contains("disk on fire"), "{e}");
     });
@@ -881,12 +881,12 @@ fn result_cell_can_be_set_only_once() {
             .set_error(curio::Error::from(io::Error::other("late")))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Usage);
-        assert_eq!(cell.unwrap().unwrap(), "first");
+        assert_eq!(cell.get().unwrap(), "first");
     });
 }
 
 #[test]
-fn result_cell_unwrap_times_out_takes_nothing_and_unwraps_later() {
+fn result_cell_get_times_out_takes_nothing_and_gets_later() {
     let events = run_logged(|log| {
         let sw = Stopwatch::start();
         let cell = Rc::new(ResultCell::new());
@@ -895,14 +895,14 @@ fn result_cell_unwrap_times_out_takes_nothing_and_unwraps_later() {
             curio::sleep(secs(3)).unwrap();
             c.set_value(String::from("late answer")).unwrap();
         });
-        let r = curio::timeout_after(secs(1), || cell.unwrap());
-        log.at(&sw, format!("first unwrap: {}", outcome(&r)));
-        let v = cell.unwrap().unwrap();
-        log.at(&sw, format!("second unwrap: {v}"));
+        let r = curio::timeout_after(secs(1), || cell.get());
+        log.at(&sw, format!("first get: {}", outcome(&r)));
+        let v = cell.get().unwrap();
+        log.at(&sw, format!("second get: {v}"));
     });
     assert_events(
         &events,
-        &["1s first unwrap: Timeout", "3s second unwrap: late answer"],
+        &["1s first get: Timeout", "3s second get: late answer"],
     );
 }
 
@@ -1071,4 +1071,52 @@ fn tasks_taking_two_locks_in_opposite_orders_are_reported_as_deadlocked() {
     assert_eq!(e.kind(), ErrorKind::Deadlock);
     let report = e.to_string();
     assert_eq!(report.matches("LOCK_ACQUIRE").count(), 2, "{report}");
+}
+
+#[test]
+fn every_primitive_says_its_state_in_debug() {
+    run_virtual(|| {
+        let lock = Lock::new();
+        let guard = lock.acquire().unwrap();
+        assert_eq!(
+            format!("{guard:?}"),
+            "LockGuard { lock: Lock { locked: true } }"
+        );
+        drop(guard);
+        let rlock = RLock::new();
+        assert_eq!(format!("{rlock:?}"), "RLock { locked: false }");
+        rlock.acquire().unwrap();
+        rlock.acquire().unwrap();
+        let me = curio::current_task().id();
+        assert_eq!(
+            format!("{rlock:?}"),
+            format!("RLock {{ locked: true, owner: {me}, count: 2 }}")
+        );
+        let sem = Semaphore::new(2);
+        let unit = sem.acquire().unwrap();
+        assert_eq!(
+            format!("{unit:?}"),
+            "SemaphoreGuard { semaphore: Semaphore { value: 1 } }"
+        );
+        assert_eq!(
+            format!("{:?}", BoundedSemaphore::new(3)),
+            "Semaphore { value: 3, bound: 3 }"
+        );
+        assert_eq!(format!("{BoundedSemaphore:?}"), "BoundedSemaphore");
+        let cond = Condition::new();
+        let g = cond.lock().unwrap();
+        assert_eq!(format!("{cond:?}"), "Condition { locked: true }");
+        drop(g);
+        let cell = ResultCell::new();
+        assert_eq!(format!("{cell:?}"), r#"ResultCell { state: "unset" }"#);
+        cell.set_value(1).unwrap();
+        assert_eq!(format!("{cell:?}"), r#"ResultCell { state: "value" }"#);
+        cell.get().unwrap();
+        assert_eq!(format!("{cell:?}"), r#"ResultCell { state: "taken" }"#);
+        let failed: ResultCell<()> = ResultCell::new();
+        failed
+            .set_error(curio::Error::from(io::Error::other("x")))
+            .unwrap();
+        assert_eq!(format!("{failed:?}"), r#"ResultCell { state: "error" }"#);
+    });
 }

@@ -310,19 +310,19 @@ fn condition_wait_for() {
 }
 
 #[test]
-fn result_cell_unwrap() {
+fn result_cell_get() {
     for how in BOTH {
         let events = run_logged(move |log| {
             let sw = Stopwatch::start();
             let cell = Rc::new(ResultCell::new());
             let c = cell.clone();
-            let a = start(how, move || c.unwrap());
+            let a = start(how, move || c.get());
             let r = interrupt(how, &a);
             log.at(&sw, format!("A: {}", kind_of(&r)));
             cell.set_value("the value").unwrap();
-            log.at(&sw, format!("later unwrap: {}", cell.unwrap().unwrap()));
+            log.at(&sw, format!("later get: {}", cell.get().unwrap()));
         });
-        check(&events, how, &["1s A: {err}", "1s later unwrap: the value"]);
+        check(&events, how, &["1s A: {err}", "1s later get: the value"]);
     }
 }
 

@@ -394,3 +394,130 @@ fn a_panic_inside_a_timeout_block_and_a_mask_leaves_nothing_behind() {
         assert_eq!(sw.elapsed(), ms(2500));
     });
 }
+
+// ---------------------------------------------------------------------------
+// Cancelling with a chosen error; the pending cancellation; outcomes without waiting
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cancel_with_delivers_the_chosen_error_once_at_the_next_cancel_point() {
+    run_virtual(|| {
+        let log = Log::new();
+        let l = log.clone();
+        let kid = curio::spawn(move || {
+            let first = curio::sleep(secs(60));
+            l.push(format!("kid woke: {}", first.as_ref().unwrap_err()));
+            // Delivered once: the cleanup sleeps undisturbed, and a second
+            // request (below) is ignored.
+            curio::sleep(secs(1)).unwrap();
+            l.push("kid cleaned up");
+            first
+        });
+        curio::yield_now().unwrap();
+        kid.cancel_with(std::io::Error::other("shutting down"))
+            .unwrap();
+        kid.cancel_nowait_with(std::io::Error::other("again"));
+        log.push("parent: the kid has ended");
+        let e = kid.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(kid.is_cancelled());
+        log.assert_eq(&[
+            "kid woke: shutting down",
+            "kid cleaned up",
+            "parent: the kid has ended",
+        ]);
+    });
+}
+
+#[test]
+fn set_cancellation_replaces_the_pending_error_and_returns_the_old_one() {
+    run_virtual(|| {
+        let kid = curio::spawn(|| {
+            let old = curio::disable_cancellation(|| {
+                curio::sleep(secs(1)).unwrap(); // the cancel arrives here, masked
+                curio::set_cancellation(Some(std::io::Error::other("replaced").into()))
+            });
+            let delivered = curio::yield_now().unwrap_err();
+            (old.map(|e| e.kind()), delivered.to_string())
+        });
+        curio::sleep(ms(500)).unwrap();
+        kid.cancel().unwrap();
+        let (old, delivered) = kid.join().unwrap();
+        assert_eq!(old, Some(ErrorKind::Cancelled));
+        assert_eq!(delivered, "replaced");
+        // None clears it.
+        assert!(curio::set_cancellation(None).is_none());
+        curio::set_cancellation(Some(std::io::Error::other("x").into()));
+        assert!(curio::set_cancellation(None).is_some());
+        curio::yield_now().unwrap();
+    });
+}
+
+#[test]
+fn check_cancellation_of_takes_only_the_kind_asked_for() {
+    run_virtual(|| {
+        let kid = curio::spawn(|| {
+            curio::disable_cancellation(|| {
+                curio::sleep(secs(1)).unwrap(); // cancelled meanwhile, masked
+                let not_a_timeout = curio::check_cancellation_of(ErrorKind::Timeout);
+                let still_there = curio::check_cancellation().unwrap_err().kind();
+                let taken = curio::check_cancellation_of(ErrorKind::Cancelled);
+                let gone = curio::check_cancellation();
+                (
+                    not_a_timeout.is_ok(),
+                    still_there,
+                    taken.unwrap_err().kind(),
+                    gone.is_ok(),
+                )
+            })
+        });
+        curio::sleep(ms(500)).unwrap();
+        kid.cancel().unwrap();
+        assert_eq!(
+            kid.join().unwrap(),
+            (true, ErrorKind::Cancelled, ErrorKind::Cancelled, true)
+        );
+    });
+}
+
+#[test]
+fn a_tasks_outcome_can_be_read_without_waiting_once_it_has_ended() {
+    run_virtual(|| {
+        let slow = curio::spawn(|| {
+            curio::sleep(secs(1)).unwrap();
+            7
+        });
+        let e = slow.result().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.to_string().contains("has not finished"), "{e}");
+        assert_eq!(slow.exception().unwrap_err().kind(), ErrorKind::Usage);
+        assert!(!slow.is_joined());
+        slow.wait().unwrap();
+        assert!(!slow.is_joined(), "wait does not take the value");
+        assert!(slow.exception().unwrap().is_none());
+        assert_eq!(slow.result().unwrap(), 7);
+        assert!(slow.is_joined());
+        assert_eq!(slow.result().unwrap_err().kind(), ErrorKind::ResultTaken);
+
+        let crasher = curio::spawn(|| -> u32 { panic!("boom") });
+        crasher.wait().unwrap();
+        let e = crasher.exception().unwrap().unwrap();
+        assert!(e.is_panic() && e.to_string().contains("boom"), "{e}");
+        assert!(crasher.result().unwrap_err().is_panic());
+    });
+}
+
+#[test]
+fn join_flatten_gives_the_tasks_own_error_or_value_with_one_question_mark() {
+    run_virtual(|| {
+        let ok = curio::spawn(|| -> curio::Result<u32> { Ok(1) });
+        let failed = curio::spawn(|| -> std::io::Result<u32> { Err(std::io::Error::other("no")) });
+        let server = curio::spawn(|| -> curio::Result<()> { curio::sleep(secs(3600)) });
+        curio::yield_now().unwrap();
+        server.cancel().unwrap();
+        assert_eq!(ok.join_flatten().unwrap(), 1);
+        assert_eq!(failed.join_flatten().unwrap_err().to_string(), "no");
+        // A server stopped by cancelling it reports the cancellation, once.
+        assert!(server.join_flatten().unwrap_err().is_cancelled());
+    });
+}

@@ -1,22 +1,25 @@
-//! `UniversalQueue` and `UniversalEvent`: shared by OS threads (which block) and
-//! tasks (which suspend), at the same time.
+//! `UniversalQueue`, `UniversalEvent` and `UniversalResult`: shared by OS
+//! threads (which block) and tasks (which suspend), at the same time.
 //!
 //! Traffic in both directions between several threads and several tasks with
 //! every item received exactly once, a bounded queue blocking a thread until a
-//! task makes room, a task getter that times out taking nothing, events set
-//! from either side, two kernels talking through one queue, and a kernel whose
+//! task makes room, a task getter that times out taking nothing, `task_done` and
+//! `join` with workers and joiners on threads and on two kernels, events and
+//! results set from either side, cancelled and timed-out waiters that leave
+//! everything for the next one (also when a thread had already chosen them, and
+//! across kernels), two kernels talking through one queue, and a kernel whose
 //! only task waits on a thread not being reported as deadlocked
 //! (`semantics.md`, Synchronization and queues; `curio-reference.md` §8).
 
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use common::*;
-use curio::{Kernel, UniversalEvent, UniversalQueue};
+use curio::{ErrorKind, Kernel, State, UniversalEvent, UniversalQueue, UniversalResult};
 
 /// A log that OS threads and tasks can both write to.
 #[derive(Clone, Default)]
@@ -724,4 +727,606 @@ fn shutdown_cancels_tasks_waiting_on_threads_and_leaves_the_queue_usable() {
     // The cancelled getter left no registration behind: items stay for the next getter.
     q.put(7).unwrap();
     assert_eq!(q.try_get(), Some(7));
+}
+
+// ---------------------------------------------------------------------------
+// UniversalQueue: task_done and join
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_task_joins_until_threads_have_marked_every_item_done() {
+    let log = SharedLog::default();
+    let l = log.clone();
+    watchdog(move || {
+        let log = l;
+        let q = UniversalQueue::new(0);
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (q, log) = (q.clone(), log.clone());
+                thread::spawn(move || {
+                    for _ in 0..5 {
+                        let n: u32 = q.get().unwrap();
+                        thread::sleep(Duration::from_millis(2));
+                        log.push(format!("done {n}"));
+                        q.task_done().unwrap();
+                    }
+                })
+            })
+            .collect();
+        virtual_kernel()
+            .run(move || {
+                for n in 0..10 {
+                    q.put(n).unwrap();
+                }
+                assert_eq!(q.unfinished(), 10);
+                q.join().unwrap();
+                log.push("joined");
+                assert_eq!((q.unfinished(), q.qsize()), (0, 0));
+                q.join().unwrap(); // nothing unfinished: at once
+                for w in workers {
+                    join_thread(w);
+                }
+            })
+            .unwrap();
+    });
+    let mut events = log.events();
+    assert_eq!(events.pop().as_deref(), Some("joined"), "{events:?}");
+    events.sort();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("done {n}")).collect();
+    expected.sort();
+    assert_eq!(events, expected);
+}
+
+#[test]
+fn a_thread_joins_until_tasks_have_marked_every_item_done() {
+    let log = SharedLog::default();
+    let l = log.clone();
+    watchdog(move || {
+        let log = l;
+        let q = UniversalQueue::new(0);
+        for n in 0..9 {
+            q.put(n).unwrap();
+        }
+        let (q2, tl) = (q.clone(), log.clone());
+        let joiner = thread::spawn(move || {
+            q2.join().unwrap(); // blocks the thread
+            tl.push("thread joined");
+        });
+        virtual_kernel()
+            .run(move || {
+                let workers: Vec<_> = (0..3)
+                    .map(|w| {
+                        let (q, log) = (q.clone(), log.clone());
+                        curio::spawn(move || {
+                            for _ in 0..3 {
+                                let n: u32 = q.get().unwrap();
+                                real_sleep(Duration::from_millis(2));
+                                log.push(format!("task {w} done {n}"));
+                                q.task_done().unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.join().unwrap();
+                }
+                join_thread(joiner);
+            })
+            .unwrap();
+    });
+    let events = log.events();
+    assert_eq!(events.len(), 10, "{events:?}");
+    assert_eq!(
+        log.position("thread joined"),
+        Some(9),
+        "the thread's join returned before every item was done: {events:?}"
+    );
+}
+
+#[test]
+fn joiners_on_threads_and_two_kernels_return_once_workers_on_both_sides_are_done() {
+    const ITEMS: u64 = 300;
+    const WORKERS: usize = 4; // two threads, a task in each kernel
+    let (mut processed, joined_at) = watchdog(|| {
+        // `None` stops a worker; it is an item like any other for task_done.
+        let q: UniversalQueue<Option<u64>> = UniversalQueue::new(0);
+        for n in 0..ITEMS {
+            q.put(Some(n)).unwrap();
+        }
+        for _ in 0..WORKERS {
+            q.put(None).unwrap();
+        }
+        let processed = Arc::new(Mutex::new(Vec::new()));
+        // How many items were processed when each joiner returned.
+        let joined_at = Arc::new(Mutex::new(Vec::new()));
+
+        let work = |q: UniversalQueue<Option<u64>>, processed: Arc<Mutex<Vec<u64>>>| {
+            move || {
+                while let Some(n) = q.get().unwrap() {
+                    processed.lock().unwrap().push(n);
+                    q.task_done().unwrap();
+                }
+                q.task_done().unwrap();
+            }
+        };
+        let join = |q: UniversalQueue<Option<u64>>,
+                    processed: Arc<Mutex<Vec<u64>>>,
+                    joined_at: Arc<Mutex<Vec<usize>>>| {
+            move || {
+                q.join().unwrap();
+                let n = processed.lock().unwrap().len();
+                joined_at.lock().unwrap().push(n);
+            }
+        };
+
+        let mut threads = Vec::new();
+        for _ in 0..2 {
+            threads.push(thread::spawn(work(q.clone(), processed.clone())));
+            threads.push(thread::spawn(join(
+                q.clone(),
+                processed.clone(),
+                joined_at.clone(),
+            )));
+        }
+        for _ in 0..2 {
+            let (q, p, j) = (q.clone(), processed.clone(), joined_at.clone());
+            threads.push(thread::spawn(move || {
+                virtual_kernel()
+                    .run(move || {
+                        let worker = curio::spawn(work(q.clone(), p.clone()));
+                        let joiner = curio::spawn(join(q.clone(), p.clone(), j.clone()));
+                        // The main task joins too, with yields between the
+                        // other tasks' gets.
+                        join(q, p, j)();
+                        worker.join().unwrap();
+                        joiner.join().unwrap();
+                    })
+                    .unwrap()
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!((q.unfinished(), q.qsize()), (0, 0));
+        let processed = processed.lock().unwrap().clone();
+        let joined_at = joined_at.lock().unwrap().clone();
+        (processed, joined_at)
+    });
+    assert_eq!(joined_at, [ITEMS as usize; 6], "a joiner returned early");
+    processed.sort_unstable();
+    assert_eq!(processed, (0..ITEMS).collect::<Vec<_>>(), "lost or doubled");
+}
+
+#[test]
+fn task_done_more_often_than_items_were_put_is_a_usage_error() {
+    let q = UniversalQueue::new(0);
+    q.put('a').unwrap();
+    q.get().unwrap();
+    q.task_done().unwrap();
+    let e = q.task_done().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert!(e.to_string().contains("task_done called more times"), "{e}");
+    assert_eq!(q.unfinished(), 0);
+    let q2 = q.clone();
+    run_virtual(move || {
+        assert_eq!(q2.task_done().unwrap_err().kind(), ErrorKind::Usage);
+        q2.join().unwrap(); // the count stayed at zero
+    });
+    q.join().unwrap();
+}
+
+#[test]
+fn a_task_joiner_cancelled_or_timed_out_changes_nothing() {
+    for how in BOTH {
+        let events = run_logged(move |log| {
+            let q = UniversalQueue::new(0);
+            q.put("item").unwrap();
+            q.get().unwrap();
+            let (q2, l) = (q.clone(), log.clone());
+            let patient = curio::spawn(move || {
+                q2.join().unwrap();
+                l.push("patient joined");
+            });
+            let (q, r) = interrupted(how, q, |q| q.join());
+            let e = expect_interrupted(how, r);
+            log.push(format!("joiner: {:?}", e.kind()));
+            assert_eq!(q.unfinished(), 1);
+            assert_eq!(patient.state(), State::QueueJoin);
+            let q2 = q.clone();
+            let finisher = thread::spawn(move || q2.task_done().unwrap());
+            patient.join().unwrap();
+            join_thread(finisher);
+            assert_eq!((q.unfinished(), q.qsize()), (0, 0));
+        });
+        let interrupted = format!("joiner: {:?}", how.kind());
+        assert_events(&events, &[&interrupted, "patient joined"]);
+    }
+}
+
+#[test]
+fn a_task_joiner_woken_at_zero_returns_even_if_an_item_is_put_before_it_runs() {
+    let events = run_logged(|log| {
+        let q = UniversalQueue::new(0);
+        q.put(1).unwrap();
+        q.get().unwrap();
+        let (q2, l) = (q.clone(), log.clone());
+        let joiner = curio::spawn(move || {
+            q2.join().unwrap();
+            l.push("joined");
+        });
+        until_state(joiner.as_task_ref(), State::QueueJoin);
+        let q2 = q.clone();
+        let thread = thread::spawn(move || {
+            q2.task_done().unwrap(); // zero: wakes the joiner
+            q2.put(2).unwrap(); // one again, before the joiner runs
+        });
+        // The joiner cannot run while this task spins.
+        spin_until(|| q.qsize() == 1);
+        log.push("item 2 put");
+        joiner.join().unwrap();
+        join_thread(thread);
+        assert_eq!(q.unfinished(), 1);
+    });
+    assert_events(&events, &["item 2 put", "joined"]);
+}
+
+#[test]
+fn a_thread_joiner_returns_even_if_an_item_is_put_just_after_the_count_hits_zero() {
+    // Whether the thread wakes before or after the second put is up to the OS
+    // scheduler: several rounds make "after" (the case that matters) likely.
+    let unfinished = watchdog(|| {
+        (0..20)
+            .map(|_| {
+                let q = UniversalQueue::new(0);
+                q.put(1).unwrap();
+                q.get().unwrap();
+                let q2 = q.clone();
+                let joiner = thread::spawn(move || q2.join().unwrap());
+                virtual_kernel()
+                    .run(move || {
+                        real_sleep(Duration::from_millis(5)); // the thread blocks in join
+                        q.task_done().unwrap();
+                        q.put(2).unwrap(); // no cancel point between
+                        join_thread(joiner);
+                        q.unfinished()
+                    })
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(unfinished, [1; 20]);
+}
+
+#[test]
+fn cancelling_a_joiner_in_one_kernel_leaves_another_kernels_joiner_registered() {
+    let q: UniversalQueue<u32> = UniversalQueue::new(0);
+    q.put(1).unwrap();
+    q.get().unwrap();
+    let (b_registered, registered) = mpsc::channel();
+    let qb = q.clone();
+    let b = thread::spawn(move || {
+        Kernel::builder()
+            .virtual_clock(false)
+            .build()
+            .run(move || {
+                let joiner = curio::spawn(move || qb.join());
+                until_state(joiner.as_task_ref(), State::QueueJoin);
+                b_registered.send(()).unwrap();
+                curio::timeout_after(Duration::from_secs(5), || joiner.join()).map(|r| r.unwrap())
+            })
+            .unwrap()
+    });
+    registered.recv().unwrap();
+    let qa = q.clone();
+    watchdog(move || {
+        virtual_kernel()
+            .run(move || {
+                let joiner = curio::spawn(move || qa.join());
+                until_state(joiner.as_task_ref(), State::QueueJoin);
+                joiner.cancel().unwrap();
+                assert!(joiner.join().unwrap().unwrap_err().is_cancelled());
+            })
+            .unwrap()
+    });
+    q.task_done().unwrap();
+    b.join()
+        .unwrap()
+        .expect("kernel B's joiner was never woken");
+}
+
+// ---------------------------------------------------------------------------
+// UniversalResult
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_result_set_by_a_thread_wakes_the_task_waiting_for_it() {
+    let events = run_logged(|log| {
+        let r = UniversalResult::new();
+        let (r2, l) = (r.clone(), log.clone());
+        let waiter = curio::spawn(move || {
+            l.push("task waits");
+            let v = r2.get().unwrap();
+            l.push(format!("task got {v}"));
+        });
+        until_state(waiter.as_task_ref(), State::EventWait);
+        assert!(!r.is_set());
+        let r2 = r.clone();
+        let setter = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            r2.set_value(42).unwrap();
+        });
+        waiter.join().unwrap();
+        join_thread(setter);
+        assert!(r.is_set());
+        log.push(format!("{r:?}"));
+    });
+    assert_events(
+        &events,
+        &[
+            "task waits",
+            "task got 42",
+            r#"UniversalResult { state: "taken" }"#,
+        ],
+    );
+}
+
+#[test]
+fn a_result_set_by_a_task_wakes_the_thread_waiting_for_it() {
+    let got = watchdog(|| {
+        let r = UniversalResult::new();
+        let r2 = r.clone();
+        let waiter = thread::spawn(move || r2.get()); // blocks the thread
+        virtual_kernel()
+            .run(move || {
+                real_sleep(Duration::from_millis(30));
+                assert!(!waiter.is_finished(), "a thread passed an unset result");
+                assert_eq!(format!("{r:?}"), r#"UniversalResult { state: "unset" }"#);
+                r.set_value(String::from("from a task")).unwrap(); // never blocks
+                join_thread(waiter)
+            })
+            .unwrap()
+    });
+    assert_eq!(got.unwrap(), "from a task");
+}
+
+#[test]
+fn getters_on_threads_and_two_kernels_at_once_one_takes_the_value_the_rest_hear_it_was_taken() {
+    let outcomes = watchdog(|| {
+        let r: UniversalResult<u32> = UniversalResult::new();
+        let mut getters = Vec::new();
+        for _ in 0..2 {
+            let r = r.clone();
+            getters.push(thread::spawn(move || vec![r.get().map_err(|e| e.kind())]));
+        }
+        for _ in 0..2 {
+            let r = r.clone();
+            getters.push(thread::spawn(move || {
+                virtual_kernel()
+                    .run(move || {
+                        let tasks: Vec<_> = (0..2)
+                            .map(|_| {
+                                let r = r.clone();
+                                curio::spawn(move || r.get().map_err(|e| e.kind()))
+                            })
+                            .collect();
+                        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+                    })
+                    .unwrap()
+            }));
+        }
+        thread::sleep(Duration::from_millis(30)); // most are waiting by now
+        r.set_value(7).unwrap();
+        let mut outcomes: Vec<_> = getters
+            .into_iter()
+            .flat_map(|g| g.join().unwrap())
+            .collect();
+        outcomes.sort_by_key(|o| o.is_err());
+        outcomes
+    });
+    let mut expected = vec![Ok(7)];
+    expected.extend([Err(ErrorKind::ResultTaken); 5]);
+    assert_eq!(outcomes, expected);
+}
+
+#[test]
+fn setting_a_result_twice_is_a_usage_error_that_keeps_the_first() {
+    let r = UniversalResult::new();
+    r.set_value(1).unwrap();
+    assert_eq!(format!("{r:?}"), r#"UniversalResult { state: "value" }"#);
+    assert_eq!(r.set_value(2).unwrap_err().kind(), ErrorKind::Usage);
+    let io = std::io::Error::new(std::io::ErrorKind::NotFound, "x");
+    let e = r.set_error(io.into()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert!(e.to_string().contains("already set"), "{e}");
+    let r2 = r.clone();
+    let got = run_virtual(move || r2.get().unwrap());
+    assert_eq!(got, 1);
+    assert!(r.is_set());
+    assert_eq!(r.get().unwrap_err().kind(), ErrorKind::ResultTaken);
+    // Still set, so still refused.
+    assert_eq!(r.set_value(3).unwrap_err().kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn an_error_set_is_what_get_returns_on_either_side() {
+    for from_task in [false, true] {
+        let r: UniversalResult<()> = UniversalResult::new();
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such widget");
+        r.set_error(io.into()).unwrap();
+        let e = if from_task {
+            let r2 = r.clone();
+            run_virtual(move || r2.get().unwrap_err())
+        } else {
+            r.get().unwrap_err()
+        };
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert_eq!(
+            e.io_error().map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert_eq!(e.to_string(), "no such widget");
+    }
+}
+
+#[test]
+fn a_task_waiting_for_a_result_cancelled_or_timed_out_takes_nothing() {
+    for how in BOTH {
+        let events = run_logged(move |log| {
+            let r = UniversalResult::new();
+            let (r2, l) = (r.clone(), log.clone());
+            let patient = curio::spawn(move || {
+                let v = r2.get().unwrap();
+                l.push(format!("patient got {v}"));
+            });
+            let (r, got) = interrupted(how, r, |r| r.get());
+            let e = expect_interrupted(how, got);
+            log.push(format!("waiter: {:?}", e.kind()));
+            assert!(!r.is_set());
+            assert_eq!(patient.state(), State::EventWait);
+            let r2 = r.clone();
+            let setter = thread::spawn(move || r2.set_value("the value").unwrap());
+            patient.join().unwrap();
+            join_thread(setter);
+        });
+        let interrupted = format!("waiter: {:?}", how.kind());
+        assert_events(&events, &[&interrupted, "patient got the value"]);
+    }
+}
+
+#[test]
+fn a_task_waiting_for_a_result_cancelled_after_a_thread_set_it_leaves_it_for_the_next() {
+    let events = run_logged(|log| {
+        let r = UniversalResult::new();
+        let waiters: Vec<_> = ["A", "B"]
+            .into_iter()
+            .map(|name| {
+                let (r, log) = (r.clone(), log.clone());
+                curio::spawn(move || match r.get() {
+                    Ok(v) => log.push(format!("{name} got {v}")),
+                    Err(e) => log.push(format!("{name}: {:?}", e.kind())),
+                })
+            })
+            .collect();
+        curio::yield_now().unwrap(); // A, then B, wait
+        assert_eq!(waiters[0].state(), State::EventWait);
+        let r2 = r.clone();
+        let setter = thread::spawn(move || r2.set_value("the value").unwrap());
+        // The thread has set the value and posted both wake-ups; A has not seen its.
+        spin_until(|| r.is_set());
+        waiters[0].cancel_nowait();
+        log.push("main cancelled A");
+        for w in waiters {
+            w.join().unwrap();
+        }
+        join_thread(setter);
+    });
+    assert_events(
+        &events,
+        &["main cancelled A", "A: Cancelled", "B got the value"],
+    );
+}
+
+#[test]
+fn cancelling_a_result_waiter_in_one_kernel_leaves_another_kernels_waiter_registered() {
+    let r: UniversalResult<u32> = UniversalResult::new();
+    let (b_registered, registered) = mpsc::channel();
+    let rb = r.clone();
+    let b = thread::spawn(move || {
+        Kernel::builder()
+            .virtual_clock(false)
+            .build()
+            .run(move || {
+                let waiter = curio::spawn(move || rb.get());
+                until_state(waiter.as_task_ref(), State::EventWait);
+                b_registered.send(()).unwrap();
+                curio::timeout_after(Duration::from_secs(5), || waiter.join()).map(|r| r.unwrap())
+            })
+            .unwrap()
+    });
+    registered.recv().unwrap();
+    let ra = r.clone();
+    watchdog(move || {
+        virtual_kernel()
+            .run(move || {
+                let waiter = curio::spawn(move || ra.get());
+                until_state(waiter.as_task_ref(), State::EventWait);
+                waiter.cancel().unwrap();
+            })
+            .unwrap()
+    });
+    r.set_value(42).unwrap();
+    let got = b.join().unwrap();
+    assert_eq!(got.expect("kernel B's waiter was never woken"), 42);
+}
+
+#[test]
+fn many_results_between_threads_and_two_kernels_lose_no_wake_up() {
+    const PER_KERNEL: usize = 300;
+    let totals = watchdog(|| {
+        let results: Vec<UniversalResult<u64>> = (0..2 * PER_KERNEL)
+            .map(|_| UniversalResult::new())
+            .collect();
+        let kernels: Vec<_> = (0..2)
+            .map(|k| {
+                let mine: Vec<_> = results[k * PER_KERNEL..(k + 1) * PER_KERNEL].to_vec();
+                thread::spawn(move || {
+                    virtual_kernel()
+                        .run(move || {
+                            let tasks: Vec<_> = mine
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, r)| {
+                                    curio::spawn(move || {
+                                        if i % 2 == 0 {
+                                            return r.get().unwrap(); // waits without a timeout
+                                        }
+                                        // Waiters that time out (and unregister)
+                                        // while the setters run.
+                                        loop {
+                                            let d = Duration::from_micros(20 + i as u64 % 50);
+                                            if let Some(v) =
+                                                curio::ignore_after(d, || r.get()).unwrap()
+                                            {
+                                                return v;
+                                            }
+                                            curio::run_in_thread(|| ()).unwrap();
+                                        }
+                                    })
+                                })
+                                .collect();
+                            tasks.into_iter().map(|t| t.join().unwrap()).sum::<u64>()
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        // Two setter threads, in a scrambled order.
+        let setters: Vec<_> = (0..2)
+            .map(|s| {
+                let results = results.clone();
+                thread::spawn(move || {
+                    let mut rng = Rng::new(s + 5);
+                    let mut order: Vec<usize> = (s as usize..results.len()).step_by(2).collect();
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    for i in order {
+                        results[i].set_value(i as u64).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in setters {
+            s.join().unwrap();
+        }
+        kernels
+            .into_iter()
+            .map(|k| k.join().unwrap())
+            .collect::<Vec<u64>>()
+    });
+    let sum = |range: std::ops::Range<usize>| range.map(|i| i as u64).sum::<u64>();
+    assert_eq!(
+        totals,
+        [sum(0..PER_KERNEL), sum(PER_KERNEL..2 * PER_KERNEL)]
+    );
 }

@@ -505,6 +505,16 @@ impl Core {
         h.deadlines().check()
     }
 
+    /// Replaces `h`'s pending error; returns the old one.
+    pub(super) fn set_cancellation(&self, h: &TaskRecord, err: Option<Error>) -> Option<Error> {
+        h.deadlines().replace_pending(err)
+    }
+
+    /// Takes `h`'s pending error if it is of `kind`.
+    pub(super) fn take_cancellation(&self, h: &TaskRecord, kind: ErrorKind) -> Option<Error> {
+        h.deadlines().take_pending_if(|e| e.kind() == kind)
+    }
+
     /// Enters a masked block.
     pub(super) fn mask(&self, h: &TaskRecord) {
         h.deadlines().mask();

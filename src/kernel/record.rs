@@ -86,6 +86,7 @@ pub enum State {
 
 impl State {
     /// Curio's name for the state (`"TIME_SLEEP"` …).
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             State::Ready => "READY",
@@ -111,6 +112,7 @@ impl State {
 
     /// Waits that something outside the kernel loop (the poller, another
     /// thread) may end; the kernel cannot call these a deadlock.
+    #[inline]
     pub(crate) fn is_external(self) -> bool {
         matches!(
             self,
@@ -153,6 +155,8 @@ pub(crate) struct TaskRecord {
     /// Cancellation was requested (Curio's `cancelled`).
     cancelled: Cell<bool>,
     terminated: Cell<bool>,
+    /// Its value (or panic) has been taken by `join` or `result` (Curio's `joined`).
+    joined: Cell<bool>,
     /// The pending error, the mask, the open timeout blocks (pure rules).
     deadlines: Deadlines,
     /// Id of the wait the task is parked in; 0 when not parked.
@@ -189,6 +193,7 @@ pub(crate) struct Identity {
 }
 
 impl TaskRecord {
+    #[inline]
     pub(crate) fn new(who: Identity) -> TaskRecord {
         TaskRecord {
             id: who.id,
@@ -202,6 +207,7 @@ impl TaskRecord {
             cycles: Cell::new(0),
             cancelled: Cell::new(false),
             terminated: Cell::new(false),
+            joined: Cell::new(false),
             deadlines: Deadlines::new(),
             wait_id: Cell::new(0),
             external: Cell::new(false),
@@ -220,26 +226,32 @@ impl TaskRecord {
 
     // ----- for everyone: reading ----------------------------------------------
 
+    #[inline]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
+    #[inline]
     pub(crate) fn parent(&self) -> Option<u64> {
         self.parent
     }
 
+    #[inline]
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
+    #[inline]
     pub(crate) fn is_daemon(&self) -> bool {
         self.daemon
     }
 
+    #[inline]
     pub(crate) fn is_main(&self) -> bool {
         self.is_main
     }
 
+    #[inline]
     pub(crate) fn stack_size(&self) -> usize {
         self.stack_size
     }
@@ -249,10 +261,12 @@ impl TaskRecord {
         self.state.get()
     }
 
+    #[inline]
     pub(crate) fn cycles(&self) -> u64 {
         self.cycles.get()
     }
 
+    #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.get()
     }
@@ -262,17 +276,26 @@ impl TaskRecord {
         self.terminated.get()
     }
 
+    /// True once its value (or panic) was taken by `join` or `result`.
+    #[inline]
+    pub(crate) fn is_joined(&self) -> bool {
+        self.joined.get()
+    }
+
     /// The task this one is joining, 0 if none (for reports).
+    #[inline]
     pub(crate) fn join_target(&self) -> u64 {
         self.join_target.get()
     }
 
     /// Usable bytes of its stack, and its guard page (0 before it has one).
+    #[inline]
     pub(crate) fn stack_info(&self) -> (usize, usize) {
         (self.stack_bytes.get(), self.guard.get())
     }
 
     /// `Task(id=3, name='kid', state=TIME_SLEEP)`, as Curio prints tasks.
+    #[inline]
     pub(crate) fn describe(&self) -> String {
         format!(
             "Task(id={}, name='{}', state={})",
@@ -285,16 +308,19 @@ impl TaskRecord {
     // ----- for everyone: what is not scheduling state ---------------------------
 
     /// This task's value of the task-local `key`, if it set one.
+    #[inline]
     pub(crate) fn local_get<T: Clone + 'static>(&self, key: usize) -> Option<T> {
         self.locals.borrow().get(key)
     }
 
     /// Sets this task's value of the task-local `key`; returns the previous one.
+    #[inline]
     pub(crate) fn local_set<T: Clone + 'static>(&self, key: usize, value: T) -> Option<T> {
         self.locals.borrow_mut().set(key, value)
     }
 
     /// A copy of this task's task-locals, for a child (copy on spawn).
+    #[inline]
     pub(crate) fn inherit_locals(&self, child: &TaskRecord) {
         let locals = self.locals.borrow();
         if !locals.values.is_empty() {
@@ -303,35 +329,42 @@ impl TaskRecord {
     }
 
     /// True if the task belongs to a task group.
+    #[inline]
     pub(crate) fn in_group(&self) -> bool {
         self.group.borrow().is_some()
     }
 
     /// Makes the task a member of `group`.
+    #[inline]
     pub(crate) fn join_group(&self, group: Weak<dyn GroupLink>) {
         *self.group.borrow_mut() = Some(group);
     }
 
     /// Takes the task out of its group (if any); returns the group.
+    #[inline]
     pub(crate) fn leave_group(&self) -> Option<Weak<dyn GroupLink>> {
         self.group.borrow_mut().take()
     }
 
     /// The panic message kept after a `join` took the panic out of the result.
+    #[inline]
     pub(crate) fn panic_message(&self) -> Option<String> {
         self.panic_message.borrow().clone()
     }
 
+    #[inline]
     pub(crate) fn keep_panic_message(&self, msg: String) {
         *self.panic_message.borrow_mut() = Some(msg);
     }
 
     // ----- for the kernel: scheduling -----------------------------------------
 
+    #[inline]
     pub(super) fn slot(&self) -> u32 {
         self.slot.get()
     }
 
+    #[inline]
     pub(super) fn set_slot(&self, slot: u32) {
         self.slot.set(slot);
     }
@@ -349,6 +382,7 @@ impl TaskRecord {
     }
 
     /// Marks cancellation requested; false if it already was (or the task ended).
+    #[inline]
     pub(super) fn mark_cancelled(&self) -> bool {
         if self.terminated.get() || self.cancelled.get() {
             return false;
@@ -357,6 +391,7 @@ impl TaskRecord {
         true
     }
 
+    #[inline]
     pub(super) fn mark_terminated(&self) {
         self.reply.set(None);
         self.state.set(State::Terminated);
@@ -390,15 +425,18 @@ impl TaskRecord {
         self.external.replace(false)
     }
 
+    #[inline]
     pub(super) fn set_join_target(&self, id: u64) {
         self.join_target.set(id);
     }
 
     /// The tasks waiting for this one to end.
+    #[inline]
     pub(super) fn joiners(&self) -> &RefCell<WaitQueue> {
         &self.joiners
     }
 
+    #[inline]
     pub(super) fn coro(&self) -> &RefCell<Option<TaskCoroutine>> {
         &self.coro
     }
@@ -419,16 +457,19 @@ impl TaskRecord {
         self.yielder.get()
     }
 
+    #[inline]
     pub(super) fn set_yielder(&self, y: *const ()) {
         self.yielder.set(y);
     }
 
+    #[inline]
     pub(super) fn set_stack(&self, guard: usize, usable: usize) {
         self.guard.set(guard);
         self.stack_bytes.set(usable);
     }
 
     /// The group to tell that this task ended.
+    #[inline]
     pub(super) fn group(&self) -> Option<std::rc::Rc<dyn GroupLink>> {
         self.group.borrow().as_ref().and_then(Weak::upgrade)
     }
@@ -528,6 +569,7 @@ impl<S: ?Sized + AnySlot> TaskBox<S> {
 }
 
 impl<T> TaskCell<T> {
+    #[inline]
     pub(crate) fn new(record: TaskRecord) -> Self {
         TaskCell {
             record,
@@ -536,12 +578,17 @@ impl<T> TaskCell<T> {
     }
 
     /// Where the task's closure leaves its value.
+    #[inline]
     pub(crate) fn result_slot(&self) -> &ResultSlot<T> {
         &self.result
     }
 
     /// Takes the result of a terminated task.
+    #[inline]
     pub(crate) fn take_result(&self) -> Result<T> {
+        if self.record.is_terminated() {
+            self.record.joined.set(true);
+        }
         match self.result.borrow_mut().take() {
             Some(Ok(v)) => Ok(v),
             Some(Err(payload)) => {
@@ -552,17 +599,22 @@ impl<T> TaskCell<T> {
             None => match self.record.panic_message() {
                 Some(msg) => Err(Error::new(ErrorKind::TaskPanicked, msg)),
                 None if self.record.is_terminated() => Err(Error::new(ErrorKind::ResultTaken, "")),
-                None => Err(Error::usage("the task has not finished")),
+                None => Err(Error::usage(format!(
+                    "task {} has not finished; join it to wait for it, or check is_terminated first",
+                    self.record.id()
+                ))),
             },
         }
     }
 
     /// True if the task ended by panicking (or its result was taken after it did).
+    #[inline]
     pub(crate) fn panicked(&self) -> bool {
         self.panic_text().is_some()
     }
 
     /// The panic message, if the task panicked.
+    #[inline]
     pub(crate) fn panic_text(&self) -> Option<String> {
         match &*self.result.borrow() {
             Some(Err(payload)) => Some(panic_message(&**payload)),
@@ -571,6 +623,7 @@ impl<T> TaskCell<T> {
     }
 
     /// Looks at the result without taking it.
+    #[inline]
     pub(crate) fn with_result<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         match &*self.result.borrow() {
             Some(Ok(v)) => f(Some(v)),

@@ -224,6 +224,18 @@ pub(crate) fn check_cancellation() -> Result<()> {
     with_current(|core, h| core.check_cancellation(h))
 }
 
+/// Replaces the running task's pending cancellation (Curio's
+/// `set_cancellation`); returns the one replaced.
+pub(crate) fn set_cancellation(err: Option<Error>) -> Option<Error> {
+    with_current(|core, h| core.set_cancellation(h, err))
+}
+
+/// Takes the running task's pending cancellation if it is of `kind` (Curio's
+/// `check_cancellation(exc_type)`).
+pub(crate) fn take_cancellation(kind: ErrorKind) -> Option<Error> {
+    with_current(|core, h| core.take_cancellation(h, kind))
+}
+
 /// Enters a `disable_cancellation` block.
 pub(crate) fn mask() {
     with_current(|core, h| core.mask(h));
