@@ -780,7 +780,7 @@ fn spawn_reader(what: &str, s: FileStream, failure: &mut Option<Error>) -> Optio
     match r {
         Ok(t) => Some(t),
         Err(e) => {
-            failure.get_or_insert(e.into());
+            failure.get_or_insert(e);
             None
         }
     }
