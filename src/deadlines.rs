@@ -29,7 +29,7 @@
 //! assert!(d.expire(10));                          // the kernel delivers it
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 
 use crate::error::{Error, ErrorKind};
 
@@ -76,21 +76,50 @@ impl Block {
 pub(crate) struct Deadlines {
     pending: Cell<Option<Error>>,
     mask: Cell<u32>,
-    armed: Cell<Option<u64>>,
-    stack: RefCell<Vec<u64>>,
-    cancel_depth: Cell<usize>,
+    /// The armed deadline; [`NOT_ARMED`] when none.
+    armed: Cell<u64>,
+    /// The open timeout blocks, made on the first block the task opens (most
+    /// tasks open none, and every task carries this).
+    blocks: OnceCell<Box<RefCell<Blocks>>>,
 }
 
+/// The timeout blocks a task has open.
+#[derive(Default)]
+struct Blocks {
+    /// Their deadlines, outermost first.
+    stack: Vec<u64>,
+    /// How many were open when the task was cancelled: they never arm again.
+    cancel_depth: usize,
+}
+
+/// `armed` when no deadline is armed. Never a real deadline: blocks with no
+/// deadline of their own ([`NO_DEADLINE`]) never arm.
+const NOT_ARMED: u64 = u64::MAX;
+
 impl Deadlines {
-    #[inline]
     pub(crate) const fn new() -> Deadlines {
         Deadlines {
             pending: Cell::new(None),
             mask: Cell::new(0),
-            armed: Cell::new(None),
-            stack: RefCell::new(Vec::new()),
-            cancel_depth: Cell::new(0),
+            armed: Cell::new(NOT_ARMED),
+            blocks: OnceCell::new(),
         }
+    }
+
+    #[inline]
+    fn armed_get(&self) -> Option<u64> {
+        let a = self.armed.get();
+        (a != NOT_ARMED).then_some(a)
+    }
+
+    #[inline]
+    fn armed_set(&self, d: Option<u64>) {
+        self.armed.set(d.unwrap_or(NOT_ARMED));
+    }
+
+    /// The open blocks (made on first use).
+    fn blocks(&self) -> &RefCell<Blocks> {
+        self.blocks.get_or_init(Box::default)
     }
 
     // ----- delivery --------------------------------------------------------
@@ -172,7 +201,7 @@ impl Deadlines {
     /// Forgets the armed deadline (the task has ended).
     #[inline]
     pub(crate) fn disarm(&self) {
-        self.armed.set(None);
+        self.armed_set(None);
     }
 
     // ----- masking -----------------------------------------------------------
@@ -195,8 +224,11 @@ impl Deadlines {
     /// the armed deadline is cleared. (The caller then offers the error.)
     #[inline]
     pub(crate) fn cancel(&self) {
-        self.cancel_depth.set(self.stack.borrow().len());
-        self.armed.set(None);
+        if let Some(b) = self.blocks.get() {
+            let mut b = b.borrow_mut();
+            b.cancel_depth = b.stack.len();
+        }
+        self.armed_set(None);
     }
 
     // ----- timeout blocks --------------------------------------------------------
@@ -205,10 +237,11 @@ impl Deadlines {
     /// `_set_timeout`): arms it if it is earlier than the armed one.
     #[inline]
     pub(crate) fn enter_block(&self, deadline: Option<u64>, now: u64) -> (Block, Arm) {
-        self.stack
+        self.blocks()
             .borrow_mut()
+            .stack
             .push(deadline.unwrap_or(NO_DEADLINE));
-        let prev = self.armed.get();
+        let prev = self.armed_get();
         let mut arm = Arm::Nothing;
         if let Some(d) = deadline {
             if prev.is_none_or(|p| d < p) {
@@ -220,7 +253,7 @@ impl Deadlines {
     }
 
     fn arm(&self, d: u64, now: u64) -> Arm {
-        self.armed.set(Some(d));
+        self.armed_set(Some(d));
         if d <= now {
             Arm::FireNow
         } else {
@@ -242,24 +275,26 @@ impl Deadlines {
     /// the stack stay live ([`Deadlines::is_live`]).
     #[inline]
     pub(crate) fn exit_block(&self, block: Block, now: u64) -> (Arm, Vec<u64>) {
-        let stack = self.stack.borrow().clone();
+        let blocks = self.blocks();
+        let stack = blocks.borrow().stack.clone();
         let depth = stack.len();
-        let arm = if depth <= self.cancel_depth.get() {
-            self.cancel_depth.set(depth.saturating_sub(1));
-            self.armed.set(None);
+        let cancel_depth = blocks.borrow().cancel_depth;
+        let arm = if depth <= cancel_depth {
+            blocks.borrow_mut().cancel_depth = depth.saturating_sub(1);
+            self.armed_set(None);
             self.drop_pending_timeout();
             Arm::Nothing
         } else {
             match block.prev {
                 Some(p) if p <= now => self.arm(p, now),
                 prev => {
-                    self.armed.set(prev);
+                    self.armed_set(prev);
                     self.drop_pending_timeout();
                     Arm::Nothing
                 }
             }
         };
-        self.stack.borrow_mut().pop();
+        blocks.borrow_mut().stack.pop();
         (arm, stack)
     }
 
@@ -275,15 +310,19 @@ impl Deadlines {
     /// ends).
     #[inline]
     pub(crate) fn is_live(&self, deadline: u64) -> bool {
-        self.armed.get() == Some(deadline) || self.stack.borrow().contains(&deadline)
+        self.armed_get() == Some(deadline)
+            || self
+                .blocks
+                .get()
+                .is_some_and(|b| b.borrow().stack.contains(&deadline))
     }
 
     /// A timer entry for `deadline` expired: true (and disarmed) if it is the
     /// armed deadline, so the kernel must deliver a timeout.
     #[inline]
     pub(crate) fn expire(&self, deadline: u64) -> bool {
-        if self.armed.get() == Some(deadline) {
-            self.armed.set(None);
+        if self.armed_get() == Some(deadline) {
+            self.armed_set(None);
             return true;
         }
         false
@@ -293,7 +332,7 @@ impl Deadlines {
     #[cfg(test)]
     #[inline]
     pub(crate) fn armed(&self) -> Option<u64> {
-        self.armed.get()
+        self.armed_get()
     }
 }
 
@@ -301,8 +340,11 @@ impl std::fmt::Debug for Deadlines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deadlines")
             .field("mask", &self.mask.get())
-            .field("armed", &self.armed.get())
-            .field("stack", &self.stack.borrow())
+            .field("armed", &self.armed_get())
+            .field(
+                "stack",
+                &self.blocks.get().map(|b| b.borrow().stack.clone()),
+            )
             .field("pending", &self.has_pending())
             .finish()
     }

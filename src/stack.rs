@@ -65,11 +65,26 @@ const MAX_MPROTECT_SLAB: usize = 1024;
 pub(crate) struct PooledStack {
     /// Lowest address, including the guard page.
     limit: usize,
-    /// Highest address (the stack grows down from here).
+    /// Highest address of its memory.
     base: usize,
     /// The size class it came from (usable bytes).
-    usable: usize,
+    usable: u32,
+    /// How far below `base` its top is (its cache colour, see [`COLOR_SPAN`]).
+    color: u32,
 }
+
+/// Room above each stack for cache colouring, beyond its usable size.
+///
+/// Discussion: stacks are carved at a fixed stride, so without an offset
+/// every stack's top (where a task's first frames live: corosensei's initial
+/// frame, the task's body) would sit at the same offset within a page, and
+/// the first lines of all stacks would compete for the same few sets of every
+/// cache: with 260 KiB stacks, a 16 MiB 16-way cache could hold the top lines
+/// of only 4096 stacks, whatever its size. Each stack's top is moved down by
+/// a different multiple of the line size (64 colours over one page), so those
+/// lines spread over every set. The span costs address space only.
+const COLOR_SPAN: usize = 4096;
+const LINE: usize = 64;
 
 impl PooledStack {
     /// The guard page range `[lo, hi)`.
@@ -79,7 +94,7 @@ impl PooledStack {
 
     /// Usable bytes.
     pub(crate) fn size(&self) -> usize {
-        self.usable
+        self.usable as usize
     }
 
     /// Gives the memory of the usable part back to the operating system; the
@@ -92,12 +107,14 @@ impl PooledStack {
 }
 
 // SAFETY: `base`/`limit` describe a mapping we own exclusively while this value
-// lives (the pool hands each stack to one coroutine at a time). It is at least
-// MIN_STACK_SIZE bytes with a guard page at `limit`, and both ends are page
-// aligned, hence aligned to STACK_ALIGNMENT.
+// lives (the pool hands each stack to one coroutine at a time). Between the
+// guard page above `limit` and the coloured top (`base - color`) lie at least
+// `usable` >= MIN_STACK_SIZE bytes (the colour is taken from the extra
+// COLOR_SPAN). `limit` is page aligned and the top a multiple of 64 bytes,
+// hence both aligned to STACK_ALIGNMENT (16).
 unsafe impl Stack for PooledStack {
     fn base(&self) -> StackPointer {
-        StackPointer::new(self.base).expect("stack base is never null")
+        StackPointer::new(self.base - self.color as usize).expect("stack base is never null")
     }
     fn limit(&self) -> StackPointer {
         StackPointer::new(self.limit).expect("stack limit is never null")
@@ -177,14 +194,14 @@ pub(crate) fn take(usable: usize) -> io::Result<PooledStack> {
 
 /// Returns a stack to this thread's pool for reuse, its memory still resident.
 pub(crate) fn give(stack: PooledStack) {
-    POOL.with(|p| p.borrow_mut().class(stack.usable).warm.push(stack))
+    POOL.with(|p| p.borrow_mut().class(stack.size()).warm.push(stack))
 }
 
 /// Returns a stack to this thread's pool after giving its memory back to the
 /// operating system.
 pub(crate) fn give_released(stack: PooledStack) {
     stack.release_memory();
-    POOL.with(|p| p.borrow_mut().class(stack.usable).cold.push(stack))
+    POOL.with(|p| p.borrow_mut().class(stack.size()).cold.push(stack))
 }
 
 /// Keeps at most `keep` warm stacks in each size class of this thread's pool;
@@ -233,7 +250,7 @@ impl Pool {
     /// Maps a new slab for a size class and carves it into guarded stacks.
     fn grow(&mut self, usable: usize) -> io::Result<()> {
         let page = self.page;
-        let stride = usable + page;
+        let stride = usable + page + COLOR_SPAN;
         let mut count = self
             .class(usable)
             .next_slab
@@ -262,7 +279,8 @@ impl Pool {
             stacks.push(PooledStack {
                 limit,
                 base: limit + stride,
-                usable,
+                usable: u32::try_from(usable).expect("stack sizes are checked"),
+                color: ((i % (COLOR_SPAN / LINE)) * LINE) as u32,
             });
         }
         if self.mode == GuardMode::Mprotect && !self.warned {
@@ -445,10 +463,17 @@ mod tests {
     fn stacks_do_not_overlap_and_have_a_guard() {
         let size = checked_size_ok(20 * 1024);
         let s: Vec<_> = (0..40).map(|_| take(size).unwrap()).collect();
+        let mut colors = std::collections::HashSet::new();
         for w in s.iter() {
-            assert_eq!(w.base - w.limit, size + sys::page_size());
+            assert_eq!(w.base - w.limit, size + sys::page_size() + COLOR_SPAN);
             assert_eq!(w.guard().1 - w.guard().0, sys::page_size());
+            // The usable part, from the guard to the coloured top, is whole.
+            let top = Stack::base(w).get();
+            assert!(top - w.guard().1 >= size, "{w:?}");
+            assert_eq!(top % LINE, 0);
+            colors.insert(top % COLOR_SPAN);
         }
+        assert!(colors.len() >= 16, "stack tops spread over cache sets: {colors:?}");
         let mut ranges: Vec<_> = s.iter().map(|x| (x.limit, x.base)).collect();
         ranges.sort();
         for pair in ranges.windows(2) {

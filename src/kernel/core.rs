@@ -1231,3 +1231,4 @@ mod tests {
         assert_eq!(crate::run(|| 5), 5, "the thread can run a kernel again");
     }
 }
+

@@ -28,7 +28,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Weak;
@@ -141,13 +141,24 @@ pub(crate) trait GroupLink {
 }
 
 /// Everything about a task that is not its result (see the module docs).
+///
+/// Discussion: every task carries one, and spawning, running and ending a
+/// task touch it three times, so its size is memory traffic per task (a
+/// batch of 10 000 live tasks does not fit a 1 MiB cache). What most tasks
+/// never use (task-locals, a task group, a kept panic message) lives in a box
+/// made on first use, timeout blocks likewise (`Deadlines`), and a wait
+/// queue holds one waiter inline: 416 bytes became ~240 (`arch-notes/benchmarks.md`).
 pub(crate) struct TaskRecord {
     id: u64,
-    parent: Option<u64>,
+    /// The spawning task's id; 0 for main.
+    parent: u64,
     name: Cow<'static, str>,
     daemon: bool,
     is_main: bool,
-    stack_size: usize,
+    /// Usable bytes of the stack it asked for (checked: at most 1 GiB).
+    stack_size: u32,
+    /// Usable bytes of its stack once it has one.
+    stack_bytes: Cell<u32>,
     /// Kernel slot, valid while the task lives.
     slot: Cell<u32>,
     state: Cell<State>,
@@ -166,9 +177,8 @@ pub(crate) struct TaskRecord {
     /// For reports: the task this one joins.
     join_target: Cell<u64>,
     joiners: RefCell<WaitQueue>,
-    locals: RefCell<Locals>,
-    group: RefCell<Option<Weak<dyn GroupLink>>>,
-    panic_message: RefCell<Option<String>>,
+    /// What few tasks use, made on first use.
+    cold: OnceCell<Box<Cold>>,
     /// The task's coroutine, resumed in place by the kernel; taken out when it ends.
     coro: RefCell<Option<TaskCoroutine>>,
     /// The error the next resume delivers (`None`: `Ok`).
@@ -178,8 +188,14 @@ pub(crate) struct TaskRecord {
     yielder: Cell<*const ()>,
     /// The lowest address of the task's stack guard page (0 before it has a stack).
     guard: Cell<usize>,
-    /// Usable bytes of its stack.
-    stack_bytes: Cell<usize>,
+}
+
+/// The parts of a record most tasks never use.
+#[derive(Default)]
+struct Cold {
+    locals: RefCell<Locals>,
+    group: RefCell<Option<Weak<dyn GroupLink>>>,
+    panic_message: RefCell<Option<String>>,
 }
 
 /// What a new record is made of.
@@ -197,11 +213,12 @@ impl TaskRecord {
     pub(crate) fn new(who: Identity) -> TaskRecord {
         TaskRecord {
             id: who.id,
-            parent: who.parent,
+            parent: who.parent.unwrap_or(0),
             name: who.name,
             daemon: who.daemon,
             is_main: who.is_main,
-            stack_size: who.stack_size,
+            stack_size: u32::try_from(who.stack_size).expect("stack sizes are checked"),
+            stack_bytes: Cell::new(0),
             slot: Cell::new(u32::MAX),
             state: Cell::new(State::Ready),
             cycles: Cell::new(0),
@@ -213,15 +230,17 @@ impl TaskRecord {
             external: Cell::new(false),
             join_target: Cell::new(0),
             joiners: RefCell::new(WaitQueue::new()),
-            locals: RefCell::new(Locals::default()),
-            group: RefCell::new(None),
-            panic_message: RefCell::new(None),
+            cold: OnceCell::new(),
             coro: RefCell::new(None),
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
-            stack_bytes: Cell::new(0),
         }
+    }
+
+    /// The cold part, made on first use.
+    fn cold(&self) -> &Cold {
+        self.cold.get_or_init(Box::default)
     }
 
     // ----- for everyone: reading ----------------------------------------------
@@ -233,7 +252,7 @@ impl TaskRecord {
 
     #[inline]
     pub(crate) fn parent(&self) -> Option<u64> {
-        self.parent
+        (self.parent != 0).then_some(self.parent)
     }
 
     #[inline]
@@ -253,7 +272,7 @@ impl TaskRecord {
 
     #[inline]
     pub(crate) fn stack_size(&self) -> usize {
-        self.stack_size
+        self.stack_size as usize
     }
 
     #[inline]
@@ -291,7 +310,7 @@ impl TaskRecord {
     /// Usable bytes of its stack, and its guard page (0 before it has one).
     #[inline]
     pub(crate) fn stack_info(&self) -> (usize, usize) {
-        (self.stack_bytes.get(), self.guard.get())
+        (self.stack_bytes.get() as usize, self.guard.get())
     }
 
     /// `Task(id=3, name='kid', state=TIME_SLEEP)`, as Curio prints tasks.
@@ -310,51 +329,52 @@ impl TaskRecord {
     /// This task's value of the task-local `key`, if it set one.
     #[inline]
     pub(crate) fn local_get<T: Clone + 'static>(&self, key: usize) -> Option<T> {
-        self.locals.borrow().get(key)
+        self.cold.get()?.locals.borrow().get(key)
     }
 
     /// Sets this task's value of the task-local `key`; returns the previous one.
     #[inline]
     pub(crate) fn local_set<T: Clone + 'static>(&self, key: usize, value: T) -> Option<T> {
-        self.locals.borrow_mut().set(key, value)
+        self.cold().locals.borrow_mut().set(key, value)
     }
 
     /// A copy of this task's task-locals, for a child (copy on spawn).
     #[inline]
     pub(crate) fn inherit_locals(&self, child: &TaskRecord) {
-        let locals = self.locals.borrow();
+        let Some(cold) = self.cold.get() else { return };
+        let locals = cold.locals.borrow();
         if !locals.values.is_empty() {
-            *child.locals.borrow_mut() = locals.inherit();
+            *child.cold().locals.borrow_mut() = locals.inherit();
         }
     }
 
     /// True if the task belongs to a task group.
     #[inline]
     pub(crate) fn in_group(&self) -> bool {
-        self.group.borrow().is_some()
+        self.cold.get().is_some_and(|c| c.group.borrow().is_some())
     }
 
     /// Makes the task a member of `group`.
     #[inline]
     pub(crate) fn join_group(&self, group: Weak<dyn GroupLink>) {
-        *self.group.borrow_mut() = Some(group);
+        *self.cold().group.borrow_mut() = Some(group);
     }
 
     /// Takes the task out of its group (if any); returns the group.
     #[inline]
     pub(crate) fn leave_group(&self) -> Option<Weak<dyn GroupLink>> {
-        self.group.borrow_mut().take()
+        self.cold.get()?.group.borrow_mut().take()
     }
 
     /// The panic message kept after a `join` took the panic out of the result.
     #[inline]
     pub(crate) fn panic_message(&self) -> Option<String> {
-        self.panic_message.borrow().clone()
+        self.cold.get()?.panic_message.borrow().clone()
     }
 
     #[inline]
     pub(crate) fn keep_panic_message(&self, msg: String) {
-        *self.panic_message.borrow_mut() = Some(msg);
+        *self.cold().panic_message.borrow_mut() = Some(msg);
     }
 
     // ----- for the kernel: scheduling -----------------------------------------
@@ -465,13 +485,13 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_stack(&self, guard: usize, usable: usize) {
         self.guard.set(guard);
-        self.stack_bytes.set(usable);
+        self.stack_bytes.set(u32::try_from(usable).unwrap_or(u32::MAX));
     }
 
     /// The group to tell that this task ended.
     #[inline]
     pub(super) fn group(&self) -> Option<std::rc::Rc<dyn GroupLink>> {
-        self.group.borrow().as_ref().and_then(Weak::upgrade)
+        self.cold.get()?.group.borrow().as_ref().and_then(Weak::upgrade)
     }
 }
 
@@ -532,7 +552,12 @@ impl<S: ?Sized + AnySlot> Drop for TaskBox<S> {
     #[inline]
     fn drop(&mut self) {
         let value_panic = self.result.drop_value();
-        if value_panic.is_some() || !self.record.locals.get_mut().values.is_empty() {
+        let has_locals = self
+            .record
+            .cold
+            .get_mut()
+            .is_some_and(|c| !c.locals.get_mut().values.is_empty());
+        if value_panic.is_some() || has_locals {
             drop_task_data(&mut self.record, value_panic);
         }
     }
@@ -549,7 +574,10 @@ fn drop_task_data(h: &mut TaskRecord, value_panic: Option<String>) {
             h.id, h.name
         );
     }
-    let locals = std::mem::take(&mut h.locals.get_mut().values);
+    let locals = match h.cold.get_mut() {
+        Some(c) => std::mem::take(&mut c.locals.get_mut().values),
+        None => Vec::new(),
+    };
     for (_, value) in locals {
         if let Some(msg) = drop_quietly(value) {
             eprintln!(
@@ -700,3 +728,4 @@ impl Locals {
         }
     }
 }
+
