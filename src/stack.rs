@@ -473,7 +473,10 @@ mod tests {
             assert_eq!(top % LINE, 0);
             colors.insert(top % COLOR_SPAN);
         }
-        assert!(colors.len() >= 16, "stack tops spread over cache sets: {colors:?}");
+        assert!(
+            colors.len() >= 16,
+            "stack tops spread over cache sets: {colors:?}"
+        );
         let mut ranges: Vec<_> = s.iter().map(|x| (x.limit, x.base)).collect();
         ranges.sort();
         for pair in ranges.windows(2) {

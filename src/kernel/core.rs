@@ -1231,4 +1231,3 @@ mod tests {
         assert_eq!(crate::run(|| 5), 5, "the thread can run a kernel again");
     }
 }
-

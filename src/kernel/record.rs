@@ -485,13 +485,19 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_stack(&self, guard: usize, usable: usize) {
         self.guard.set(guard);
-        self.stack_bytes.set(u32::try_from(usable).unwrap_or(u32::MAX));
+        self.stack_bytes
+            .set(u32::try_from(usable).unwrap_or(u32::MAX));
     }
 
     /// The group to tell that this task ended.
     #[inline]
     pub(super) fn group(&self) -> Option<std::rc::Rc<dyn GroupLink>> {
-        self.cold.get()?.group.borrow().as_ref().and_then(Weak::upgrade)
+        self.cold
+            .get()?
+            .group
+            .borrow()
+            .as_ref()
+            .and_then(Weak::upgrade)
     }
 }
 
@@ -728,4 +734,3 @@ impl Locals {
         }
     }
 }
-
