@@ -161,4 +161,5 @@ pub(super) fn report_crash(h: &TaskRecord, payload: &(dyn Any + Send)) {
         ),
     };
     eprintln!("{report}");
+    with_core(|core| core.note_crash(h, &report));
 }

@@ -85,6 +85,28 @@ pub enum State {
 }
 
 impl State {
+    /// Every state (for turning a `State as u8` back into a state).
+    pub(crate) const ALL: [State; 18] = [
+        State::Ready,
+        State::Running,
+        State::TimeSleep,
+        State::TaskJoin,
+        State::EventWait,
+        State::LockAcquire,
+        State::SemaAcquire,
+        State::CondWait,
+        State::QueueGet,
+        State::QueuePut,
+        State::QueueJoin,
+        State::FutureWait,
+        State::ReadWait,
+        State::WriteWait,
+        State::SignalWait,
+        State::GroupWait,
+        State::Suspend,
+        State::Terminated,
+    ];
+
     /// Curio's name for the state (`"TIME_SLEEP"` …).
     #[inline]
     pub fn name(self) -> &'static str {
@@ -188,6 +210,9 @@ pub(crate) struct TaskRecord {
     yielder: Cell<*const ()>,
     /// The lowest address of the task's stack guard page (0 before it has a stack).
     guard: Cell<usize>,
+    /// The kernel resumed the task only to have it capture its backtrace
+    /// (`where`); its wait goes on untouched (`arch-notes/monitor.md`).
+    capture: Cell<bool>,
 }
 
 /// The parts of a record most tasks never use.
@@ -235,6 +260,7 @@ impl TaskRecord {
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
+            capture: Cell::new(false),
         }
     }
 
@@ -480,6 +506,18 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_yielder(&self, y: *const ()) {
         self.yielder.set(y);
+    }
+
+    /// Marks (or unmarks) the next resume as a backtrace request (`where`).
+    #[inline]
+    pub(super) fn set_capture(&self, on: bool) {
+        self.capture.set(on);
+    }
+
+    /// Takes the backtrace-request mark.
+    #[inline]
+    pub(super) fn take_capture(&self) -> bool {
+        self.capture.replace(false)
     }
 
     #[inline]
