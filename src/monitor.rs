@@ -61,7 +61,7 @@ pub const MAX_LINE: usize = 4096;
 
 /// How long a command waits for the kernel before describing what keeps it
 /// busy instead.
-const ASK: Duration = Duration::from_millis(50);
+const ASK: Duration = Duration::from_millis(30);
 
 /// `where` waits a little longer: the task is resumed to capture its stack.
 const ASK_WHERE: Duration = Duration::from_millis(200);
@@ -79,6 +79,34 @@ inventory::submit! {
 
 inventory::submit! {
     Service { attach: attach_sigquit_dump }
+}
+
+/// Where each running kernel's monitor listens, by kernel id.
+static ADDRESSES: Mutex<Vec<(u64, SocketAddr)>> = Mutex::new(Vec::new());
+
+/// Where the running kernel's monitor listens (useful with port 0, which
+/// picks a free port); `None` if it has no monitor, or its monitor could not
+/// listen.
+///
+/// ```
+/// let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+/// let kernel = curio::Kernel::builder().monitor_address(addr).build();
+/// kernel.run(|| {
+///     let at = curio::monitor::address().unwrap();
+///     assert!(at.ip().is_loopback() && at.port() != 0);
+/// }).unwrap();
+/// ```
+///
+/// # Panics
+///
+/// Outside a curio task.
+pub fn address() -> Option<SocketAddr> {
+    let kernel =
+        crate::trap::kernel_id().expect("curio::monitor::address must be called from a curio task");
+    lock(&ADDRESSES)
+        .iter()
+        .find(|(k, _)| *k == kernel)
+        .map(|(_, a)| *a)
 }
 
 fn attach_monitor(config: &Builder) -> Option<Arc<dyn Hook>> {
@@ -117,6 +145,7 @@ impl Hook for MonitorHook {
                     "curio: monitor listening on {} (connect with `curio-monitor` or `nc`)",
                     server.local
                 );
+                lock(&ADDRESSES).push((kernel.kernel_id(), server.local));
                 *lock(&self.server) = Some(server);
             }
             Err(e) => eprintln!(
@@ -128,6 +157,8 @@ impl Hook for MonitorHook {
 
     fn deactivate(&self) {
         if let Some(server) = lock(&self.server).take() {
+            let kernel = server.state.kernel.kernel_id();
+            lock(&ADDRESSES).retain(|(k, _)| *k != kernel);
             server.stop();
         }
     }

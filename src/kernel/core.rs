@@ -502,7 +502,7 @@ impl Core {
     fn step_watched(&self, h: &TaskRecord) {
         let Some(w) = &self.watch else { return };
         let beat = &w.shared.beat;
-        let from = h.state();
+        let from = h.suspended_in();
         let (result, n) = {
             let mut coro = h.coro().borrow_mut();
             let Some(coro) = coro.as_mut() else { return }; // force-unwound already
@@ -533,6 +533,7 @@ impl Core {
             corosensei::CoroutineResult::Yield(Trap::Wait) => {}
             corosensei::CoroutineResult::Return(()) => {}
         }
+        h.set_suspended_in(h.state());
         if !w.switch_hooks.is_empty() {
             self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
         }

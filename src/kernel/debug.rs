@@ -251,8 +251,9 @@ impl LongBlock {
         self.still_running
     }
 
-    /// The state it was in when the kernel resumed it: what it had been
-    /// waiting for before it started this run (`READY` after a yield).
+    /// What it had been waiting for before this run (the state its previous
+    /// run ended in: `TIME_SLEEP`, `QUEUE_GET` …; `READY` after a yield, or
+    /// for its first run).
     pub fn resumed_from(&self) -> State {
         self.resumed_from
     }

@@ -69,8 +69,9 @@ pub struct Builder {
     idle_stacks: usize,
     virtual_clock: bool,
     thread_pool_size: usize,
-    /// Where the monitor listens, if it is on.
-    monitor: Option<SocketAddr>,
+    monitor: bool,
+    /// Where the monitor listens when it is on.
+    monitor_addr: SocketAddr,
     dump_on_sigquit: bool,
     hooks: Vec<Arc<dyn debug::Hook>>,
 }
@@ -85,7 +86,7 @@ impl fmt::Debug for Builder {
             .field("idle_stacks", &self.idle_stacks)
             .field("virtual_clock", &self.virtual_clock)
             .field("thread_pool_size", &self.thread_pool_size)
-            .field("monitor", &self.monitor)
+            .field("monitor", &self.monitor.then_some(self.monitor_addr))
             .field("dump_on_sigquit", &self.dump_on_sigquit)
             .field("hooks", &self.hooks.len())
             .finish()
@@ -98,8 +99,8 @@ impl Builder {
     /// how the example tests run the tutorial's programs instantly).
     ///
     /// The monitor is off unless the environment variable `CURIO_MONITOR` is
-    /// set to anything but `0` or nothing (Curio's `CURIOMONITOR`); it then
-    /// listens on [`DEFAULT_MONITOR_ADDRESS`], or on `CURIO_MONITOR_ADDR`
+    /// set to anything but `0` or nothing (Curio's `CURIOMONITOR`). When on,
+    /// it listens on [`DEFAULT_MONITOR_ADDRESS`], or on `CURIO_MONITOR_ADDR`
     /// (`host:port`) if that is set.
     pub fn new() -> Builder {
         let virtual_clock = std::env::var("CURIO_CLOCK").is_ok_and(|v| v == "virtual");
@@ -108,35 +109,33 @@ impl Builder {
             idle_stacks: stack::DEFAULT_IDLE_STACKS,
             virtual_clock,
             thread_pool_size: 64,
-            monitor: None,
+            monitor: false,
+            monitor_addr: DEFAULT_MONITOR_ADDRESS.parse().expect("a valid address"),
             dump_on_sigquit: false,
             hooks: Vec::new(),
         };
+        match std::env::var("CURIO_MONITOR_ADDR").map(|a| a.parse::<SocketAddr>()) {
+            Ok(Ok(addr)) => b.monitor_addr = addr,
+            Ok(Err(e)) => eprintln!(
+                "curio: CURIO_MONITOR_ADDR is not a host:port address ({e}); \
+                 the monitor would use {DEFAULT_MONITOR_ADDRESS}"
+            ),
+            Err(_) => {}
+        }
         if std::env::var("CURIO_MONITOR").is_ok_and(|v| !v.is_empty() && v != "0") {
             b = b.with_monitor(true);
-            match std::env::var("CURIO_MONITOR_ADDR").map(|a| a.parse::<SocketAddr>()) {
-                Ok(Ok(addr)) => b = b.monitor_address(addr),
-                Ok(Err(e)) => eprintln!(
-                    "curio: CURIO_MONITOR_ADDR is not a host:port address ({e}); \
-                     the monitor uses {DEFAULT_MONITOR_ADDRESS}"
-                ),
-                Err(_) => {}
-            }
         }
         b
     }
 
     /// Turns the monitor on (or off): a server on its own OS thread, at
     /// [`DEFAULT_MONITOR_ADDRESS`] (loopback only) unless
-    /// [`Builder::monitor_address`] names another, that answers `ps`,
+    /// [`Builder::monitor_address`] or `CURIO_MONITOR_ADDR` names another,
+    /// that answers `ps`,
     /// `where`, `cancel` … in plain text lines (`curio-monitor`, or
     /// `nc localhost 48802`); see [`crate::monitor`]. Off by default.
     pub fn with_monitor(mut self, on: bool) -> Builder {
-        self.monitor = match (on, self.monitor) {
-            (false, _) => None,
-            (true, Some(addr)) => Some(addr),
-            (true, None) => Some(DEFAULT_MONITOR_ADDRESS.parse().expect("a valid address")),
-        };
+        self.monitor = on;
         self
     }
 
@@ -145,7 +144,8 @@ impl Builder {
     /// `cancel` and `signal` commands) to the network: pass one only on
     /// purpose. Port 0 picks a free port (the monitor prints which).
     pub fn monitor_address(mut self, addr: SocketAddr) -> Builder {
-        self.monitor = Some(addr);
+        self.monitor = true;
+        self.monitor_addr = addr;
         self
     }
 
@@ -179,7 +179,7 @@ impl Builder {
 
     /// The monitor's address, if it is on (read by the monitor service).
     pub(crate) fn monitor(&self) -> Option<SocketAddr> {
-        self.monitor
+        self.monitor.then_some(self.monitor_addr)
     }
 
     /// Whether `SIGQUIT` dumps the tasks (read by the monitor service).

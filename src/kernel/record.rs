@@ -213,6 +213,9 @@ pub(crate) struct TaskRecord {
     /// The kernel resumed the task only to have it capture its backtrace
     /// (`where`); its wait goes on untouched (`arch-notes/monitor.md`).
     capture: Cell<bool>,
+    /// The state its last slice ended in (kept by a watched kernel only: the
+    /// wait a long block was resumed from).
+    suspended_in: Cell<State>,
 }
 
 /// The parts of a record most tasks never use.
@@ -261,6 +264,7 @@ impl TaskRecord {
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
             capture: Cell::new(false),
+            suspended_in: Cell::new(State::Ready),
         }
     }
 
@@ -512,6 +516,17 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_capture(&self, on: bool) {
         self.capture.set(on);
+    }
+
+    /// The state its last slice ended in (watched kernels only).
+    #[inline]
+    pub(super) fn suspended_in(&self) -> State {
+        self.suspended_in.get()
+    }
+
+    #[inline]
+    pub(super) fn set_suspended_in(&self, state: State) {
+        self.suspended_in.set(state);
     }
 
     /// Takes the backtrace-request mark.

@@ -51,6 +51,10 @@ pub(crate) const SAMPLE: Duration = Duration::from_millis(10);
 /// that is stuck must not pile them up.
 const MAX_PENDING: usize = 256;
 
+/// The longest a watcher waits for a kernel that is not stuck in a task (it
+/// may be answering many questions, or be starved of CPU).
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(5);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -159,12 +163,14 @@ impl Shared {
         }
     }
 
-    /// Asks the kernel `query` and waits up to `timeout` for its answer.
+    /// Asks the kernel `query` and waits for its answer: while a task keeps
+    /// the kernel busy, for `patience`; while the kernel runs its own code
+    /// (answering others, say) or is about to wake, for up to [`MAX_WAIT`].
     /// `Err` (with what the kernel is doing instead) if it did not answer.
     pub(crate) fn ask(
         &self,
         query: Query,
-        timeout: Duration,
+        patience: Duration,
     ) -> std::result::Result<Answer, String> {
         if !self.alive.load(Ordering::Acquire) {
             return Err("the kernel has ended".to_string());
@@ -179,9 +185,19 @@ impl Shared {
         }
         self.pending.store(true, Ordering::Release);
         self.inbox.nudge();
-        match rx.recv_timeout(timeout) {
-            Ok(a) => Ok(a),
-            Err(_) => Err(self.busy_text()),
+        let asked = Instant::now();
+        loop {
+            match rx.recv_timeout(patience) {
+                Ok(a) => return Ok(a),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err("the kernel has ended".to_string());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let hogged = self.busy().is_some_and(|(_, ran)| ran >= patience);
+            if hogged || asked.elapsed() >= MAX_WAIT || !self.alive.load(Ordering::Acquire) {
+                return Err(self.busy_text());
+            }
         }
     }
 
