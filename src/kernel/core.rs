@@ -317,6 +317,25 @@ struct Watch {
     /// Slices begun (the beat's counter, kept here too to write it without reading).
     switches: Cell<u64>,
     watchdog: RefCell<Option<Watchdog>>,
+    /// The state each task's last slice ended in, by slot (`State as u8`;
+    /// `READY` for none yet): what a long block was resumed from.
+    suspended_in: RefCell<Vec<u8>>,
+}
+
+impl Watch {
+    fn suspended_in(&self, slot: u32) -> State {
+        let v = self.suspended_in.borrow().get(slot as usize).copied();
+        v.map_or(State::Ready, super::watch::state_from_u8)
+    }
+
+    fn set_suspended_in(&self, slot: u32, state: State) {
+        let mut v = self.suspended_in.borrow_mut();
+        let i = slot as usize;
+        if v.len() <= i {
+            v.resize(i + 1, State::Ready as u8);
+        }
+        v[i] = state as u8;
+    }
 }
 
 impl Core {
@@ -333,6 +352,7 @@ impl Core {
             announced: Cell::new(1),
             switches: Cell::new(0),
             watchdog: RefCell::new(None),
+            suspended_in: RefCell::new(Vec::new()),
         });
         Ok(Core {
             slots: RefCell::new(Vec::new()),
@@ -502,7 +522,7 @@ impl Core {
     fn step_watched(&self, h: &TaskRecord) {
         let Some(w) = &self.watch else { return };
         let beat = &w.shared.beat;
-        let from = h.suspended_in();
+        let from = w.suspended_in(h.slot());
         let (result, n) = {
             let mut coro = h.coro().borrow_mut();
             let Some(coro) = coro.as_mut() else { return }; // force-unwound already
@@ -533,7 +553,7 @@ impl Core {
             corosensei::CoroutineResult::Yield(Trap::Wait) => {}
             corosensei::CoroutineResult::Return(()) => {}
         }
-        h.set_suspended_in(h.state());
+        w.set_suspended_in(h.slot(), h.state());
         if !w.switch_hooks.is_empty() {
             self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
         }
@@ -577,6 +597,7 @@ impl Core {
                 continue;
             };
             let h = task.record();
+            w.set_suspended_in(slot, State::Ready);
             w.shared
                 .names
                 .lock()
@@ -802,13 +823,13 @@ impl Core {
             ));
         };
         let saved = h.take_reply();
-        h.set_capture(true);
+        switch::CAPTURE_FOR.with(|c| c.set(h));
         h.set_reply(Some(Error::usage("a backtrace request")));
         let previous = replace_task(h);
         let result = coro.resume(());
         TASK.with(|c| c.set(previous));
         h.set_reply(saved);
-        h.set_capture(false);
+        switch::CAPTURE_FOR.with(|c| c.set(ptr::null()));
         let captured = switch::CAPTURED.with(|c| c.take());
         match result {
             corosensei::CoroutineResult::Yield(_) => {}
@@ -1198,15 +1219,15 @@ impl Core {
     /// report if everything blocked first.
     fn run_until(&self, done: impl Fn() -> bool) -> Option<String> {
         match &self.watch {
-            None => self.run_loop::<false>(&done),
-            Some(_) => self.run_loop::<true>(&done),
+            None => self.run_loop::<false>(done),
+            Some(_) => self.run_loop::<true>(done),
         }
     }
 
     /// The loop, in two forms: unwatched (`WATCHED == false`, what almost
     /// every kernel runs: nothing in it serves the debugging machinery) and
     /// watched (the per-switch record and the hooks around every slice).
-    fn run_loop<const WATCHED: bool>(&self, done: &impl Fn() -> bool) -> Option<String> {
+    fn run_loop<const WATCHED: bool>(&self, done: impl Fn() -> bool) -> Option<String> {
         if WATCHED {
             self.announce_new_tasks();
         }

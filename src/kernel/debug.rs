@@ -568,7 +568,7 @@ fn resolve(mut bt: backtrace::Backtrace) -> Vec<Frame> {
     // resumed the task: the kernel loop), are not the task's.
     while frames
         .first()
-        .is_some_and(|f| f.function.contains("curio::kernel::switch::answer_capture"))
+        .is_some_and(|f| f.function.contains("curio::kernel::switch::error_reply"))
     {
         frames.remove(0);
     }

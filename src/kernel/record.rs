@@ -210,12 +210,6 @@ pub(crate) struct TaskRecord {
     yielder: Cell<*const ()>,
     /// The lowest address of the task's stack guard page (0 before it has a stack).
     guard: Cell<usize>,
-    /// The kernel resumed the task only to have it capture its backtrace
-    /// (`where`); its wait goes on untouched (`arch-notes/monitor.md`).
-    capture: Cell<bool>,
-    /// The state its last slice ended in (kept by a watched kernel only: the
-    /// wait a long block was resumed from).
-    suspended_in: Cell<State>,
 }
 
 /// The parts of a record most tasks never use.
@@ -263,8 +257,6 @@ impl TaskRecord {
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
-            capture: Cell::new(false),
-            suspended_in: Cell::new(State::Ready),
         }
     }
 
@@ -510,29 +502,6 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_yielder(&self, y: *const ()) {
         self.yielder.set(y);
-    }
-
-    /// Marks (or unmarks) the next resume as a backtrace request (`where`).
-    #[inline]
-    pub(super) fn set_capture(&self, on: bool) {
-        self.capture.set(on);
-    }
-
-    /// The state its last slice ended in (watched kernels only).
-    #[inline]
-    pub(super) fn suspended_in(&self) -> State {
-        self.suspended_in.get()
-    }
-
-    #[inline]
-    pub(super) fn set_suspended_in(&self, state: State) {
-        self.suspended_in.set(state);
-    }
-
-    /// Takes the backtrace-request mark.
-    #[inline]
-    pub(super) fn take_capture(&self) -> bool {
-        self.capture.replace(false)
     }
 
     #[inline]
