@@ -317,25 +317,8 @@ struct Watch {
     /// Slices begun (the beat's counter, kept here too to write it without reading).
     switches: Cell<u64>,
     watchdog: RefCell<Option<Watchdog>>,
-    /// The state each task's last slice ended in, by slot (`State as u8`;
-    /// `READY` for none yet): what a long block was resumed from.
-    suspended_in: RefCell<Vec<u8>>,
-}
-
-impl Watch {
-    fn suspended_in(&self, slot: u32) -> State {
-        let v = self.suspended_in.borrow().get(slot as usize).copied();
-        v.map_or(State::Ready, super::watch::state_from_u8)
-    }
-
-    fn set_suspended_in(&self, slot: u32, state: State) {
-        let mut v = self.suspended_in.borrow_mut();
-        let i = slot as usize;
-        if v.len() <= i {
-            v.resize(i + 1, State::Ready as u8);
-        }
-        v[i] = state as u8;
-    }
+    /// The last long block whose end was reported (`Shared::flagged`).
+    long_handled: Cell<u64>,
 }
 
 impl Core {
@@ -352,7 +335,7 @@ impl Core {
             announced: Cell::new(1),
             switches: Cell::new(0),
             watchdog: RefCell::new(None),
-            suspended_in: RefCell::new(Vec::new()),
+            long_handled: Cell::new(0),
         });
         Ok(Core {
             slots: RefCell::new(Vec::new()),
@@ -517,54 +500,68 @@ impl Core {
     }
 
     /// [`Core::step`] for a watched kernel: the same, with the per-switch
-    /// record kept and the hooks called around the slice.
+    /// record kept (a few plain stores) and, with `HOOKS`, the hooks called
+    /// around the slice.
     #[inline(always)]
-    fn step_watched(&self, h: &TaskRecord) {
+    fn step_watched<const HOOKS: bool>(&self, h: &TaskRecord) {
         let Some(w) = &self.watch else { return };
         let beat = &w.shared.beat;
-        let from = w.suspended_in(h.slot());
-        let (result, n) = {
+        let result = {
             let mut coro = h.coro().borrow_mut();
             let Some(coro) = coro.as_mut() else { return }; // force-unwound already
             h.start_slice();
-            if !w.switch_hooks.is_empty() {
+            if HOOKS {
                 self.call_hooks(&w.switch_hooks, |hook| hook.running(&TaskInfo::new(h)));
             }
             let n = w.switches.get() + 1;
             w.switches.set(n);
-            beat.resumed_from.store(from as u8, Relaxed);
+            beat.resumed_from.store(h.suspended_in() as u8, Relaxed);
             beat.switches.store(n, Relaxed);
             beat.running.store(h.id(), Relaxed);
             set_task(Some(h));
             let result = coro.resume(());
             set_task(None);
             beat.running.store(0, Relaxed);
-            (result, n)
+            result
         };
         if self.next_task_id.get() != w.announced.get() {
             self.announce_new_tasks();
         }
-        let ended = matches!(result, corosensei::CoroutineResult::Return(()));
         match result {
             corosensei::CoroutineResult::Yield(Trap::Yield) => {
                 h.set_state(State::Ready);
                 self.ready.push(h);
             }
             corosensei::CoroutineResult::Yield(Trap::Wait) => {}
-            corosensei::CoroutineResult::Return(()) => {}
+            corosensei::CoroutineResult::Return(()) => {
+                if HOOKS {
+                    self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
+                }
+                if let Some(task) = self.task_at(h.slot()) {
+                    self.finish(&task);
+                    self.note_terminated(h);
+                }
+                return;
+            }
         }
-        w.set_suspended_in(h.slot(), h.state());
-        if !w.switch_hooks.is_empty() {
+        h.set_suspended_in(h.state());
+        if HOOKS {
             self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
         }
-        if w.shared.flagged.load(Relaxed) == n {
-            self.long_block_ended(h, from, ended);
-        }
-        if ended {
-            if let Some(task) = self.task_at(h.slot()) {
-                self.finish(&task);
-                self.note_terminated(h);
-            }
+    }
+
+    /// Between two passes: if the watchdog reported a slice as a long block
+    /// since the last look, that slice has ended; report it once more, with
+    /// how long it ran and where the task suspended (the watchdog measured
+    /// from when it first saw the slice; the end is seen here, at most a pass
+    /// late).
+    #[inline]
+    fn check_long_block(&self) {
+        let Some(w) = &self.watch else { return };
+        let flagged = w.shared.flagged.load(std::sync::atomic::Ordering::Acquire);
+        if flagged != w.long_handled.get() {
+            w.long_handled.set(flagged);
+            self.long_block_ended();
         }
     }
 
@@ -597,7 +594,6 @@ impl Core {
                 continue;
             };
             let h = task.record();
-            w.set_suspended_in(slot, State::Ready);
             w.shared
                 .names
                 .lock()
@@ -633,17 +629,19 @@ impl Core {
     /// once more, with how long it ran and (if it suspended) where.
     #[cold]
     #[inline(never)]
-    fn long_block_ended(&self, h: &TaskRecord, from: State, ended: bool) {
+    fn long_block_ended(&self) {
         let Some(w) = &self.watch else { return };
         let since = w.shared.epoch + Duration::from_nanos(w.shared.flagged_since.load(Relaxed));
         let ran = since.elapsed();
-        let at = if ended {
-            None
-        } else {
-            self.task_at(h.slot())
-                .and_then(|t| self.capture_stack(&t).ok())
+        let id = w.shared.flagged_task.load(Relaxed);
+        let from = super::watch::state_from_u8(w.shared.flagged_from.load(Relaxed));
+        let task = self.task_by_id(id);
+        let name: Arc<str> = match &task {
+            Some(t) => Arc::from(t.record().name()),
+            None => w.shared.name_of(id).unwrap_or_else(|| "?".into()),
         };
-        let report = LongBlock::new(h.id(), Arc::from(h.name()), ran, false, from, at);
+        let at = task.as_ref().and_then(|t| self.capture_stack(t).ok());
+        let report = LongBlock::new(id, name, ran, false, from, at);
         for hook in &w.hooks {
             if hook.long_block_threshold().is_some_and(|t| ran >= t) {
                 self.call_hooks(std::slice::from_ref(hook), |hook| hook.long_block(&report));
@@ -1219,15 +1217,20 @@ impl Core {
     /// report if everything blocked first.
     fn run_until(&self, done: impl Fn() -> bool) -> Option<String> {
         match &self.watch {
-            None => self.run_loop::<false>(done),
-            Some(_) => self.run_loop::<true>(done),
+            None => self.run_loop::<false, false>(done),
+            Some(w) if w.switch_hooks.is_empty() => self.run_loop::<true, false>(done),
+            Some(_) => self.run_loop::<true, true>(done),
         }
     }
 
-    /// The loop, in two forms: unwatched (`WATCHED == false`, what almost
-    /// every kernel runs: nothing in it serves the debugging machinery) and
-    /// watched (the per-switch record and the hooks around every slice).
-    fn run_loop<const WATCHED: bool>(&self, done: impl Fn() -> bool) -> Option<String> {
+    /// The loop, in three forms: unwatched (`WATCHED == false`, what almost
+    /// every kernel runs: nothing in it serves the debugging machinery),
+    /// watched (the per-switch record kept around every slice), and watched
+    /// with hooks that want every switch (`HOOKS`).
+    fn run_loop<const WATCHED: bool, const HOOKS: bool>(
+        &self,
+        done: impl Fn() -> bool,
+    ) -> Option<String> {
         if WATCHED {
             self.announce_new_tasks();
         }
@@ -1238,6 +1241,9 @@ impl Core {
         let mut since_poll = 0usize;
         loop {
             if batch == 0 {
+                if WATCHED {
+                    self.check_long_block();
+                }
                 if done() {
                     return None;
                 }
@@ -1261,7 +1267,7 @@ impl Core {
                 #[allow(unsafe_code)]
                 let task = unsafe { task.as_ref() };
                 if WATCHED {
-                    self.step_watched(task);
+                    self.step_watched::<HOOKS>(task);
                 } else {
                     self.step(task);
                 }

@@ -210,6 +210,9 @@ pub(crate) struct TaskRecord {
     yielder: Cell<*const ()>,
     /// The lowest address of the task's stack guard page (0 before it has a stack).
     guard: Cell<usize>,
+    /// The state its last slice ended in, kept by a watched kernel only (what
+    /// a long block was resumed from); `READY` before its first slice.
+    suspended_in: Cell<State>,
 }
 
 /// The parts of a record most tasks never use.
@@ -257,6 +260,7 @@ impl TaskRecord {
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
+            suspended_in: Cell::new(State::Ready),
         }
     }
 
@@ -502,6 +506,17 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_yielder(&self, y: *const ()) {
         self.yielder.set(y);
+    }
+
+    /// The state its last slice ended in (watched kernels only).
+    #[inline]
+    pub(super) fn suspended_in(&self) -> State {
+        self.suspended_in.get()
+    }
+
+    #[inline]
+    pub(super) fn set_suspended_in(&self, state: State) {
+        self.suspended_in.set(state);
     }
 
     #[inline]

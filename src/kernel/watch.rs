@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     pub(crate) flagged: AtomicU64,
     /// When the flagged slice was first seen, in ns since `epoch`.
     pub(crate) flagged_since: AtomicU64,
+    /// The task that ran the flagged slice, and the state it was resumed from.
+    pub(crate) flagged_task: AtomicU64,
+    pub(crate) flagged_from: AtomicU8,
     pub(crate) epoch: Instant,
     /// Hooks, for the long-block reports made on the watchdog thread.
     pub(crate) hooks: Vec<Arc<dyn Hook>>,
@@ -157,6 +160,8 @@ impl Shared {
             slice: Mutex::new(Slice::default()),
             flagged: AtomicU64::new(0),
             flagged_since: AtomicU64::new(0),
+            flagged_task: AtomicU64::new(0),
+            flagged_from: AtomicU8::new(0),
             epoch: Instant::now(),
             hooks,
             threshold,
@@ -343,6 +348,8 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
             if s.flagged.load(Ordering::Relaxed) != switches {
                 let since = slice.since.map_or(0, |t| (t - s.epoch).as_nanos() as u64);
                 s.flagged_since.store(since, Ordering::Relaxed);
+                s.flagged_task.store(running, Ordering::Relaxed);
+                s.flagged_from.store(from, Ordering::Relaxed);
                 s.flagged.store(switches, Ordering::Release);
             }
             let report = LongBlock::new(
@@ -361,8 +368,8 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
 /// The state a `State as u8` stood for.
 pub(crate) fn state_from_u8(v: u8) -> State {
     State::ALL
-        .iter()
+        .get(v as usize)
         .copied()
-        .find(|s| *s as u8 == v)
+        .filter(|s| *s as u8 == v)
         .unwrap_or(State::Suspend)
 }
