@@ -282,6 +282,9 @@ impl Drop for Registration {
 // Socket
 // ---------------------------------------------------------------------------
 
+/// The most one [`Socket::recv`] reads.
+const RECV_CHUNK: usize = 64 * 1024;
+
 /// True for `SOCK_STREAM` (with or without the `SOCK_NONBLOCK`/`SOCK_CLOEXEC`
 /// flags): a byte stream, where a short read means the buffer was drained.
 fn is_stream_type(ty: socket2::Type) -> bool {
@@ -341,15 +344,23 @@ impl Socket {
         self.sock.as_raw_fd()
     }
 
-    /// Receives up to `maxsize` bytes; an empty vector means the peer closed.
+    /// Receives up to `maxsize` bytes (at most 64 KiB per call); an empty
+    /// vector means the peer closed.
     ///
     /// # Cancellation
     ///
     /// A cancel point while no data is available. Cancelled, nothing was read.
     pub fn recv(&self, maxsize: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0; maxsize];
-        let n = self.recv_into(&mut buf)?;
-        buf.truncate(n);
+        // At most RECV_CHUNK per call (a receive returns what is there, and
+        // a short receive is normal), read into memory not zeroed first; the
+        // vector returned holds what came, not `maxsize` of capacity, so a
+        // `recv(1 << 30)` neither allocates a gigabyte nor keeps one alive.
+        let want = maxsize.min(RECV_CHUNK);
+        let mut buf = Vec::new();
+        self.recv_append(&mut buf, want)?;
+        if buf.capacity() > 2 * buf.len().max(64) {
+            buf.shrink_to_fit();
+        }
         Ok(buf)
     }
 
