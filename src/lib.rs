@@ -80,6 +80,7 @@ pub mod task;
 pub mod task_group;
 pub mod time;
 pub mod tls;
+pub mod tutorial;
 pub mod universal;
 pub mod workers;
 
