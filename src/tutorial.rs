@@ -886,7 +886,7 @@
 //!
 //! TLS is one call away. [`net::Connect`](crate::net::Connect) opens a plain
 //! connection, and `.tls()` turns it into a TLS one
-//! ([rustls](crate::tls::rustls), the server's certificate checked against the
+//! (rustls, the server's certificate checked against the
 //! Mozilla roots for the host name). The result is a
 //! [`TlsStream`](crate::tls::TlsStream), a buffered stream with `readline`,
 //! `read_exactly`, `write_all` and the rest:
