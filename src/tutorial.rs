@@ -237,9 +237,10 @@
 //!
 //! If a task must not be interrupted in the middle of something, wrap that part
 //! in [`disable_cancellation`](crate::disable_cancellation): a cancellation or
-//! timeout that arrives meanwhile waits until the block ends, and
+//! timeout that arrives meanwhile stays pending, and is delivered at the first
+//! wait after the block; inside it,
 //! [`check_cancellation`](crate::check_cancellation) tells whether one is
-//! pending. [`cancel_with`](crate::TaskRef::cancel_with) cancels with an error of
+//! pending, without taking it. [`cancel_with`](crate::TaskRef::cancel_with) cancels with an error of
 //! your choice instead of [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
 //!
 //! # Task groups
@@ -641,8 +642,9 @@
 //! ```
 //!
 //! How far the kid gets depends on the machine and the build (a debug build
-//! reaches about `fib(38)` before "Let's go"). The cancellation kills the worker
-//! in the middle of `fib(44)`; it is gone by the time the kid saves its work.
+//! computes more slowly). The cancellation comes in the middle of the next
+//! number (here `fib(44)`) and kills the worker computing it: the worker is gone
+//! by the time the kid saves its work.
 //!
 //! Three things make `run_in_process` work. A function sent to another process
 //! cannot be a closure, so it is a plain `fn(A) -> R` whose argument and result
@@ -908,9 +910,11 @@
 //! private certificate instead of the Mozilla roots, build a
 //! [`TlsConnector`](crate::tls::TlsConnector) from your own roots and use
 //! `.tls_with(&connector)`; the example's `--cacert CERT.pem` option does so, and
-//! the SSL server below makes such a certificate. [`Connect`](crate::net::Connect)
-//! and [`TlsConnector`](crate::tls::TlsConnector) also take a server name other
-//! than the host, ALPN protocols and a handshake timeout.
+//! the SSL server below makes such a certificate. After `.tls()`, the builder
+//! also takes a server name to verify other than the host
+//! ([`server_name`](crate::tls::TlsConnect::server_name)), ALPN protocols
+//! ([`alpn`](crate::tls::TlsConnect::alpn)) and a handshake deadline
+//! ([`handshake_timeout`](crate::tls::TlsConnect::handshake_timeout)).
 //!
 //! # Servers
 //!
@@ -974,7 +978,9 @@
 //!
 //! There is no `close` to forget: a socket is closed when it is dropped, here
 //! when `echo_client` returns (or fails, or is cancelled). The client tasks are
-//! *daemons*, which tell the kernel not to wait for them at shutdown.
+//! spawned as *daemons*: background tasks whose value nobody collects (a task
+//! group does not wait for its daemon members). Like every task still running,
+//! they are cancelled when the main task ends.
 //!
 //! ## `tcp_server`
 //!
@@ -1300,12 +1306,11 @@
 //! ```
 //!
 //! The two `?` are for the loan (`blocking` returns a `curio::Result` of what the
-//! closure returned) and for the `std::io::Result` of `write_all`. A blocking
-//! call blocks the thread it runs on, here the kernel's, and every task with it.
-//! The socket itself stays non-blocking, so other tasks using it are not
-//! affected by the loan, but the kernel is stuck until the call returns. To keep
-//! the kernel free, give a clone of the handle to a worker thread
-//! (`cargo run --example blocking_io_in_thread`):
+//! closure returned) and for the `std::io::Result` of `write_all`. The loan does
+//! not change the socket: other tasks still see it non-blocking. But a call on the
+//! handle blocks the thread it runs on, here the kernel's, and with it every
+//! task, until it returns. To keep the kernel free, give a clone of the handle to
+//! a worker thread (`cargo run --example blocking_io_in_thread`):
 //!
 //! ```no_run
 //! # use curio::net::TcpStream;
