@@ -1,16 +1,17 @@
 //! A tutorial for Rust programmers: curio from a first countdown to TLS servers
 //! and subprocesses.
 //!
-//! It follows the order of Python Curio's own tutorial and tells the same
-//! story (a parent, a kid who would rather build the Millenium Falcon in
-//! Minecraft, and a countdown), told in Rust. You need to know Rust; you do not
+//! It follows the order of Python Curio's own tutorial and keeps its story (a
+//! parent, a kid who would rather build the Millenium Falcon in Minecraft, and a
+//! countdown), in Rust. You need to know Rust; you do not
 //! need to know Curio.
 //!
-//! Every section names a program in the repository's `examples/` directory. Run it
-//! from a checkout of curio with `cargo run --example NAME`; the output shown here
-//! is what those programs print. The code blocks on this page are compiled and run
-//! by `cargo test --doc` (the servers are compiled only, since they serve
-//! forever), so they cannot drift away from the crate.
+//! Each section names its program in the repository's `examples/` directory. Run
+//! it from a checkout of curio with `cargo run --example NAME`; the output shown
+//! here is what those programs print. The code blocks on this page are compiled
+//! and run by `cargo test --doc` (those that serve forever, need the network or
+//! take real seconds are compiled only), so they cannot drift away from the
+//! crate.
 //!
 //! # Getting started
 //!
@@ -240,8 +241,9 @@
 //! timeout that arrives meanwhile stays pending, and is delivered at the first
 //! wait after the block; inside it,
 //! [`check_cancellation`](crate::check_cancellation) tells whether one is
-//! pending, without taking it. [`cancel_with`](crate::TaskRef::cancel_with) cancels with an error of
-//! your choice instead of [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+//! pending, without taking it. [`cancel_with`](crate::TaskRef::cancel_with)
+//! cancels with an error of your choice instead of
+//! [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
 //!
 //! # Task groups
 //!
@@ -340,7 +342,7 @@
 //! timed out, and a waiter that gives up leaves the primitive as if it had never
 //! waited.
 //!
-//! `cargo run --example task_synchronization` (30 seconds, or
+//! `cargo run --example task_synchronization` (30 seconds; instant with
 //! `CURIO_CLOCK=virtual`) makes the kid wait for permission, an
 //! [`Event`](crate::Event), and ask again every second:
 //!
@@ -522,10 +524,11 @@
 //! ```
 //!
 //! `Queue::new(0)` is unbounded; `Queue::new(n)` holds at most `n` items, and a
-//! `put` on a full queue waits for room. Waiting getters are served in the order
-//! they came, which is why the two consumers take turns. `task_done` marks an
-//! item as handled, and `join` waits until every item put has been, so the
-//! producer knows the work is finished, not just handed out. The consumers loop
+//! `put` on a full queue waits for room. Each consumer takes an item and works
+//! on it for 100 ms, so the two take turns; getters that wait are served in the
+//! order they came, so none is starved. `task_done` marks an item as handled, and
+//! `join` waits until every item put has been marked, so the producer knows the
+//! work is finished, not just handed out. The consumers loop
 //! forever; the parent ends them with `cancel`, which reaches them in their `get`
 //! or `sleep`.
 //!
@@ -656,7 +659,7 @@
 //! [`process`](crate::process)).
 //!
 //! `cargo run --release --example number_crunching -- --thread` does each call
-//! with `run_in_thread` instead: same output, and the kernel stays just as
+//! with `run_in_thread` instead: the same lines, and the kernel stays just as
 //! responsive, but the cancelled call's thread cannot be stopped; it goes on
 //! computing its number in the background until the program exits. For blocking
 //! calls that are not CPU-bound, `run_in_thread` is the right tool:
@@ -900,7 +903,7 @@
 //!     let mut sock = Connect::new("www.python.org", 443).tls().open()?;
 //!     sock.write_all(b"GET / HTTP/1.0\r\nHost: www.python.org\r\n\r\n")?;
 //!     let status = sock.readline()?;
-//!     println!("{}", String::from_utf8_lossy(&status)); // HTTP/1.1 200 OK
+//!     print!("{}", String::from_utf8_lossy(&status)); // the status line
 //!     Ok(())
 //! })?;
 //! # Ok::<(), curio::Error>(())
