@@ -18,6 +18,8 @@
 //! Fine. Saving my work.
 //! Leaving!
 //! ```
+//!
+//! (It takes 30 seconds; `CURIO_CLOCK=virtual` runs it on the virtual clock, instantly.)
 
 use std::rc::Rc;
 use std::time::Duration;
