@@ -318,7 +318,7 @@
 //!     let r: curio::Result<()> = TaskGroup::scope(Wait::All, |g| {
 //!         sleeper = Some(g.spawn(|| curio::sleep(Duration::from_secs(60)))?);
 //!         curio::sleep(Duration::from_secs(1))?;
-//!         let port: u16 = "eighty".parse().map_err(|_| std::io::Error::other("not a port number"))?;
+//!         let port: u16 = "eighty".parse().map_err(|_| curio::Error::other("not a port number"))?;
 //!         println!("listening on {port}"); // never reached
 //!         Ok(())
 //!     });
@@ -1034,9 +1034,9 @@
 //! fn echo_client(client: TcpStream, addr: SocketAddr) -> curio::Result<()> {
 //!     println!("Connection from {addr}");
 //!     let mut s = client.as_stream();
-//!     // Curio's `async for line in s`: each turn borrows the stream for one line.
-//!     while let Some(line) = s.lines().next() {
-//!         s.write_all(&line?)?;
+//!     // Curio's `async for line in s`.
+//!     while let Some(line) = s.next_line()? {
+//!         s.write_all(&line)?;
 //!     }
 //!     println!("Connection closed");
 //!     Ok(())
@@ -1054,9 +1054,9 @@
 //! [`lines`](crate::Stream::lines)), its writing methods
 //! [`write_all`](crate::Stream::write_all) and
 //! [`writelines`](crate::Stream::writelines); it also implements
-//! `std::io::Read`, `BufRead` and `Write`. `lines` borrows the stream while it
-//! is used, so to write between lines, take one line per turn as above, or call
-//! `readline` until it returns an empty line. To read in one task and write in
+//! `std::io::Read`, `BufRead` and `Write`. The iterator of `lines` borrows the
+//! stream while it is used, so to write between lines, loop on
+//! [`next_line`](crate::Stream::next_line) as above. To read in one task and write in
 //! another, split the stream with [`into_split`](crate::Stream::into_split). For
 //! parsers that look at the buffered bytes before consuming them,
 //! [`read_more`](crate::Stream::read_more),

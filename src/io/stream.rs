@@ -566,6 +566,36 @@ impl<S: ReadIo> Stream<S> {
         }
     }
 
+    /// The next line (newline included), or `None` at end of file: Curio's
+    /// `async for line in stream` for a loop that also writes to the stream,
+    /// which [`lines`](Stream::lines) cannot do because its iterator holds the
+    /// stream borrowed.
+    ///
+    /// ```
+    /// use curio::net::UnixStream;
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     a.sendall(b"one\ntwo\n")?;
+    ///     drop(a);
+    ///     let mut s = b.as_stream();
+    ///     let mut seen = Vec::new();
+    ///     while let Some(line) = s.next_line()? {
+    ///         seen.push(line);
+    ///     }
+    ///     assert_eq!(seen, [b"one\n".to_vec(), b"two\n".to_vec()]);
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Errors and cancellation
+    ///
+    /// As [`Stream::readline`].
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>> {
+        let line = self.readline()?;
+        Ok((!line.is_empty()).then_some(line))
+    }
+
     /// An iterator over lines (newline included) until end of file.
     pub fn lines(&mut self) -> Lines<'_, S> {
         Lines { stream: self }
