@@ -64,6 +64,7 @@ use crate::sys;
 use crate::trap;
 
 mod blocking;
+mod buffers;
 mod split;
 mod stream;
 
@@ -761,8 +762,27 @@ impl StreamIo for Socket {
         self.sock.as_fd()
     }
     fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
-        self.recv_append(buf, max)
+        self.reg.retry_transfer(Direction::Read, max, || {
+            read_to_stream_buffer(self.sock.as_fd(), buf, max, true)
+        })
     }
+}
+
+/// `sys::read_to_spare` for a stream's read buffer, borrowed from
+/// [`buffers`] when it has none and given back when it is empty and the fd has
+/// nothing to read: a stream holds no buffer while it waits for input.
+fn read_to_stream_buffer(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    socket: bool,
+) -> io::Result<usize> {
+    buffers::lend(buf);
+    let r = sys::read_to_spare(fd, buf, max, socket);
+    if buf.is_empty() && matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        buffers::give_back(buf);
+    }
+    r
 }
 
 impl StreamIo for FileIo {
@@ -795,7 +815,7 @@ impl StreamIo for FileIo {
     }
     fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
         self.reg.retry_transfer(Direction::Read, max, || {
-            sys::read_to_spare(self.file.as_fd(), buf, max, false)
+            read_to_stream_buffer(self.file.as_fd(), buf, max, false)
         })
     }
 }
