@@ -1014,6 +1014,15 @@
 //! }
 //! ```
 //!
+//! A handler returns `()` or a `Result`. One that returns an error (a peer
+//! that reset the connection, say) or panics is reported on stderr as a task
+//! crash, and the server goes on:
+//!
+//! ```text
+//! curio: task crash: Task(id=7, name='echo_server::echo_client', state=RUNNING) failed:
+//! serving 127.0.0.1:50412: Connection reset by peer (os error 104)
+//! ```
+//!
 //! A server stops when its task is cancelled: it closes the listening socket,
 //! cancels every handler still running and waits for them.
 //! [`tcp_server_with`](crate::net::tcp_server_with) takes a listen backlog and
