@@ -7,6 +7,8 @@
 //! ...
 //! T-minus 1
 //! ```
+//!
+//! (It takes 10 seconds; `CURIO_CLOCK=virtual` runs it on the virtual clock, instantly.)
 
 use std::time::Duration;
 

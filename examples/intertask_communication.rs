@@ -45,7 +45,7 @@ fn main() -> curio::Result<()> {
                 curio::spawn(move || consumer(id, q))
             })
             .collect();
-        prod.join()??;
+        prod.join_flatten()?;
         for c in &consumers {
             c.cancel()?;
         }

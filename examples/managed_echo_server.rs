@@ -10,6 +10,15 @@
 //! $ nc localhost 25000                           # in other terminals
 //! $ kill -HUP 36070                              # every nc gets "Server going down"
 //! ```
+//!
+//! The server prints a line per client and, on each `SIGHUP`:
+//!
+//! ```text
+//! Connection from 127.0.0.1:41142
+//! Connection from 127.0.0.1:41152
+//! Server shutting down
+//! Starting the server
+//! ```
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -13,8 +13,11 @@
 //!
 //! ```text
 //! $ cargo run --release --example resp_server       # port 6380, or give one: -- 7000
+//! RESP server on 127.0.0.1:6380
 //! $ redis-cli -p 6380 set greeting hello
+//! OK
 //! $ redis-cli -p 6380 get greeting
+//! "hello"
 //! $ redis-benchmark -p 6380 -t ping,set,get -P 16 -q
 //! ```
 //!

@@ -71,7 +71,7 @@ fn parent() -> curio::Result<()> {
 
     println!("Let's go");
     let count_task = curio::spawn(|| countdown(10));
-    count_task.join()??;
+    count_task.join_flatten()?;
 
     println!("We're leaving!");
     match curio::timeout_after(Duration::from_secs(10), || kid_task.join()) {

@@ -11,11 +11,13 @@
 //! ...
 //! ```
 //!
-//! (This machine reaches no outside host; point it at a local server, e.g.
+//! Without a way out to the Internet, point it at a local server, e.g.
 //! `python3 -m http.server 8000` and `-- localhost 8000`, or the
 //! `simple_ssl_server` example and `-- --https --cacert CERT.pem localhost
-//! 10000`: `--cacert` trusts the certificates in that PEM file instead of the
-//! Mozilla roots.)
+//! 10000` (`--cacert` trusts the certificates in that PEM file instead of the
+//! Mozilla roots). It prints the response as it came, headers and body; a
+//! failure (a name that does not resolve, a certificate that does not verify)
+//! is printed on stderr and the exit status is 1.
 
 use curio::net::Connect;
 use curio::tls::{self, TlsConnector};

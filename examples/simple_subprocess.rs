@@ -7,7 +7,14 @@
 //! Got: 64 bytes from 151.101.0.223: icmp_seq=1 ttl=57 time=11.2 ms
 //! ...
 //! $ cargo run --example simple_subprocess -- sh -c 'for i in 1 2 3; do echo $i; sleep 1; done'
+//! Got: 1
+//! Got: 2
+//! Got: 3
 //! ```
+//!
+//! The default command needs `ping` and a network; without `ping`, `main`
+//! returns the error "cannot run `ping`: command not found; check the
+//! program's name and PATH".
 
 use curio::subprocess::{Command, Stdio};
 

@@ -13,9 +13,9 @@ use curio::net::{TcpStream, tcp_server};
 fn echo_client(client: TcpStream, addr: SocketAddr) -> curio::Result<()> {
     println!("Connection from {addr}");
     let mut s = client.as_stream();
-    // Curio's `async for line in s`: each turn borrows the stream for one line.
-    while let Some(line) = s.lines().next() {
-        s.write_all(&line?)?;
+    // Curio's `async for line in s`.
+    while let Some(line) = s.next_line()? {
+        s.write_all(&line)?;
     }
     println!("Connection closed");
     Ok(())

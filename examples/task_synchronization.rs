@@ -18,6 +18,8 @@
 //! Fine. Saving my work.
 //! Leaving!
 //! ```
+//!
+//! (It takes 30 seconds; `CURIO_CLOCK=virtual` runs it on the virtual clock, instantly.)
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -64,7 +66,7 @@ fn parent() -> curio::Result<()> {
 
     println!("Let's go");
     let count_task = curio::spawn(|| countdown(10));
-    count_task.join()??;
+    count_task.join_flatten()?;
 
     println!("We're leaving!");
     match curio::timeout_after(Duration::from_secs(10), || kid_task.join()) {

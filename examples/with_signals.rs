@@ -29,6 +29,12 @@
 //! the length of that one wait. A `SIGHUP` sent before it ends the program, as
 //! `SIGHUP` normally does; enter the set earlier (`let set = SignalSet::new(..)?`)
 //! to have such a signal queued instead.
+//!
+//! Run it on the real clock. On the virtual clock (`CURIO_CLOCK=virtual`),
+//! once the parent waits for the signal the kid's 1000-second sleep is the
+//! only timer left and the clock jumps over it: the kid has stopped playing
+//! before `SIGHUP` comes, and the story ends with "We're leaving!" and
+//! "Leaving!" only.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -78,7 +84,7 @@ fn parent() -> curio::Result<()> {
 
     println!("Let's go");
     let count_task = curio::spawn(|| countdown(10));
-    count_task.join()??;
+    count_task.join_flatten()?;
     println!("We're leaving!");
     match curio::timeout_after(Duration::from_secs(10), || kid_task.join()) {
         Err(e) if e.is_timeout() => {

@@ -67,6 +67,8 @@ pub enum ErrorKind {
     /// A worker process died (killed by a signal, or exited) before it
     /// answered; the message names the signal or the exit status.
     WorkerDied,
+    /// An error made by application code with [`Error::other`].
+    Other,
 }
 
 /// The error type of this crate: a kind plus detail. Cheap to move (one pointer).
@@ -88,7 +90,34 @@ struct Inner {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+    /// An error of `kind` with a message, for application code that wants to
+    /// fail with one of curio's kinds (a task that gives up as if cancelled,
+    /// say). [`ErrorKind::Io`] makes an [`io::Error`] of kind `Other` inside.
+    ///
+    /// ```
+    /// use curio::{Error, ErrorKind};
+    /// let e = Error::new(ErrorKind::Usage, "the port must not be 0");
+    /// assert_eq!(e.to_string(), "invalid use: the port must not be 0");
+    /// ```
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        if kind == ErrorKind::Io {
+            return Error::from(io::Error::other(message.into()));
+        }
+        Error::bare(kind, message)
+    }
+
+    /// An application error ([`ErrorKind::Other`]) whose text is `message`.
+    ///
+    /// ```
+    /// let e = curio::Error::other("no such user: ada");
+    /// assert_eq!(e.kind(), curio::ErrorKind::Other);
+    /// assert_eq!(e.to_string(), "no such user: ada");
+    /// ```
+    pub fn other(message: impl Into<String>) -> Error {
+        Error::bare(ErrorKind::Other, message)
+    }
+
+    fn bare(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
             inner: Box::new(Inner {
                 kind,
@@ -222,6 +251,7 @@ impl Error {
             ErrorKind::ProcessFailed => "command failed",
             ErrorKind::AuthenticationFailed => "authentication failed",
             ErrorKind::WorkerDied => "worker process died",
+            ErrorKind::Other => "",
         }
     }
 }
@@ -231,9 +261,12 @@ impl fmt::Display for Error {
         if let Some(io) = &self.inner.io {
             return io.fmt(f);
         }
-        f.write_str(self.describe())?;
+        let describe = self.describe();
+        f.write_str(describe)?;
         let message = &self.inner.message;
-        if message.starts_with('\n') {
+        if describe.is_empty() {
+            f.write_str(message)?;
+        } else if message.starts_with('\n') {
             write!(f, ":{message}")?; // a list, one item per line
         } else if !message.is_empty() {
             write!(f, ": {message}")?;
@@ -349,7 +382,7 @@ impl From<io::Error> for Error {
             let inner = e.into_inner().expect("checked above");
             return *inner.downcast::<Error>().expect("checked above");
         }
-        let mut err = Error::new(ErrorKind::Io, "");
+        let mut err = Error::bare(ErrorKind::Io, "");
         err.inner.io = Some(e);
         err
     }

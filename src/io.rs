@@ -64,6 +64,7 @@ use crate::sys;
 use crate::trap;
 
 mod blocking;
+mod buffers;
 mod split;
 mod stream;
 
@@ -282,6 +283,9 @@ impl Drop for Registration {
 // Socket
 // ---------------------------------------------------------------------------
 
+/// The most one [`Socket::recv`] reads.
+const RECV_CHUNK: usize = 64 * 1024;
+
 /// True for `SOCK_STREAM` (with or without the `SOCK_NONBLOCK`/`SOCK_CLOEXEC`
 /// flags): a byte stream, where a short read means the buffer was drained.
 fn is_stream_type(ty: socket2::Type) -> bool {
@@ -341,15 +345,23 @@ impl Socket {
         self.sock.as_raw_fd()
     }
 
-    /// Receives up to `maxsize` bytes; an empty vector means the peer closed.
+    /// Receives up to `maxsize` bytes (at most 64 KiB per call); an empty
+    /// vector means the peer closed.
     ///
     /// # Cancellation
     ///
     /// A cancel point while no data is available. Cancelled, nothing was read.
     pub fn recv(&self, maxsize: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0; maxsize];
-        let n = self.recv_into(&mut buf)?;
-        buf.truncate(n);
+        // At most RECV_CHUNK per call (a receive returns what is there, and
+        // a short receive is normal), read into memory not zeroed first; the
+        // vector returned holds what came, not `maxsize` of capacity, so a
+        // `recv(1 << 30)` neither allocates a gigabyte nor keeps one alive.
+        let want = maxsize.min(RECV_CHUNK);
+        let mut buf = Vec::new();
+        self.recv_append(&mut buf, want)?;
+        if buf.capacity() > 2 * buf.len().max(64) {
+            buf.shrink_to_fit();
+        }
         Ok(buf)
     }
 
@@ -750,8 +762,27 @@ impl StreamIo for Socket {
         self.sock.as_fd()
     }
     fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
-        self.recv_append(buf, max)
+        self.reg.retry_transfer(Direction::Read, max, || {
+            read_to_stream_buffer(self.sock.as_fd(), buf, max, true)
+        })
     }
+}
+
+/// `sys::read_to_spare` for a stream's read buffer, borrowed from
+/// [`buffers`] when it has none and given back when it is empty and the fd has
+/// nothing to read: a stream holds no buffer while it waits for input.
+fn read_to_stream_buffer(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    socket: bool,
+) -> io::Result<usize> {
+    buffers::lend(buf);
+    let r = sys::read_to_spare(fd, buf, max, socket);
+    if buf.is_empty() && matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        buffers::give_back(buf);
+    }
+    r
 }
 
 impl StreamIo for FileIo {
@@ -784,7 +815,7 @@ impl StreamIo for FileIo {
     }
     fn read_spare(&self, buf: &mut Vec<u8>, max: usize) -> Result<usize> {
         self.reg.retry_transfer(Direction::Read, max, || {
-            sys::read_to_spare(self.file.as_fd(), buf, max, false)
+            read_to_stream_buffer(self.file.as_fd(), buf, max, false)
         })
     }
 }

@@ -40,9 +40,16 @@
 //! I warned you!
 //! ```
 //!
+//! New to curio? Read the [`tutorial`]: Curio's tutorial told in Rust, from
+//! this countdown to TLS servers, with a runnable program in `examples/` for
+//! each step.
+//!
 //! ## Where to look
 //!
-//! - [`run`], [`Kernel`]: start a kernel; what happens at shutdown.
+//! - [`tutorial`]: the guided tour, in the order of Curio's tutorial.
+//! - [`run`], [`Kernel`]: start a kernel; what happens at shutdown; the real
+//!   clock or the virtual one ([`kernel::Builder::virtual_clock`], or
+//!   `CURIO_CLOCK=virtual` in the environment).
 //! - [`spawn`], [`Task`], [`current_task`], [`TaskLocal`]: tasks.
 //! - [`sleep`], [`timeout_after`], [`ignore_after`], [`disable_cancellation`]:
 //!   time and cancellation, with Curio's exact nesting rules.
@@ -58,12 +65,15 @@
 //! - [`fs`] ([`fs::open`], [`fs::File`]): files whose operations run on the thread pool.
 //! - [`net`] ([`net::tcp_server`], [`net::open_connection`], typed sockets) and
 //!   [`io`] ([`Socket`], [`Stream`]): sockets and streams, with `std::io` interop.
+//! - [`tls`] ([`net::Connect`] then `.tls()`, [`tls::tcp_server`]): TLS with
+//!   rustls, as streams with the same methods as plain ones.
 //! - [`signal`] ([`SignalSet`], [`SignalEvent`]): Unix signals caught, queued
 //!   and waited for; [`subprocess`] ([`subprocess::Command`]): child processes
 //!   with piped streams, waited for without threads.
 //! - [`Error`]: one error type; cancellation survives a trip through `io::Error`.
 //!
-//! The design is written up in the repository's `arch-notes/`.
+//! The design is written up in the repository's `arch-notes/` (start at
+//! `arch-notes/README.md`).
 
 pub mod channel;
 pub mod error;
@@ -81,6 +91,7 @@ pub mod task;
 pub mod task_group;
 pub mod time;
 pub mod tls;
+pub mod tutorial;
 pub mod universal;
 pub mod workers;
 

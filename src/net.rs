@@ -4,8 +4,10 @@
 //! # Invariants
 //!
 //! - A server runs one task per client. The client socket belongs to the
-//!   handler, so it is closed when the handler returns or panics; a panicking
-//!   handler is reported as a task crash and the server goes on.
+//!   handler, so it is closed when the handler returns or panics; a handler
+//!   that panics or returns an error is reported as a task crash (task, handler,
+//!   peer, error) and the server goes on. Nothing a handler returns is dropped
+//!   unseen.
 //! - When the server ends (cancelled, or a fatal accept error) it closes its
 //!   listener and cancels every handler still running, waiting for each.
 //! - Host names are resolved on a lane of worker threads of their own
@@ -40,8 +42,10 @@
 //! .unwrap();
 //! ```
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Deref;
@@ -421,9 +425,14 @@ pub trait Listener {
     /// The connection type.
     type Conn: 'static;
     /// The peer address type.
-    type Addr: 'static;
+    type Addr: Clone + 'static;
     /// Accepts one connection (a cancel point).
     fn accept_conn(&self) -> Result<(Self::Conn, Self::Addr)>;
+    /// The peer as a failure report names it.
+    fn describe_peer(addr: &Self::Addr) -> String {
+        let _ = addr;
+        String::from("a client")
+    }
 }
 
 impl Listener for TcpListener {
@@ -431,6 +440,9 @@ impl Listener for TcpListener {
     type Addr = SocketAddr;
     fn accept_conn(&self) -> Result<(TcpStream, SocketAddr)> {
         self.accept()
+    }
+    fn describe_peer(addr: &SocketAddr) -> String {
+        addr.to_string()
     }
 }
 
@@ -440,15 +452,70 @@ impl Listener for UnixListener {
     fn accept_conn(&self) -> Result<(UnixStream, SockAddr)> {
         self.accept()
     }
+    fn describe_peer(addr: &SockAddr) -> String {
+        match addr.as_pathname() {
+            Some(path) => path.display().to_string(),
+            None => String::from("an unnamed unix socket"),
+        }
+    }
+}
+
+/// What a server's connection handler returns: `()`, or a `Result` (of
+/// `()` or of another `HandlerResult`). An `Err` is not dropped: it is
+/// reported on stderr as a task crash is, naming the handler's task (named
+/// after the handler), the peer and the error (with its `Debug`, which for
+/// [`curio::Error`](Error) reads like a message). A cancellation
+/// ([`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled)) is how a server
+/// stops its handlers, and is not reported.
+///
+/// Like [`std::process::Termination`] for `main`.
+pub trait HandlerResult: 'static {
+    /// The failure to report, if the handler failed.
+    fn failure(self) -> Option<String>;
+}
+
+impl HandlerResult for () {
+    fn failure(self) -> Option<String> {
+        None
+    }
+}
+
+impl<T: HandlerResult, E: fmt::Debug + 'static> HandlerResult for std::result::Result<T, E> {
+    fn failure(self) -> Option<String> {
+        match self {
+            Ok(rest) => rest.failure(),
+            Err(e) if is_cancelled(&e) => None,
+            Err(e) => Some(format!("{e:?}")),
+        }
+    }
+}
+
+/// A `curio::Error` of kind `Cancelled`, bare or inside an `io::Error`.
+fn is_cancelled(e: &dyn Any) -> bool {
+    let curio = e.downcast_ref::<Error>().or_else(|| {
+        e.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<Error>())
+    });
+    curio.is_some_and(Error::is_cancelled)
 }
 
 /// Serves connections from `listener`, running `handler(conn, addr)` in a new
 /// task for each. Runs until cancelled (or a fatal accept error), then closes
 /// the listener and cancels every handler still running, waiting for each.
 ///
-/// A handler's return value is dropped; a panic in a handler is reported as a
-/// task crash and the server goes on. The connection is closed when the handler
-/// returns or panics.
+/// A handler that returns an error, or panics, is reported as a task crash
+/// (see [`HandlerResult`]) and the server goes on:
+///
+/// ```text
+/// curio: task crash: Task(id=3, name='resp_server::serve_client', state=RUNNING) failed:
+/// serving 127.0.0.1:50412: line longer than 65536 bytes
+/// ```
+///
+/// Each handler's task is named after the handler (its type name: the path of
+/// a function, or `…::{{closure}}`).
+///
+/// The connection is closed when the handler returns or panics.
 ///
 /// # Cancellation
 ///
@@ -458,7 +525,17 @@ pub fn run_server<L, F, R>(listener: L, handler: F) -> Result<()>
 where
     L: Listener,
     F: Fn(L::Conn, L::Addr) -> R + 'static,
-    R: 'static,
+    R: HandlerResult,
+{
+    serve(listener, std::any::type_name::<F>(), handler)
+}
+
+/// [`run_server`] whose handler tasks are called `name`.
+pub(crate) fn serve<L, F, R>(listener: L, name: &'static str, handler: F) -> Result<()>
+where
+    L: Listener,
+    F: Fn(L::Conn, L::Addr) -> R + 'static,
+    R: HandlerResult,
 {
     let handler = Rc::new(handler);
     let live: Rc<RefCell<HashMap<u64, TaskRef>>> = Rc::default();
@@ -466,7 +543,7 @@ where
         match listener.accept_conn() {
             Ok((conn, addr)) => {
                 let (h, live2) = (handler.clone(), live.clone());
-                let t = task::spawn(move || {
+                let spawned = task::Builder::new().name(name).spawn(move || {
                     struct Leave(Rc<RefCell<HashMap<u64, TaskRef>>>, u64);
                     impl Drop for Leave {
                         fn drop(&mut self) {
@@ -474,10 +551,30 @@ where
                         }
                     }
                     let _leave = Leave(live2, crate::trap::current_id());
-                    drop(h(conn, addr));
+                    if let Some(failure) = h(conn, addr.clone()).failure() {
+                        crate::trap::report_failure(&format!(
+                            "serving {}: {failure}",
+                            L::describe_peer(&addr)
+                        ));
+                    }
                 });
-                if !t.is_terminated() {
-                    live.borrow_mut().insert(t.id(), t.as_task_ref().clone());
+                match spawned {
+                    Ok(t) if !t.is_terminated() => {
+                        live.borrow_mut().insert(t.id(), t.as_task_ref().clone());
+                    }
+                    Ok(_) => {}
+                    // No stack for a handler: the connection is closed (it
+                    // went with the closure); like a failed accept, wait a
+                    // little for memory to come back.
+                    Err(e) => {
+                        eprintln!(
+                            "curio: server could not start a handler ({e}); \
+                             closed the connection, going on in 100 ms"
+                        );
+                        if let Err(e) = crate::time::sleep(Duration::from_millis(100)) {
+                            break Err(e);
+                        }
+                    }
                 }
             }
             Err(e) if is_transient(&e) => {
@@ -520,7 +617,7 @@ fn is_transient(e: &Error) -> bool {
 pub fn tcp_server<F, R>(addr: SocketAddr, handler: F) -> Result<()>
 where
     F: Fn(TcpStream, SocketAddr) -> R + 'static,
-    R: 'static,
+    R: HandlerResult,
 {
     run_server(tcp_server_socket(addr, false)?, handler)
 }
@@ -533,7 +630,7 @@ where
 pub fn tcp_server_with<F, R>(addr: SocketAddr, options: ListenOptions, handler: F) -> Result<()>
 where
     F: Fn(TcpStream, SocketAddr) -> R + 'static,
-    R: 'static,
+    R: HandlerResult,
 {
     run_server(tcp_server_socket_with(addr, options)?, handler)
 }
@@ -546,7 +643,7 @@ where
 pub fn unix_server<F, R>(path: impl AsRef<Path>, handler: F) -> Result<()>
 where
     F: Fn(UnixStream, SockAddr) -> R + 'static,
-    R: 'static,
+    R: HandlerResult,
 {
     run_server(UnixListener::bind(path)?, handler)
 }

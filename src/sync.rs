@@ -251,7 +251,13 @@ impl RLock {
             return Ok(());
         }
         if self.owner.get() == me {
-            self.count.set(self.count.get() + 1);
+            let Some(count) = self.count.get().checked_add(1) else {
+                return Err(Error::usage(format!(
+                    "task {me} acquired an RLock {} times without releasing it",
+                    u32::MAX
+                )));
+            };
+            self.count.set(count);
             return Ok(());
         }
         // `release` hands the lock over: it sets us as owner with count 1.
@@ -369,7 +375,12 @@ impl Semaphore {
                 )));
             }
         }
-        self.value.set(self.value.get() + 1);
+        let Some(value) = self.value.get().checked_add(1) else {
+            return Err(Error::usage(
+                "a Semaphore was released more times than it can count",
+            ));
+        };
+        self.value.set(value);
         Ok(())
     }
 }

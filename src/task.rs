@@ -8,7 +8,7 @@
 //!   handle; handles only read it, and reach the kernel through `crate::trap`.
 //! - A task's closure runs inside `catch_unwind` on its own stack: a panic ends
 //!   that task only. It is reported to stderr as a task crash and handed to the
-//!   joiner as [`ErrorKind::TaskPanicked`].
+//!   joiner as [`ErrorKind::TaskPanicked`](crate::ErrorKind::TaskPanicked).
 //! - Dropping a [`Task`] handle detaches the task; it runs on and is cancelled at
 //!   shutdown if still alive.
 //!
@@ -206,7 +206,7 @@ impl TaskRef {
     }
 
     /// Requests cancellation and returns at once. The task receives
-    /// [`ErrorKind::Cancelled`] at its current or next cancel point (once only;
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) at its current or next cancel point (once only;
     /// later requests do nothing). Its armed timeout is cleared. A task may
     /// cancel itself this way.
     pub fn cancel_nowait(&self) {
@@ -217,7 +217,7 @@ impl TaskRef {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Usage`] if a task cancels itself this way (use
+    /// [`ErrorKind::Usage`](crate::ErrorKind::Usage) if a task cancels itself this way (use
     /// [`TaskRef::cancel_nowait`]).
     ///
     /// # Cancellation
@@ -260,8 +260,8 @@ impl<T> Task<T> {
     ///
     /// # Errors
     ///
-    /// - [`ErrorKind::TaskPanicked`] if it panicked (the message is the panic's).
-    /// - [`ErrorKind::ResultTaken`] if an earlier `join` took the value.
+    /// - [`ErrorKind::TaskPanicked`](crate::ErrorKind::TaskPanicked) if it panicked (the message is the panic's).
+    /// - [`ErrorKind::ResultTaken`](crate::ErrorKind::ResultTaken) if an earlier `join` took the value.
     /// - The caller's own cancellation or timeout while waiting.
     ///
     /// A task that was cancelled returns whatever its closure returned; for a
@@ -369,6 +369,13 @@ impl<T> Deref for Task<T> {
     type Target = TaskRef;
     fn deref(&self) -> &TaskRef {
         &self.any
+    }
+}
+
+/// The same text as [`TaskRef`]'s: id, name and state.
+impl<T> fmt::Display for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.any, f)
     }
 }
 

@@ -965,9 +965,9 @@ impl fmt::Debug for TlsAcceptor {
 
 /// [`net::run_server`] for TLS: each client's task first runs the handshake
 /// (under the acceptor's deadline), then `handler(stream, addr)`. A client
-/// whose handshake fails or times out is dropped without calling the handler;
-/// the server goes on. To see those failures, call
-/// [`TlsAcceptor::accept`] yourself in a [`net::run_server`] handler.
+/// whose handshake fails or times out is dropped without calling the handler,
+/// and the failure is reported as a handler's error is
+/// ([`net::HandlerResult`]); the server goes on.
 ///
 /// # Cancellation
 ///
@@ -978,12 +978,14 @@ where
     L: Listener,
     L::Conn: Into<Socket>,
     F: Fn(TlsStream, L::Addr) -> R + 'static,
-    R: 'static,
+    R: net::HandlerResult,
 {
     let acceptor = acceptor.into();
-    net::run_server(listener, move |conn: L::Conn, addr| {
-        acceptor.accept(conn).map(|s| handler(s, addr))
-    })
+    net::serve(
+        listener,
+        std::any::type_name::<F>(),
+        move |conn: L::Conn, addr| acceptor.accept(conn).map(|s| handler(s, addr)),
+    )
 }
 
 /// Listens on `addr` and serves each client with `handler` over TLS (see
@@ -999,7 +1001,7 @@ pub fn tcp_server<F, R>(
 ) -> Result<()>
 where
     F: Fn(TlsStream, SocketAddr) -> R + 'static,
-    R: 'static,
+    R: net::HandlerResult,
 {
     run_server(TcpListener::bind(addr)?, acceptor, handler)
 }

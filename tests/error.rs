@@ -72,6 +72,27 @@ fn an_error_with_nothing_more_to_say_is_just_its_message() {
     assert_eq!(format!("{e:?}"), e.to_string());
 }
 
+#[test]
+fn application_code_makes_errors_of_its_own_and_of_curios_kinds() {
+    let e = curio::Error::other("no such user: ada");
+    assert_eq!(e.kind(), ErrorKind::Other);
+    assert_eq!(e.to_string(), "no such user: ada");
+    assert_eq!(format!("{e:?}"), "no such user: ada");
+    let back = curio::Error::from(io::Error::from(e));
+    assert_eq!(back.kind(), ErrorKind::Other);
+
+    let e = curio::Error::new(ErrorKind::Cancelled, "giving up");
+    assert!(e.is_cancelled() && e.is_cancellation());
+    assert_eq!(e.to_string(), "task cancelled: giving up");
+
+    // An I/O kind carries a real io::Error, so it converts back like one.
+    let e = curio::Error::new(ErrorKind::Io, "disk on fire");
+    assert_eq!(e.kind(), ErrorKind::Io);
+    let io = io::Error::from(e);
+    assert_eq!(io.kind(), io::ErrorKind::Other);
+    assert_eq!(io.to_string(), "disk on fire");
+}
+
 /// An error with an optional cause, to build chains.
 #[derive(Debug)]
 struct Layer {

@@ -1492,3 +1492,20 @@ fn a_pipe_writer_blocked_on_a_full_pipe_can_be_cancelled() {
         assert!(got[..wrote] == expected[..wrote]);
     });
 }
+
+/// Issue 9, item 9: `recv(n)` neither allocates `n` up front nor hands back a
+/// vector that keeps `n` of capacity; a huge `n` is not a crash.
+#[test]
+fn recv_with_a_huge_maxsize_returns_what_came_without_keeping_the_capacity() {
+    run_real(|| {
+        let (a, b) = tcp_pair();
+        a.sendall(b"hello").unwrap();
+        let got = b.recv(usize::MAX).unwrap();
+        assert_eq!(got, b"hello");
+        assert!(got.capacity() <= 128, "capacity {}", got.capacity());
+        a.sendall(b"again").unwrap();
+        let got = b.recv(1 << 30).unwrap();
+        assert_eq!(got, b"again");
+        assert!(got.capacity() <= 128, "capacity {}", got.capacity());
+    });
+}

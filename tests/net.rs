@@ -579,20 +579,20 @@ fn run_server_closes_the_client_socket_after_the_handler_returns() {
     run_real(|| {
         let listener = tcp_server_socket(any_port(), false).unwrap();
         let addr = listener.local_addr().unwrap();
-        // The handler answers, then either just returns or hands its stream
-        // back as its return value: either way the server closes it.
+        // The handler answers, then returns Ok or an error: either way the
+        // server closes the connection and goes on.
         let server = curio::spawn(move || {
-            run_server(
-                listener,
-                |client: TcpStream, _| -> curio::Result<Option<curio::SocketStream>> {
-                    let mut st = client.as_stream();
-                    let line = st.readline()?;
-                    st.write_all(b"bye\n")?;
-                    Ok((line == b"return it\n").then_some(st))
-                },
-            )
+            run_server(listener, |client: TcpStream, _| -> curio::Result<()> {
+                let mut st = client.as_stream();
+                let line = st.readline()?;
+                st.write_all(b"bye\n")?;
+                if line == b"fail\n" {
+                    return Err(curio::Error::other("asked to fail"));
+                }
+                Ok(())
+            })
         });
-        for request in [&b"plain\n"[..], b"return it\n", b"plain\n"] {
+        for request in [&b"plain\n"[..], b"fail\n", b"plain\n"] {
             let c = TcpStream::connect(addr).unwrap();
             c.sendall(request).unwrap();
             let got = curio::timeout_after(secs(5), || recv_to_eof(&c)).unwrap();
@@ -601,6 +601,69 @@ fn run_server_closes_the_client_socket_after_the_handler_returns() {
         assert!(!server.is_terminated());
         server.cancel().unwrap();
     });
+}
+
+/// The handler of `a_failed_handler_is_reported_with_its_task_peer_and_error`.
+fn line_or_fail(client: TcpStream, _: SocketAddr) -> curio::Result<()> {
+    let mut st = client.as_stream();
+    st.set_max_line(16);
+    let line = st.readline()?; // an over-long line is an error
+    st.write_all(&line)
+}
+
+#[test]
+fn a_failed_handler_is_reported_with_its_task_peer_and_error() {
+    const CHILD: &str = "CURIO_TEST_HANDLER_FAILURE";
+    if in_child(CHILD) {
+        run_real(|| {
+            let listener = tcp_server_socket(any_port(), false).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = curio::spawn(move || run_server(listener, line_or_fail));
+            // A good client, a client that sends an over-long line, and one
+            // that is cancelled by the server's end: only the second is reported.
+            let good = TcpStream::connect(addr).unwrap();
+            good.sendall(b"short\n").unwrap();
+            assert_eq!(recv_to_eof(&good).unwrap(), b"short\n");
+            let bad = TcpStream::connect(addr).unwrap();
+            bad.sendall(b"a line far longer than sixteen bytes\n")
+                .unwrap();
+            // Closed after the failure (with a reset: it left bytes unread).
+            let end = recv_to_eof(&bad);
+            assert!(end.as_ref().map_or(true, |got| got.is_empty()), "{end:?}");
+            println!("bad peer {}", bad.local_addr().unwrap());
+            let idle = TcpStream::connect(addr).unwrap();
+            curio::sleep(ms(50)).unwrap();
+            server.cancel().unwrap();
+            assert_eq!(recv_to_eof(&idle).unwrap(), b"");
+        });
+        return;
+    }
+    let out = run_test_in_child(
+        "a_failed_handler_is_reported_with_its_task_peer_and_error",
+        CHILD,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let peer = stdout
+        .lines()
+        .find_map(|l| Some(l.split_once("bad peer ")?.1))
+        .unwrap_or_else(|| panic!("the child names the bad peer:\n{stdout}\n{stderr}"));
+    let reports: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("curio: task crash:"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{stderr}");
+    assert!(
+        reports[0].starts_with("curio: task crash: Task(id=")
+            && reports[0].ends_with(", name='net::line_or_fail', state=RUNNING) failed:"),
+        "{stderr}"
+    );
+    let expected = format!("serving {peer}: line longer than 16 bytes");
+    assert!(
+        stderr.contains(&expected),
+        "wanted {expected:?} in:\n{stderr}"
+    );
 }
 
 #[test]

@@ -489,6 +489,16 @@ fn an_unbounded_semaphore_grows_past_its_initial_value() {
 }
 
 #[test]
+fn an_unbounded_semaphore_refuses_a_release_it_cannot_count() {
+    run_virtual(|| {
+        let sem = Semaphore::new(usize::MAX);
+        let err = sem.release().unwrap_err();
+        assert_eq!(err.kind(), curio::ErrorKind::Usage);
+        assert_eq!(sem.value(), usize::MAX);
+    });
+}
+
+#[test]
 fn bounded_semaphore_refuses_to_be_released_above_its_initial_value() {
     run_virtual(|| {
         let sem = BoundedSemaphore::new(2);

@@ -155,6 +155,7 @@ fn task_states_have_curios_names() {
             sleeper.to_string(),
             "Task(id=2, name='kid', state=TIME_SLEEP)"
         );
+        assert_eq!(format!("{sleeper}"), sleeper.to_string());
 
         let m = main.clone();
         let watcher = curio::spawn(move || m.state().to_string());

@@ -32,7 +32,7 @@ use curio::{Event, Socket, Task};
 fn serve<F, R>(acceptor: impl Into<TlsAcceptor>, handler: F) -> (Task<curio::Result<()>>, u16)
 where
     F: Fn(TlsStream, SocketAddr) -> R + 'static,
-    R: 'static,
+    R: curio::net::HandlerResult,
 {
     let listener = tcp_server_socket(any_port(), false).unwrap();
     let port = listener.local_addr().unwrap().port();

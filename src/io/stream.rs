@@ -5,6 +5,10 @@
 //! - `rbuf[rpos..]` holds bytes read from the fd and not yet handed out; reads
 //!   land in `rbuf`'s spare capacity, so nothing is zeroed first. Bytes read
 //!   before a cancellation or an error stay there, so the next read returns them.
+//! - A stream with nothing buffered holds no read buffer while it waits for
+//!   input: `read_more` gives an empty one back (`buffers`), and the fd's
+//!   `read_spare` gives back the one it borrowed when the fd has nothing to
+//!   read. Idle connections cost no buffer memory.
 //! - A method that hands out a borrowed slice (`readline_ref`,
 //!   `read_exactly_ref`, `buffered`) only moves `rpos`; the bytes it lent are
 //!   moved or dropped by the next call that takes `&mut self`, never before.
@@ -60,8 +64,7 @@ use crate::sys;
 /// The default longest line [`Stream::readline`] accepts.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
 
-/// The least room a read asks the fd to fill.
-const CHUNK: usize = 8 * 1024;
+use super::buffers::{self, CHUNK};
 
 /// A buffered stream over a socket or a file (or one half of a split socket):
 /// `read_some`, `read_exactly`, `readline`, lines … and `write_all`.
@@ -300,7 +303,11 @@ impl<S: ReadIo> Stream<S> {
     /// A cancel point while nothing is ready. Cancelled, the buffer is unchanged.
     pub fn read_more(&mut self) -> Result<usize> {
         if self.rpos == self.rbuf.len() {
+            // Empty: give its memory back, so a stream that waits for input
+            // holds no buffer (10 000 idle connections would keep 80 MB); the
+            // read borrows a chunk again (`buffers`).
             self.rbuf.clear();
+            buffers::give_back(&mut self.rbuf);
             self.rpos = 0;
         } else if self.rpos > 0 && self.rbuf.capacity() - self.rbuf.len() < CHUNK {
             // Move the unread bytes to the front rather than grow.
@@ -566,6 +573,36 @@ impl<S: ReadIo> Stream<S> {
         }
     }
 
+    /// The next line (newline included), or `None` at end of file: Curio's
+    /// `async for line in stream` for a loop that also writes to the stream,
+    /// which [`lines`](Stream::lines) cannot do because its iterator holds the
+    /// stream borrowed.
+    ///
+    /// ```
+    /// use curio::net::UnixStream;
+    /// curio::run(|| -> curio::Result<()> {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     a.sendall(b"one\ntwo\n")?;
+    ///     drop(a);
+    ///     let mut s = b.as_stream();
+    ///     let mut seen = Vec::new();
+    ///     while let Some(line) = s.next_line()? {
+    ///         seen.push(line);
+    ///     }
+    ///     assert_eq!(seen, [b"one\n".to_vec(), b"two\n".to_vec()]);
+    ///     Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Errors and cancellation
+    ///
+    /// As [`Stream::readline`].
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>> {
+        let line = self.readline()?;
+        Ok((!line.is_empty()).then_some(line))
+    }
+
     /// An iterator over lines (newline included) until end of file.
     pub fn lines(&mut self) -> Lines<'_, S> {
         Lines { stream: self }
@@ -720,5 +757,41 @@ impl<S> std::fmt::Debug for Stream<S> {
             .field("buffered", &self.buffered().len())
             .field("unflushed", &self.wbuf.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::net::UnixStream;
+
+    #[test]
+    fn a_stream_waiting_for_input_holds_no_read_buffer() {
+        crate::run(|| -> crate::Result<()> {
+            let (a, b) = UnixStream::pair()?;
+            let mut s = b.as_stream();
+            let wait = |s: &mut super::SocketStream| {
+                let r = crate::timeout_after(Duration::from_millis(1), || s.read_more());
+                assert!(r.unwrap_err().is_timeout());
+                s.rbuf.capacity()
+            };
+            // Nothing ever read: the fd answers EAGAIN and the buffer goes back.
+            assert_eq!(wait(&mut s), 0);
+            // A line read and consumed: the next read waits with no buffer.
+            a.sendall(b"hello\n")?;
+            assert_eq!(s.readline()?, b"hello\n");
+            assert!(s.rbuf.capacity() > 0);
+            assert_eq!(wait(&mut s), 0);
+            // Bytes still buffered keep theirs.
+            a.sendall(b"partial")?;
+            s.read_more()?;
+            assert!(wait(&mut s) > 0);
+            assert_eq!(s.buffered(), b"partial");
+            a.sendall(b" line\n")?;
+            assert_eq!(s.readline()?, b"partial line\n");
+            Ok(())
+        })
+        .unwrap();
     }
 }

@@ -13,6 +13,9 @@
 //!   the hook itself, before the process ends. A panic is never silent.
 //! - Panics outside tasks, and in main (which resumes out of `run`), go to the
 //!   hook that was installed before.
+//! - A failure a task reports without panicking (a server's connection handler
+//!   that returned an error) is printed the same way, as
+//!   `curio: task crash: Task(…) failed:` and the failure on the next line.
 //!
 //! # Example
 //!
@@ -162,4 +165,11 @@ pub(super) fn report_crash(h: &TaskRecord, payload: &(dyn Any + Send)) {
     };
     eprintln!("{report}");
     with_core(|core| core.note_crash(h, &report));
+}
+
+/// `curio: task crash: Task(id=7, name='…', state=RUNNING) failed:` and
+/// `what` on the next line: a failure that ends a task's work without a
+/// panic, reported as a crash is.
+pub(super) fn report_failure(h: &TaskRecord, what: &str) {
+    eprintln!("curio: task crash: {} failed:\n{what}", h.describe());
 }

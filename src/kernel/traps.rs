@@ -421,6 +421,12 @@ fn new_cell<T>(who: Identity) -> Rc<TaskCell<T>> {
     unsafe { cell.assume_init() }
 }
 
+/// Reports a failure of the current task that is not a panic (a server's
+/// handler returned an error) on the crash-report path.
+pub(crate) fn report_failure(what: &str) {
+    with_current(|_, task| crash::report_failure(task, what));
+}
+
 /// The running task, as the kernel holds it (Curio's `_get_current`).
 pub(crate) fn current() -> Rc<AnyTask> {
     with_current(|core, h| core.task_at_slot_of(h))

@@ -343,24 +343,37 @@ pub fn run_test_in_child_within(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the child test process");
+    // Drain both pipes while waiting, so a child that writes a lot (crash
+    // reports) never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("poll the child").is_some() {
-            return child
-                .wait_with_output()
-                .expect("collect the child's output");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            break status;
         }
         if started.elapsed() > watchdog {
             let _ = child.kill();
-            let out = child
-                .wait_with_output()
-                .expect("collect the child's output");
+            let _ = child.wait();
+            let stderr = stderr.join().expect("stderr reader");
             panic!(
                 "watchdog: child test {name} did not finish within {watchdog:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stderr)
             );
         }
         thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
 }
 

@@ -13,6 +13,9 @@
 //!                            at once: RSS and live heap before and after
 //! scale peak [N]             N (default 200 000) tasks sleep 1 s and end: RSS before,
 //!                            at the peak, and after (with the kernel still running)
+//! scale connections [N]      an echo server and N (default 10 000) client tasks in one
+//!                            kernel: RSS before, with every connection open, after
+//!                            they all closed
 //! ```
 //!
 //! The second and later `scale` runs reuse the stacks the first run left in
@@ -260,6 +263,69 @@ fn peak(n: u64) {
     println!("{report}");
 }
 
+/// `connections N`: an echo server in one kernel serves N client tasks (of
+/// the same kernel) over 127.0.0.1, each exchanging a line and holding its
+/// connection open; then every client closes. How much memory stays resident
+/// after the peak, while the kernel (and the server) still runs.
+fn connections(n: u64) {
+    let _ = curio_benches::echo::raise_nofile_limit();
+    let report = curio::run(move || {
+        use curio::net::{self, TcpStream};
+        use std::rc::Rc;
+        let rss0 = status("VmRSS");
+        let listener = net::tcp_server_socket("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = curio::spawn(move || {
+            net::run_server(listener, |c: TcpStream, _| -> curio::Result<()> {
+                let mut s = c.as_stream();
+                loop {
+                    let line = s.readline()?;
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    s.write_all(&line)?;
+                }
+            })
+        });
+        let close = Rc::new(curio::Event::new());
+        let clients: Vec<_> = (0..n)
+            .map(|i| {
+                let close = close.clone();
+                curio::spawn(move || -> curio::Result<()> {
+                    let c = TcpStream::connect(addr)?;
+                    let mut s = c.as_stream();
+                    s.write_all(format!("client {i}\n").as_bytes())?;
+                    s.readline()?;
+                    close.wait()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        // Wait until every client has its echo and waits to close.
+        while clients.iter().any(|c| c.state() != curio::State::EventWait) {
+            curio::sleep(Duration::from_millis(50)).expect("sleep");
+        }
+        let rss_peak = status("VmRSS");
+        close.set();
+        for c in &clients {
+            c.join().expect("join").expect("client");
+        }
+        drop(clients);
+        curio::sleep(Duration::from_millis(1500)).expect("sleep");
+        let rss_after = status("VmRSS");
+        server.cancel().expect("cancel");
+        format!(
+            "connections: {n} connections: RSS {:.1} MiB before, {:.1} MiB at the peak, \
+             {:.1} MiB after they closed (server still running; live heap {:.1} MiB)",
+            mib(rss0),
+            mib(rss_peak),
+            mib(rss_after),
+            mib(live_heap()),
+        )
+    });
+    println!("{report}");
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     match args.get(i) {
         None => default,
@@ -271,7 +337,9 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: scale [memory [N] | scale [N] [RUNS] | timeouts [N] | peak [N]]");
+    eprintln!(
+        "usage: scale [memory [N] | scale [N] [RUNS] | timeouts [N] | peak [N] | connections [N]]"
+    );
     std::process::exit(2);
 }
 
@@ -297,6 +365,7 @@ fn main() {
         Some("scale") => scale(arg(&args, 2, 1_000_000), arg(&args, 3, 2)),
         Some("timeouts") => timeouts(arg(&args, 2, 2_000_000)),
         Some("peak") => peak(arg(&args, 2, 200_000)),
+        Some("connections") => connections(arg(&args, 2, 10_000)),
         Some(_) => usage(),
     }
 }
