@@ -217,8 +217,11 @@ impl Server {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
+        // Shut the sessions' read halves only: a reply being written (say
+        // to the `cancel` that ended the program) still reaches its client,
+        // then the session sees the end of its input and says goodbye.
         for (_, s) in lock(&self.state.sockets).drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = s.shutdown(Shutdown::Read);
         }
     }
 }
@@ -306,6 +309,9 @@ impl<'a> Session<'a> {
                 return self.out.write_all(b"\nThe program has ended.\n");
             }
             let reply = match self.read_line()? {
+                Line::End if self.state.stopping.load(Ordering::Acquire) => {
+                    return self.out.write_all(b"\nThe program has ended.\n");
+                }
                 Line::End => return Ok(()),
                 Line::TooLong(n) => format!(
                     "Bad command. A line of {n} bytes or more; commands are short. Type help.\n"

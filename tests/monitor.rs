@@ -462,6 +462,7 @@ impl Client {
 fn the_monitor_answers_ps_where_parents_and_cancel() {
     watchdog(|| {
         let (done_tx, done_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
         let (addr, kernel) = watched(move || {
             let kid = curio::task::Builder::new()
                 .name("kid")
@@ -470,9 +471,14 @@ fn the_monitor_answers_ps_where_parents_and_cancel() {
                     _ => "woke",
                 })
                 .unwrap();
+            // The monitor learns of new tasks when the slice that made them
+            // ends: suspend once before the client connects.
+            curio::sleep(Duration::ZERO).unwrap();
+            ready_tx.send(()).unwrap();
             let said = kid.join().unwrap();
             done_tx.send(said).unwrap();
         });
+        ready_rx.recv_timeout(secs(5)).unwrap();
         let (mut c, greeting) = Client::connect(addr);
         assert_eq!(
             greeting,
@@ -484,7 +490,7 @@ fn the_monitor_answers_ps_where_parents_and_cancel() {
             lines[0].starts_with("Task   State        Cycles     Timeout"),
             "{ps}"
         );
-        assert!(lines[2].starts_with("1      TASK_JOIN    1 "), "{ps}");
+        assert!(lines[2].starts_with("1      TASK_JOIN    2 "), "{ps}");
         assert!(lines[2].ends_with(" main"), "{ps}");
         assert!(
             lines[3].starts_with("2      TIME_SLEEP   1          sleep 99"),
@@ -603,7 +609,8 @@ fn the_monitor_survives_huge_lines_garbage_disconnects_and_fifty_clients() {
             })
             .collect();
         for t in clients {
-            assert!(t.join().unwrap().contains("Stack of"));
+            let w = t.join().unwrap();
+            assert!(w.contains("Stack of"), "{w}");
         }
         assert!(
             c.ask("ps").contains("main"),
