@@ -539,8 +539,11 @@ const HELP: &str = "Commands:
 /// the dump to stderr.
 #[derive(Default)]
 struct SigquitDump {
-    running: Mutex<Option<(signal::SignalEvent, Arc<AtomicBool>, thread::JoinHandle<()>)>>,
+    running: Mutex<Option<DumpThread>>,
 }
+
+/// The dump thread: the signal it waits for, its stop flag, its handle.
+type DumpThread = (signal::SignalEvent, Arc<AtomicBool>, thread::JoinHandle<()>);
 
 impl Hook for SigquitDump {
     fn switches(&self) -> bool {

@@ -104,7 +104,7 @@ pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
 #[cold]
 #[inline(never)]
 fn error_reply(rec: &TaskRecord, mut e: Error) -> Reply {
-    while CAPTURE_FOR.with(|c| c.get()) == rec as *const TaskRecord {
+    while std::ptr::eq(CAPTURE_FOR.with(|c| c.get()), rec) {
         CAPTURE_FOR.with(|c| c.set(std::ptr::null()));
         drop(e);
         let captured = capture_here(rec);
