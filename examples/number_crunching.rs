@@ -86,9 +86,13 @@ fn main() -> curio::Result<()> {
         let kid_task = curio::spawn(move || kid(evt, in_thread));
         println!("Yes, go play");
         start_evt.set();
-        // Note for later: the tutorial's parent waits here for SIGHUP (or the
-        // monitor's `signal SIGHUP`) instead of sleeping; with run_in_process
-        // the kernel stays free to answer both while the kid crunches.
+        // The tutorial's parent waits here for SIGHUP (or the monitor's
+        // `signal SIGHUP`: run with CURIO_MONITOR=1 and attach
+        // `cargo run --bin curio-monitor`) instead of sleeping. With
+        // run_in_process the kernel stays free to answer both while the kid
+        // crunches: `ps` shows the kid in FUTURE_WAIT. With `--thread` too;
+        // only a Fibonacci computed in the task itself would wedge the
+        // kernel, and then the monitor says so ("kernel busy in task 2").
         curio::sleep(Duration::from_secs(1))?;
         println!("Let's go");
         for n in (1..=3).rev() {

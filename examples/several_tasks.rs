@@ -17,6 +17,31 @@
 //! ```
 //!
 //! (It takes 25 seconds; `CURIO_CLOCK=virtual` runs it on the virtual clock, instantly.)
+//!
+//! With `--monitor` (or `CURIO_MONITOR=1`) it runs with the monitor on, as in
+//! the tutorial's "Debugging" part: while the kid plays, in another terminal,
+//!
+//! ```text
+//! $ cargo run --bin curio-monitor
+//!
+//! Curio Monitor: 2 tasks running
+//! Type help for commands
+//! curio > ps
+//! Task   State        Cycles     Timeout       CPU       Stack       Task
+//! ------ ------------ ---------- ------------- --------- ----------- ------------------
+//! 1      TIME_SLEEP   1          sleep 3.21043 0.000     8K/256K     main
+//! 2      TIME_SLEEP   1          sleep 998.210 0.000     8K/256K     several_tasks::kid
+//! curio > where 2
+//! Stack of Task(id=2, name='several_tasks::kid', state=TIME_SLEEP), most recent call first:
+//!   [in curio::time::sleep: 3 runtime frames folded]
+//!   several_tasks::kid
+//!       at examples/several_tasks.rs:47:11
+//!   [the task's start: 9 runtime frames folded]
+//! curio > cancel 2
+//! Cancelling task 2
+//! ```
+//!
+//! and the kid says "Fine. Saving my work." at once.
 
 use std::time::Duration;
 
@@ -61,5 +86,9 @@ fn parent() -> curio::Result<()> {
 }
 
 fn main() -> curio::Result<()> {
-    curio::run(parent)
+    let mut kernel = curio::Kernel::builder();
+    if std::env::args().any(|a| a == "--monitor") {
+        kernel = kernel.with_monitor(true);
+    }
+    kernel.build().run(parent)?
 }

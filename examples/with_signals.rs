@@ -20,6 +20,10 @@
 //! Leaving!
 //! ```
 //!
+//! With `--monitor` (or `CURIO_MONITOR=1`) the monitor is on, and its
+//! `signal SIGHUP` does what `kill -HUP` does (`cargo run --bin curio-monitor`,
+//! then `ps`: the parent is in `SIGNAL_WAIT`, the kid in `TIME_SLEEP`).
+//!
 //! `SignalSet::new(&[SIGHUP])?.wait()` is the tutorial's
 //! `await curio.SignalSet(signal.SIGHUP).wait()`: it watches for `SIGHUP` for
 //! the length of that one wait. A `SIGHUP` sent before it ends the program, as
@@ -94,5 +98,9 @@ fn parent() -> curio::Result<()> {
 }
 
 fn main() -> curio::Result<()> {
-    curio::run(parent)
+    let mut kernel = curio::Kernel::builder();
+    if std::env::args().any(|a| a == "--monitor") {
+        kernel = kernel.with_monitor(true);
+    }
+    kernel.build().run(parent)?
 }

@@ -328,8 +328,7 @@ impl Deadlines {
         false
     }
 
-    /// The armed deadline, if any.
-    #[cfg(test)]
+    /// The armed deadline, if any (tests; the monitor's `ps`).
     #[inline]
     pub(crate) fn armed(&self) -> Option<u64> {
         self.armed_get()

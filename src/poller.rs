@@ -61,6 +61,16 @@ impl InboxSender {
     }
 }
 
+impl InboxSender {
+    /// Wakes the kernel without a message, so that it looks at what it
+    /// watches besides the inbox (a monitor's requests) at its next poll.
+    pub(crate) fn nudge(&self) {
+        if !self.inbox.pending.swap(true, Ordering::AcqRel) {
+            let _ = self.inbox.waker.wake();
+        }
+    }
+}
+
 /// Which way a task waits on an fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Direction {

@@ -83,7 +83,7 @@ pub(crate) struct PooledStack {
 /// of only 4096 stacks, whatever its size. Each stack's top is moved down by
 /// a different multiple of the line size (64 colours over one page), so those
 /// lines spread over every set. The span costs address space only.
-const COLOR_SPAN: usize = 4096;
+pub(crate) const COLOR_SPAN: usize = 4096;
 const LINE: usize = 64;
 
 impl PooledStack {

@@ -79,6 +79,71 @@ pub(crate) fn release_memory(addr: usize, len: usize) {
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
 
+/// Which pages of `[addr, addr + len)` are resident (`mincore(2)`): one byte
+/// per page, bit 0 set for a resident page. `addr` is rounded down to a page.
+/// An error (`ENOMEM`) if part of the range is not mapped.
+pub(crate) fn resident_pages(addr: usize, len: usize) -> io::Result<Vec<u8>> {
+    let page = page_size();
+    let start = addr & !(page - 1);
+    let len = len + (addr - start);
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: mincore only reads the page tables of the range (any range is
+    // allowed; an unmapped one is an error, not a fault) and writes one byte
+    // per page of it into `vec`, which has exactly that many.
+    let r = unsafe {
+        libc::mincore(
+            start as *mut libc::c_void,
+            len,
+            vec.as_mut_ptr() as *mut libc::c_uchar,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(vec)
+}
+
+/// How deep a task stack has been touched: the bytes from the top of its
+/// memory (`size` usable bytes above the guard page at `guard`, and the
+/// colour span above them: `stack.rs`) down to the lowest resident page, in
+/// whole pages; `None` if that cannot be read.
+pub(crate) fn stack_depth(guard: usize, size: usize) -> Option<usize> {
+    let page = page_size();
+    let lo = guard + page;
+    let pages = resident_pages(lo, size + crate::stack::COLOR_SPAN).ok()?;
+    let lowest = pages.iter().position(|b| b & 1 != 0)?;
+    Some(pages.len().saturating_sub(lowest) * page)
+}
+
+/// The CPU clock of one thread (`pthread_getcpuclockid(3)`), readable from
+/// any thread of the process while that thread lives.
+#[derive(Debug)]
+pub(crate) struct CpuClock(libc::clockid_t);
+
+impl CpuClock {
+    /// The calling thread's CPU clock.
+    pub(crate) fn current() -> Option<CpuClock> {
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: pthread_self() names the calling thread, which is alive;
+        // the call writes one clockid_t into `id`.
+        let r = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+        (r == 0).then_some(CpuClock(id))
+    }
+
+    /// The CPU time the thread has used; `None` if it cannot be read (the
+    /// thread has exited: the clock id then names nothing, and the call fails).
+    pub(crate) fn read(&self) -> Option<std::time::Duration> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `ts`; an invalid
+        // clock id is reported as an error.
+        let r = unsafe { libc::clock_gettime(self.0, &mut ts) };
+        (r == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+}
+
 /// Asks the C allocator to give the free memory it holds back to the operating
 /// system (`malloc_trim(0)` on glibc; nothing elsewhere).
 ///

@@ -126,6 +126,42 @@ impl TaskRef {
         }
     }
 
+    /// The task's backtrace: its real stack, with the line of each frame of
+    /// your code (Curio's `traceback()`, the monitor's `where`). Printing it
+    /// shows your frames and folds the runtime's; see [`Traceback`].
+    ///
+    /// Capturing does not disturb the task: it stays in the same wait, with
+    /// the same deadline, and wakes exactly as it would have. For the calling
+    /// task itself, the stack of the call.
+    ///
+    /// ```
+    /// fn kid() -> curio::Result<()> {
+    ///     curio::sleep(std::time::Duration::from_secs(60))
+    /// }
+    /// curio::run(|| {
+    ///     let t = curio::spawn(kid);
+    ///     curio::yield_now().unwrap();
+    ///     let trace = t.traceback().unwrap();
+    ///     assert!(trace.user_frames().any(|f| f.function().ends_with("kid")));
+    ///     t.cancel().unwrap();
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`](crate::ErrorKind::Usage), saying why, for a task
+    /// that has finished, has not started yet, is being torn down, or whose
+    /// stack is too full to capture safely (a capture needs about 12 KiB).
+    ///
+    /// # Panics
+    ///
+    /// Outside a curio task.
+    ///
+    /// [`Traceback`]: crate::debug::Traceback
+    pub fn traceback(&self) -> Result<crate::debug::Traceback> {
+        trap::traceback(&self.task)
+    }
+
     /// True once the task's value (or panic) has been taken by
     /// [`Task::join`] or [`Task::result`] (Curio's `joined`).
     pub fn is_joined(&self) -> bool {

@@ -106,6 +106,12 @@ impl<T> TimerHeap<T> {
         }
     }
 
+    /// Every entry, live or stale, in no particular order (the monitor's
+    /// snapshot reads sleeping tasks' deadlines).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.heap.iter().map(|e| (e.0.deadline, &e.0.item))
+    }
+
     /// Entries held, live or stale.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -32,12 +32,16 @@ use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::Builder;
+use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
 use super::record::{AnyTask, Identity, State, TaskCell, TaskRecord};
 use super::switch::{self, Reply, TaskCoroutine, Trap};
+use super::watch::{Answer, Query, Request, Shared, Watchdog};
 use crate::deadlines::{Arm, Block};
 use crate::error::{Error, ErrorKind, Result};
 use crate::poller::{Direction, InboxSender, Message, Poller};
@@ -150,6 +154,12 @@ pub(super) fn leave_kernel() {
 #[inline]
 fn set_task(task: Option<&TaskRecord>) {
     TASK.with(|c| c.set(task.map_or(ptr::null(), |t| t as *const TaskRecord)));
+}
+
+/// [`set_task`], returning the task recorded before (a capture made from
+/// inside a task resumes another task, then restores the caller).
+fn replace_task(task: &TaskRecord) -> *const TaskRecord {
+    TASK.with(|c| c.replace(task as *const TaskRecord))
 }
 
 /// What the stack-overflow handler needs about the task running on this thread
@@ -290,11 +300,43 @@ pub(super) struct Core {
     woken: RefCell<Vec<Waiter>>,
     /// Run once every task has ended (services release what they hold).
     exit_hooks: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Present when the kernel is watched (monitor, hooks, long blocks): it
+    /// then runs the watched form of its loop.
+    watch: Option<Watch>,
+}
+
+/// What a watched kernel keeps for its watchers (`watch.rs`, `debug.rs`).
+struct Watch {
+    shared: Arc<Shared>,
+    /// Every hook.
+    hooks: Vec<Arc<dyn Hook>>,
+    /// The hooks that want `running`/`suspended`.
+    switch_hooks: Vec<Arc<dyn Hook>>,
+    /// The first task id not yet announced to the hooks as created.
+    announced: Cell<u64>,
+    /// Slices begun (the beat's counter, kept here too to write it without reading).
+    switches: Cell<u64>,
+    watchdog: RefCell<Option<Watchdog>>,
+    /// The last long block whose end was reported (`Shared::flagged`).
+    long_handled: Cell<u64>,
 }
 
 impl Core {
-    pub(super) fn new(config: &Builder) -> Result<Core> {
+    pub(super) fn new(config: &Builder, hooks: Vec<Arc<dyn Hook>>) -> Result<Core> {
         let poller = Poller::new()?;
+        let id = {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        };
+        let watch = (!hooks.is_empty()).then(|| Watch {
+            shared: Arc::new(Shared::new(id, poller.sender(), hooks.clone())),
+            switch_hooks: hooks.iter().filter(|h| h.switches()).cloned().collect(),
+            hooks,
+            announced: Cell::new(1),
+            switches: Cell::new(0),
+            watchdog: RefCell::new(None),
+            long_handled: Cell::new(0),
+        });
         Ok(Core {
             slots: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
@@ -317,12 +359,10 @@ impl Core {
             idle_stacks: config.idle_stacks,
             shrunk_free: Cell::new(0),
             thread_pool_size: config.thread_pool_size,
-            id: {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            },
+            id,
             woken: RefCell::new(Vec::new()),
             exit_hooks: RefCell::new(Vec::new()),
+            watch,
         })
     }
 
@@ -456,6 +496,350 @@ impl Core {
                     self.finish(&task);
                 }
             }
+        }
+    }
+
+    /// [`Core::step`] for a watched kernel: the same, with the per-switch
+    /// record kept (a few plain stores) and, with `HOOKS`, the hooks called
+    /// around the slice.
+    #[inline(always)]
+    fn step_watched<const HOOKS: bool>(&self, h: &TaskRecord) {
+        let Some(w) = &self.watch else { return };
+        let beat = &w.shared.beat;
+        let result = {
+            let mut coro = h.coro().borrow_mut();
+            let Some(coro) = coro.as_mut() else { return }; // force-unwound already
+            h.start_slice();
+            if HOOKS {
+                self.call_hooks(&w.switch_hooks, |hook| hook.running(&TaskInfo::new(h)));
+            }
+            let n = w.switches.get() + 1;
+            w.switches.set(n);
+            beat.resumed_from.store(h.suspended_in() as u8, Relaxed);
+            beat.switches.store(n, Relaxed);
+            beat.running.store(h.id(), Relaxed);
+            set_task(Some(h));
+            let result = coro.resume(());
+            set_task(None);
+            beat.running.store(0, Relaxed);
+            result
+        };
+        if self.next_task_id.get() != w.announced.get() {
+            self.announce_new_tasks();
+        }
+        match result {
+            corosensei::CoroutineResult::Yield(Trap::Yield) => {
+                h.set_state(State::Ready);
+                self.ready.push(h);
+            }
+            corosensei::CoroutineResult::Yield(Trap::Wait) => {}
+            corosensei::CoroutineResult::Return(()) => {
+                if HOOKS {
+                    self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
+                }
+                if let Some(task) = self.task_at(h.slot()) {
+                    self.finish(&task);
+                    self.note_terminated(h);
+                }
+                return;
+            }
+        }
+        h.set_suspended_in(h.state());
+        if HOOKS {
+            self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
+        }
+    }
+
+    /// Between two passes: if the watchdog reported a slice as a long block
+    /// since the last look, that slice has ended; report it once more, with
+    /// how long it ran and where the task suspended (the watchdog measured
+    /// from when it first saw the slice; the end is seen here, at most a pass
+    /// late).
+    #[inline]
+    fn check_long_block(&self) {
+        let Some(w) = &self.watch else { return };
+        let flagged = w.shared.flagged.load(std::sync::atomic::Ordering::Acquire);
+        if flagged != w.long_handled.get() {
+            w.long_handled.set(flagged);
+            self.long_block_ended();
+        }
+    }
+
+    /// Calls `f` on each of `hooks`; a hook that panics is reported and
+    /// the kernel goes on.
+    fn call_hooks(&self, hooks: &[Arc<dyn Hook>], f: impl Fn(&dyn Hook)) {
+        for hook in hooks {
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| f(&**hook))) {
+                eprintln!(
+                    "curio: a debug hook panicked: {}",
+                    super::record::panic_message(&*p)
+                );
+            }
+        }
+    }
+
+    /// Tells the hooks (and the watchers' name table) about the tasks
+    /// spawned since the last call. They are all still in the ready queue:
+    /// a spawned task is queued at once and leaves the queue only by running.
+    #[cold]
+    #[inline(never)]
+    fn announce_new_tasks(&self) {
+        let Some(w) = &self.watch else { return };
+        let (first, end) = (w.announced.get(), self.next_task_id.get());
+        w.announced.set(end);
+        let mut slots = Vec::new();
+        self.ready.slots_of_ids(first, end, &mut slots);
+        for (_, slot) in slots {
+            let Some(task) = self.task_at(slot) else {
+                continue;
+            };
+            let h = task.record();
+            w.shared
+                .names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(h.id(), Arc::from(h.name()));
+            self.call_hooks(&w.hooks, |hook| hook.created(&TaskInfo::new(h)));
+        }
+    }
+
+    /// Tells the hooks that `h` has ended.
+    fn note_terminated(&self, h: &TaskRecord) {
+        let Some(w) = &self.watch else { return };
+        self.call_hooks(&w.hooks, |hook| hook.terminated(&TaskInfo::new(h)));
+        w.shared
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&h.id());
+        w.shared
+            .cpu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&h.id());
+    }
+
+    /// Tells the hooks that task `h` crashed (`report` went to stderr).
+    pub(super) fn note_crash(&self, h: &TaskRecord, report: &str) {
+        let Some(w) = &self.watch else { return };
+        self.call_hooks(&w.hooks, |hook| hook.crashed(&TaskInfo::new(h), report));
+    }
+
+    /// A slice the watchdog reported as a long block has ended: report it
+    /// once more, with how long it ran and (if it suspended) where.
+    #[cold]
+    #[inline(never)]
+    fn long_block_ended(&self) {
+        let Some(w) = &self.watch else { return };
+        let since = w.shared.epoch + Duration::from_nanos(w.shared.flagged_since.load(Relaxed));
+        let ran = since.elapsed();
+        let id = w.shared.flagged_task.load(Relaxed);
+        let from = super::watch::state_from_u8(w.shared.flagged_from.load(Relaxed));
+        let task = self.task_by_id(id);
+        let name: Arc<str> = match &task {
+            Some(t) => Arc::from(t.record().name()),
+            None => w.shared.name_of(id).unwrap_or_else(|| "?".into()),
+        };
+        let at = task.as_ref().and_then(|t| self.capture_stack(t).ok());
+        let report = LongBlock::new(id, name, ran, false, from, at);
+        for hook in &w.hooks {
+            if hook.long_block_threshold().is_some_and(|t| ran >= t) {
+                self.call_hooks(std::slice::from_ref(hook), |hook| hook.long_block(&report));
+            }
+        }
+    }
+
+    // ----- watching: the kernel's side -------------------------------------
+
+    /// Starts the watchdog and activates the hooks (`run`, once, on the
+    /// kernel's thread, before main runs).
+    pub(super) fn start_watch(&self) {
+        let Some(w) = &self.watch else { return };
+        *w.watchdog.borrow_mut() =
+            Some(Watchdog::start(w.shared.clone(), sys::CpuClock::current()));
+        let handle = KernelHandle::new(w.shared.clone());
+        self.call_hooks(&w.hooks, |hook| hook.activate(&handle));
+    }
+
+    /// Stops the watchdog and deactivates the hooks (`run`, once, after
+    /// every task has ended).
+    pub(super) fn stop_watch(&self) {
+        let Some(w) = &self.watch else { return };
+        w.shared
+            .alive
+            .store(false, std::sync::atomic::Ordering::Release);
+        drop(w.watchdog.borrow_mut().take());
+        // Requests still queued are answered by no one: their askers time out.
+        drop(w.shared.take_requests());
+        self.call_hooks(&w.hooks, |hook| hook.deactivate());
+    }
+
+    /// A handle on this kernel for other threads, if it is watched.
+    pub(super) fn handle(&self) -> Option<KernelHandle> {
+        self.watch
+            .as_ref()
+            .map(|w| KernelHandle::new(w.shared.clone()))
+    }
+
+    /// Answers the requests other threads left (between two slices).
+    fn serve_requests(&self) {
+        let Some(w) = &self.watch else { return };
+        let Some(requests) = w.shared.take_requests() else {
+            return;
+        };
+        for Request { query, reply } in requests {
+            let answer = match query {
+                Query::Snapshot => Answer::Snapshot(self.snapshot()),
+                Query::Where(id) => Answer::Where(match self.task_by_id(id) {
+                    Some(t) => self.capture_stack(&t),
+                    None => Err(format!("no task {id}")),
+                }),
+                Query::All => {
+                    let snap = self.snapshot();
+                    let traces = self
+                        .live_tasks()
+                        .iter()
+                        .map(|t| (t.record().id(), self.capture_stack(t)))
+                        .collect();
+                    Answer::All(snap, traces)
+                }
+                Query::Cancel(id) => Answer::Cancel(match self.task_by_id(id) {
+                    Some(t) => {
+                        self.cancel(t.record());
+                        Ok(format!("Cancelling task {id}"))
+                    }
+                    None => Err(format!("no task {id}")),
+                }),
+            };
+            // The asker may have given up (timed out): nothing to do then.
+            let _ = reply.try_send(answer);
+        }
+    }
+
+    /// The live task with id `id`.
+    pub(super) fn task_by_id(&self, id: u64) -> Option<Rc<AnyTask>> {
+        self.slots
+            .borrow()
+            .iter()
+            .filter_map(|s| s.task.as_ref())
+            .find(|t| t.record().id() == id)
+            .cloned()
+    }
+
+    /// Every live task's row (CPU times and stack depths are filled in by
+    /// [`Snapshot::fill`], off the kernel's thread when a monitor asks).
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let now = self.now();
+        // Sleeping tasks' deadlines, by slot: the live sleep entries of the heap.
+        let mut sleeps: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for (deadline, item) in self.timers.borrow().iter() {
+            if let TimerItem::Sleep(w) = *item {
+                if self.is_waiting(w) {
+                    sleeps.insert(w.slot, deadline);
+                }
+            }
+        }
+        let left = |d: u64| Duration::from_nanos(d.saturating_sub(now));
+        let tasks = self
+            .live_tasks()
+            .iter()
+            .map(|t| {
+                let h = t.record();
+                let (stack_size, guard) = h.stack_info();
+                TaskRow {
+                    id: h.id(),
+                    parent: h.parent(),
+                    name: h.name().to_string(),
+                    state: h.state(),
+                    cycles: h.cycles(),
+                    daemon: h.is_daemon(),
+                    cancelled: h.is_cancelled(),
+                    timeout: h.deadlines().armed().map(left),
+                    sleep: sleeps.get(&h.slot()).map(|&d| left(d)),
+                    joining: (h.state() == State::TaskJoin && h.join_target() != 0)
+                        .then(|| h.join_target()),
+                    cpu: Duration::ZERO,
+                    stack_size: if stack_size == 0 {
+                        h.stack_size()
+                    } else {
+                        stack_size
+                    },
+                    stack_used: None,
+                    guard,
+                }
+            })
+            .collect();
+        Snapshot {
+            tasks,
+            kernel_cpu: Duration::ZERO,
+        }
+    }
+
+    /// The backtrace of `task`, captured on its own stack without disturbing it.
+    ///
+    /// A suspended task is resumed once, in place, with its record's capture
+    /// mark set and an error reply (which only the error path of
+    /// `switch::suspend` looks at); it captures its stack, leaves it in
+    /// `switch::CAPTURED` and suspends again with the same trap, which is
+    /// ignored here. Its wait id, state, registrations, timers and place in
+    /// the ready queue are never touched, its cycle count is not bumped, and
+    /// the reply it was to get (a READY task's) is put back. Callable between
+    /// slices, and from a task (which then resumes the other task from its
+    /// own stack, and is the running task again afterwards).
+    pub(super) fn capture_stack(
+        &self,
+        task: &Rc<AnyTask>,
+    ) -> std::result::Result<Traceback, String> {
+        let h = task.record();
+        let id = h.id();
+        if h.is_terminated() {
+            return Err(format!("task {id} has finished; it has no stack any more"));
+        }
+        if try_current_record(|r| ptr::eq(r, h)) == Some(true) {
+            // The task asks for its own stack: it is on it.
+            return switch::capture_here(h).map(|bt| Traceback::new(h.describe(), bt));
+        }
+        let describe = h.describe();
+        if h.yielder().is_null() {
+            return Err(if h.cycles() == 0 {
+                format!(
+                    "task {id} has not started yet (state {}); it has no stack",
+                    h.state()
+                )
+            } else {
+                format!("task {id} is being torn down; its stack cannot be shown")
+            });
+        }
+        let Ok(mut coro) = h.coro().try_borrow_mut() else {
+            return Err(format!(
+                "task {id} is running; only a suspended task has a backtrace to show"
+            ));
+        };
+        let Some(coro) = coro.as_mut() else {
+            return Err(format!(
+                "task {id} is being torn down; its stack cannot be shown"
+            ));
+        };
+        let saved = h.take_reply();
+        switch::CAPTURE_FOR.with(|c| c.set(h));
+        h.set_reply(Some(Error::usage("a backtrace request")));
+        let previous = replace_task(h);
+        let result = coro.resume(());
+        TASK.with(|c| c.set(previous));
+        h.set_reply(saved);
+        switch::CAPTURE_FOR.with(|c| c.set(ptr::null()));
+        let captured = switch::CAPTURED.with(|c| c.take());
+        match result {
+            corosensei::CoroutineResult::Yield(_) => {}
+            corosensei::CoroutineResult::Return(()) => {
+                // `switch::suspend` always suspends again after a capture.
+                unreachable!("task {id} ended while capturing its backtrace")
+            }
+        }
+        match captured {
+            Some(Ok(bt)) => Ok(Traceback::new(describe, bt)),
+            Some(Err(why)) => Err(format!("task {id}: {why}")),
+            None => Err(format!("task {id} did not answer the backtrace request")),
         }
     }
 
@@ -832,6 +1216,24 @@ impl Core {
     /// Runs passes over the ready queue until `done` holds. Returns a deadlock
     /// report if everything blocked first.
     fn run_until(&self, done: impl Fn() -> bool) -> Option<String> {
+        match &self.watch {
+            None => self.run_loop::<false, false>(done),
+            Some(w) if w.switch_hooks.is_empty() => self.run_loop::<true, false>(done),
+            Some(_) => self.run_loop::<true, true>(done),
+        }
+    }
+
+    /// The loop, in three forms: unwatched (`WATCHED == false`, what almost
+    /// every kernel runs: nothing in it serves the debugging machinery),
+    /// watched (the per-switch record kept around every slice), and watched
+    /// with hooks that want every switch (`HOOKS`).
+    fn run_loop<const WATCHED: bool, const HOOKS: bool>(
+        &self,
+        done: impl Fn() -> bool,
+    ) -> Option<String> {
+        if WATCHED {
+            self.announce_new_tasks();
+        }
         // Tasks left in this pass (those that were ready when it began).
         let mut batch = 0usize;
         // Switches since the outside world was last looked at, counting the
@@ -839,6 +1241,9 @@ impl Core {
         let mut since_poll = 0usize;
         loop {
             if batch == 0 {
+                if WATCHED {
+                    self.check_long_block();
+                }
                 if done() {
                     return None;
                 }
@@ -860,7 +1265,12 @@ impl Core {
                 // there (invariants in ready.rs). `step` is the one place that
                 // finishes a popped task, and it uses no header after that.
                 #[allow(unsafe_code)]
-                self.step(unsafe { task.as_ref() });
+                let task = unsafe { task.as_ref() };
+                if WATCHED {
+                    self.step_watched::<HOOKS>(task);
+                } else {
+                    self.step(task);
+                }
             }
         }
     }
@@ -963,7 +1373,15 @@ impl Core {
 
     fn poll(&self, timeout: Option<Duration>) -> usize {
         let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
+        let blocking = timeout != Some(Duration::ZERO);
+        if let Some(w) = &self.watch {
+            w.shared.beat.idle.store(blocking, Relaxed);
+        }
         let r = self.poller.borrow_mut().poll(timeout, &mut woken);
+        if let Some(w) = &self.watch {
+            w.shared.beat.idle.store(false, Relaxed);
+            self.serve_requests();
+        }
         let n = match r {
             Ok(n) => n,
             Err(e) => panic!("curio: the kernel's poller failed: {e}"),
@@ -1014,7 +1432,7 @@ impl Core {
         self.poller.borrow_mut().clear_ready(token, dir)
     }
 
-    fn live_tasks(&self) -> Vec<Rc<AnyTask>> {
+    pub(super) fn live_tasks(&self) -> Vec<Rc<AnyTask>> {
         let mut v: Vec<_> = self
             .slots
             .borrow()
@@ -1101,7 +1519,11 @@ impl Core {
                 eprintln!("curio: task {} panicked while being unwound", h.id());
             }
             *h.coro().borrow_mut() = Some(coro);
+            if self.watch.is_some() {
+                self.announce_new_tasks();
+            }
             self.finish(t);
+            self.note_terminated(h);
         }
         self.unwinding.set(was_unwinding);
     }

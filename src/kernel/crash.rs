@@ -164,6 +164,7 @@ pub(super) fn report_crash(h: &TaskRecord, payload: &(dyn Any + Send)) {
         ),
     };
     eprintln!("{report}");
+    with_core(|core| core.note_crash(h, &report));
 }
 
 /// `curio: task crash: Task(id=7, name='…', state=RUNNING) failed:` and

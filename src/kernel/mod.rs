@@ -34,8 +34,12 @@
 //! ```
 
 use std::cell::RefCell;
+use std::fmt;
+use std::net::SocketAddr;
 use std::panic;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::stack::{self, DEFAULT_STACK_SIZE};
@@ -43,10 +47,12 @@ use crate::sys;
 
 mod core;
 mod crash;
+pub mod debug;
 mod ready;
 mod record;
 mod switch;
 pub(crate) mod traps;
+mod watch;
 
 use self::core::{Core, enter_kernel, leave_kernel, running_overflow_info};
 pub use record::State;
@@ -57,26 +63,128 @@ pub(crate) use record::{AnyTask, GroupLink, TaskCell, TaskRecord, panic_message}
 // ---------------------------------------------------------------------------
 
 /// Settings for a [`Kernel`]. Start from [`Kernel::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Builder {
     stack_size: usize,
     idle_stacks: usize,
     virtual_clock: bool,
     thread_pool_size: usize,
+    monitor: bool,
+    /// Where the monitor listens when it is on.
+    monitor_addr: SocketAddr,
+    dump_on_sigquit: bool,
+    hooks: Vec<Arc<dyn debug::Hook>>,
+}
+
+/// The monitor's default address: Curio's port, on the loopback interface only.
+pub const DEFAULT_MONITOR_ADDRESS: &str = "127.0.0.1:48802";
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("stack_size", &self.stack_size)
+            .field("idle_stacks", &self.idle_stacks)
+            .field("virtual_clock", &self.virtual_clock)
+            .field("thread_pool_size", &self.thread_pool_size)
+            .field("monitor", &self.monitor.then_some(self.monitor_addr))
+            .field("dump_on_sigquit", &self.dump_on_sigquit)
+            .field("hooks", &self.hooks.len())
+            .finish()
+    }
 }
 
 impl Builder {
     /// The default settings: 256 KiB stacks and the real clock (or the virtual
     /// clock when the environment variable `CURIO_CLOCK=virtual` is set, which is
     /// how the example tests run the tutorial's programs instantly).
+    ///
+    /// The monitor is off unless the environment variable `CURIO_MONITOR` is
+    /// set to anything but `0` or nothing (Curio's `CURIOMONITOR`). When on,
+    /// it listens on [`DEFAULT_MONITOR_ADDRESS`], or on `CURIO_MONITOR_ADDR`
+    /// (`host:port`) if that is set.
     pub fn new() -> Builder {
         let virtual_clock = std::env::var("CURIO_CLOCK").is_ok_and(|v| v == "virtual");
-        Builder {
+        let mut b = Builder {
             stack_size: DEFAULT_STACK_SIZE,
             idle_stacks: stack::DEFAULT_IDLE_STACKS,
             virtual_clock,
             thread_pool_size: 64,
+            monitor: false,
+            monitor_addr: DEFAULT_MONITOR_ADDRESS.parse().expect("a valid address"),
+            dump_on_sigquit: false,
+            hooks: Vec::new(),
+        };
+        match std::env::var("CURIO_MONITOR_ADDR").map(|a| a.parse::<SocketAddr>()) {
+            Ok(Ok(addr)) => b.monitor_addr = addr,
+            Ok(Err(e)) => eprintln!(
+                "curio: CURIO_MONITOR_ADDR is not a host:port address ({e}); \
+                 the monitor would use {DEFAULT_MONITOR_ADDRESS}"
+            ),
+            Err(_) => {}
         }
+        if std::env::var("CURIO_MONITOR").is_ok_and(|v| !v.is_empty() && v != "0") {
+            b = b.with_monitor(true);
+        }
+        b
+    }
+
+    /// Turns the monitor on (or off): a server on its own OS thread, at
+    /// [`DEFAULT_MONITOR_ADDRESS`] (loopback only) unless
+    /// [`Builder::monitor_address`] or `CURIO_MONITOR_ADDR` names another,
+    /// that answers `ps`,
+    /// `where`, `cancel` … in plain text lines (`curio-monitor`, or
+    /// `nc localhost 48802`); see [`crate::monitor`]. Off by default.
+    pub fn with_monitor(mut self, on: bool) -> Builder {
+        self.monitor = on;
+        self
+    }
+
+    /// Turns the monitor on at `addr`. It listens wherever it is told, so
+    /// an address other than a loopback one exposes the monitor (and its
+    /// `cancel` and `signal` commands) to the network: pass one only on
+    /// purpose. Port 0 picks a free port (the monitor prints which).
+    pub fn monitor_address(mut self, addr: SocketAddr) -> Builder {
+        self.monitor = true;
+        self.monitor_addr = addr;
+        self
+    }
+
+    /// Writes the all-task dump ([`debug::dump`]) to stderr whenever the
+    /// process gets `SIGQUIT` (`kill -QUIT pid`, or Ctrl-\ in a terminal), as
+    /// Go does; the program then goes on (Go's exits). While the kernel runs,
+    /// `SIGQUIT` no longer ends the process. Off by default.
+    pub fn dump_on_sigquit(mut self, on: bool) -> Builder {
+        self.dump_on_sigquit = on;
+        self
+    }
+
+    /// Reports, on stderr, every task that runs longer than `threshold`
+    /// without suspending: once while it still runs (from the kernel's
+    /// watchdog thread, naming the task and the state it was resumed from),
+    /// and once when it suspends, with how long it ran and where it stopped.
+    /// [`debug::LongBlocks`] does the same through the `log` facade. Off by
+    /// default.
+    pub fn long_block(self, threshold: Duration) -> Builder {
+        self.debug(Arc::new(debug::StderrLongBlocks(threshold)))
+    }
+
+    /// Installs a debug hook (Curio's `debug=[...]` and `activations=[...]`):
+    /// [`debug::SchedTrace`], [`debug::LogCrash`], [`debug::LongBlocks`], or
+    /// your own [`debug::Hook`]. A kernel with hooks runs the watched form of
+    /// its loop, which calls them around every slice.
+    pub fn debug(mut self, hook: Arc<dyn debug::Hook>) -> Builder {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// The monitor's address, if it is on (read by the monitor service).
+    pub(crate) fn monitor(&self) -> Option<SocketAddr> {
+        self.monitor.then_some(self.monitor_addr)
+    }
+
+    /// Whether `SIGQUIT` dumps the tasks (read by the monitor service).
+    pub(crate) fn wants_sigquit_dump(&self) -> bool {
+        self.dump_on_sigquit
     }
 
     /// The usable stack size of each task unless its own builder says otherwise,
@@ -160,7 +268,11 @@ impl Kernel {
     {
         crash::install_panic_hook();
         sys::install_overflow_handler(running_overflow_info);
-        let core = Core::new(&self.config)?;
+        let mut hooks = self.config.hooks.clone();
+        for service in inventory::iter::<Service> {
+            hooks.extend((service.attach)(&self.config));
+        }
+        let core = Core::new(&self.config, hooks)?;
         if !enter_kernel(&core) {
             return Err(Error::new(ErrorKind::NestedKernel, ""));
         }
@@ -174,10 +286,12 @@ impl Kernel {
         impl Drop for Running<'_> {
             fn drop(&mut self) {
                 self.0.teardown();
+                self.0.stop_watch();
                 leave_kernel();
             }
         }
         let running = Running(&core);
+        core.start_watch();
 
         let main_task = core.spawn_main(main, out.clone())?;
         let deadlock = core.run_until_main_ends(&main_task);
@@ -194,6 +308,20 @@ impl Kernel {
         }
     }
 }
+
+/// A service that attaches itself to a kernel whose configuration asks for
+/// it, as a debug hook (the monitor, the `SIGQUIT` dump).
+///
+/// Discussion: the kernel never imports a service, yet `Builder::with_monitor`
+/// and `CURIO_MONITOR` must start one. Services register here (with
+/// `inventory::submit!`) a function that reads the configuration and returns
+/// the hook to install, whose `activate` starts them; `run` installs what
+/// every registered service returns. The kernel knows hooks only.
+pub(crate) struct Service {
+    pub(crate) attach: fn(&Builder) -> Option<Arc<dyn debug::Hook>>,
+}
+
+inventory::collect!(Service);
 
 /// Runs `main` in a new kernel on this thread and returns its value.
 ///

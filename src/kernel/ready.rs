@@ -89,6 +89,29 @@ impl ReadyQueue {
         self.with(|q| q.shrink_to(q.len().max(64)));
     }
 
+    /// Appends to `out` the (id, slot) of the queued tasks whose ids are in
+    /// `first..end`, looking from the newest back and stopping once all of
+    /// them are found (the tasks spawned since `first` was handed out, which
+    /// are all still queued: only a failed spawn, whose id was taken but
+    /// whose task never queued, makes it look through the whole queue).
+    pub(crate) fn slots_of_ids(&self, first: u64, end: u64, out: &mut Vec<(u64, u32)>) {
+        let want = end.saturating_sub(first) as usize;
+        self.with(|q| {
+            for p in q.iter().rev() {
+                if out.len() == want {
+                    break;
+                }
+                // SAFETY: a queued pointer names a live record (module
+                // invariants); reading two of its fields calls no code.
+                let r = unsafe { p.as_ref() };
+                if (first..end).contains(&r.id()) {
+                    out.push((r.id(), r.slot()));
+                }
+            }
+        });
+        out.sort_unstable();
+    }
+
     /// Takes `task` out of the queue, wherever it is (a linear scan: only a
     /// forced unwind needs it).
     pub(crate) fn remove(&self, task: &TaskRecord) {

@@ -85,6 +85,28 @@ pub enum State {
 }
 
 impl State {
+    /// Every state (for turning a `State as u8` back into a state).
+    pub(crate) const ALL: [State; 18] = [
+        State::Ready,
+        State::Running,
+        State::TimeSleep,
+        State::TaskJoin,
+        State::EventWait,
+        State::LockAcquire,
+        State::SemaAcquire,
+        State::CondWait,
+        State::QueueGet,
+        State::QueuePut,
+        State::QueueJoin,
+        State::FutureWait,
+        State::ReadWait,
+        State::WriteWait,
+        State::SignalWait,
+        State::GroupWait,
+        State::Suspend,
+        State::Terminated,
+    ];
+
     /// Curio's name for the state (`"TIME_SLEEP"` …).
     #[inline]
     pub fn name(self) -> &'static str {
@@ -188,6 +210,9 @@ pub(crate) struct TaskRecord {
     yielder: Cell<*const ()>,
     /// The lowest address of the task's stack guard page (0 before it has a stack).
     guard: Cell<usize>,
+    /// The state its last slice ended in, kept by a watched kernel only (what
+    /// a long block was resumed from); `READY` before its first slice.
+    suspended_in: Cell<State>,
 }
 
 /// The parts of a record most tasks never use.
@@ -235,6 +260,7 @@ impl TaskRecord {
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
+            suspended_in: Cell::new(State::Ready),
         }
     }
 
@@ -480,6 +506,17 @@ impl TaskRecord {
     #[inline]
     pub(super) fn set_yielder(&self, y: *const ()) {
         self.yielder.set(y);
+    }
+
+    /// The state its last slice ended in (watched kernels only).
+    #[inline]
+    pub(super) fn suspended_in(&self) -> State {
+        self.suspended_in.get()
+    }
+
+    #[inline]
+    pub(super) fn set_suspended_in(&self, state: State) {
+        self.suspended_in.set(state);
     }
 
     #[inline]

@@ -28,6 +28,9 @@
 //!   switch; it returns `None` and the caller reports an error.
 //! - A coroutine's closure never unwinds into corosensei when dropped
 //!   unstarted ([`DropQuietly`]).
+//! - A task resumed with an error reply while [`CAPTURE_FOR`] names it
+//!   (`where`) captures its backtrace and suspends again, before it returns
+//!   to its caller: its wait, and everything registered for it, is untouched.
 #![allow(unsafe_code)]
 
 use corosensei::{Coroutine, Yielder};
@@ -77,10 +80,84 @@ pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
     // gets here).
     let yielder: &TaskYielder = unsafe { &*(y as *const TaskYielder) };
     yielder.suspend(trap);
+    // Discussion: the usual resume carries no error, and that path is
+    // exactly what it was before `where` existed (one load, one test). A
+    // backtrace request comes as an error reply with the record's capture
+    // mark set, and only the error path, out of line, looks at the mark.
     Some(match rec.take_reply() {
         None => Ok(()),
-        Some(e) => Err(e),
+        Some(e) => error_reply(rec, e),
     })
+}
+
+/// A resume that carried an error: a real one (cancellation, timeout), which
+/// is returned, or the kernel asking for this task's backtrace (`where`),
+/// which is captured here, on the task's own stack, and left for the kernel
+/// in [`CAPTURED`]; the task then suspends again, in the same wait, and this
+/// returns what the resume after that brings.
+///
+/// Discussion: it takes nothing but the record, which the hot path keeps
+/// anyway: anything else it needed (the yielder, the trap) would have to
+/// survive the switch on every suspend, a spill and a reload on the path
+/// that matters. It suspends again with `Trap::Wait`, which the kernel's
+/// capture ignores (it never acts on the trap of a capture's suspend).
+#[cold]
+#[inline(never)]
+fn error_reply(rec: &TaskRecord, mut e: Error) -> Reply {
+    while std::ptr::eq(CAPTURE_FOR.with(|c| c.get()), rec) {
+        CAPTURE_FOR.with(|c| c.set(std::ptr::null()));
+        drop(e);
+        let captured = capture_here(rec);
+        CAPTURED.with(|c| c.replace(Some(captured)));
+        // SAFETY: as in `suspend`: the kernel resumed this task (to capture),
+        // so its yielder is recorded and lives at the base of this stack,
+        // which we are running on.
+        let yielder: &TaskYielder = unsafe { &*(rec.yielder() as *const TaskYielder) };
+        yielder.suspend(Trap::Wait);
+        match rec.take_reply() {
+            None => return Ok(()),
+            Some(next) => e = next,
+        }
+    }
+    Err(e)
+}
+
+/// How many bytes of free stack a backtrace capture needs, with a margin
+/// (the unwinder's own frames; measured at about 5 KiB on x86_64 Linux).
+pub(super) const CAPTURE_STACK_NEED: usize = 12 * 1024;
+
+/// Captures the calling task's backtrace, unresolved (symbols are looked up
+/// later, by whoever prints it), if enough of its stack is free.
+#[inline(never)]
+pub(super) fn capture_here(rec: &TaskRecord) -> Captured {
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let (_, guard) = rec.stack_info();
+    if guard != 0 {
+        let floor = guard + crate::sys::page_size();
+        let free = sp.saturating_sub(floor);
+        if free < CAPTURE_STACK_NEED {
+            return Err(format!(
+                "only {free} bytes of its stack are free, too few to capture a backtrace \
+                 safely; give the task a bigger stack"
+            ));
+        }
+    }
+    std::panic::catch_unwind(backtrace::Backtrace::new_unresolved)
+        .map_err(|_| "capturing the backtrace panicked".to_string())
+}
+
+/// A backtrace captured on a task's stack, or why there is none.
+pub(crate) type Captured = std::result::Result<backtrace::Backtrace, String>;
+
+thread_local! {
+    /// The task the kernel resumes only to have it capture its backtrace
+    /// (`where`), while it does; null otherwise.
+    pub(super) static CAPTURE_FOR: std::cell::Cell<*const TaskRecord> =
+        const { std::cell::Cell::new(std::ptr::null()) };
+    /// Where a task resumed for `where` leaves its backtrace for the kernel.
+    pub(super) static CAPTURED: std::cell::Cell<Option<Captured>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// Creates a task coroutine that records its yielder in `rec` and runs `body`.

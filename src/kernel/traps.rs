@@ -11,7 +11,9 @@
 //!   registering the waiter) is an ordinary call that returns first.
 //! - **Direct traps** run on the caller's stack and return at once: spawning,
 //!   cancelling, waking, the clock, timeout blocks and masking, the fd table,
-//!   the inbox, the current task.
+//!   the inbox, the current task; and for debugging, another task's
+//!   backtrace, snapshots and dumps (which resume the other tasks in place,
+//!   for their backtraces, without disturbing them).
 //!
 //! # Invariants
 //!
@@ -41,6 +43,7 @@ use std::time::Instant;
 
 use super::core::{in_task as core_in_task, try_with_core, with_core, with_current, with_running};
 use super::crash;
+use super::debug::{KernelHandle, Snapshot, Traceback};
 use super::record::{AnyTask, Identity, State, TaskCell, TaskRecord};
 use super::switch::{self, Trap};
 use crate::deadlines::Block;
@@ -491,6 +494,52 @@ pub(crate) fn deregister_fd(kernel: u64, token: mio::Token, fd: RawFd) {
 /// (true if that is not this thread's kernel: nothing is known).
 pub(crate) fn fd_ready(kernel: u64, token: mio::Token, dir: Direction) -> bool {
     try_with_core(|core| core.id() != kernel || core.fd_ready(token, dir)).unwrap_or(true)
+}
+
+// ---------------------------------------------------------------------------
+// Debugging (direct)
+// ---------------------------------------------------------------------------
+
+/// The backtrace of `target` (Curio's `Task.traceback()`), captured on its
+/// own stack without disturbing it (`Core::capture_stack`): its wait, its
+/// deadline and its place in the ready queue stay as they were. The caller's
+/// own stack if `target` is the caller.
+///
+/// # Errors
+///
+/// [`ErrorKind::Usage`] for a task that has finished, has not started, is
+/// being torn down, or whose stack is too full to capture safely.
+pub(crate) fn traceback(target: &Rc<AnyTask>) -> Result<Traceback> {
+    with_core(|core| core.capture_stack(target)).map_err(Error::usage)
+}
+
+/// Every live task's row (the monitor's `ps`), CPU times and stack depths
+/// filled in.
+pub(crate) fn snapshot() -> Snapshot {
+    with_core(|core| {
+        let mut s = core.snapshot();
+        s.fill(core.handle().as_ref().map(|h| h.shared()));
+        s
+    })
+}
+
+/// The all-task dump: the `ps` table, then each task's backtrace.
+pub(crate) fn dump_string() -> String {
+    with_core(|core| {
+        let mut snap = core.snapshot();
+        snap.fill(core.handle().as_ref().map(|h| h.shared()));
+        let traces: Vec<_> = core
+            .live_tasks()
+            .iter()
+            .map(|t| (t.record().id(), core.capture_stack(t)))
+            .collect();
+        super::debug::format_dump(core.id(), &snap, &traces)
+    })
+}
+
+/// A handle other threads can use to watch this kernel, if it is watched.
+pub(crate) fn kernel_handle() -> Option<KernelHandle> {
+    with_core(|core| core.handle())
 }
 
 /// Records that an operation found `token`'s fd drained in direction `dir`.
