@@ -489,9 +489,9 @@ impl Builder {
             stack_size,
         };
         // SAFETY: forwarded from this function's contract.
-        let cell = unsafe { trap::spawn_unchecked(opts, f) }?;
+        let (any, cell) = unsafe { trap::spawn_unchecked(opts, f) }?;
         Ok(Task {
-            any: TaskRef::from_rc(cell.clone()),
+            any: TaskRef::from_rc(any),
             cell,
         })
     }

@@ -111,6 +111,64 @@ fn out_of_maps_child() {
     });
 }
 
+/// The same with the kernel's own stack size: a task of that size takes its
+/// stack only when it first runs (issue 11, item 9), but spawn still fails
+/// when no stack could be had for it, never the task later.
+#[test]
+fn out_of_maps_lazy_child() {
+    if !in_child(MAPS_CHILD) {
+        return;
+    }
+    let kernel = Kernel::builder().stack_size(curio::MIN_STACK_SIZE).build();
+    kernel
+        .run(|| {
+            let mut tasks = Vec::new();
+            let err = loop {
+                match curio::task::Builder::new().spawn(|| curio::sleep(Duration::from_secs(3600)))
+                {
+                    Ok(t) => tasks.push(t),
+                    Err(e) => break e,
+                }
+                if tasks.len() > 1_000_000 {
+                    panic!("no limit reached");
+                }
+            };
+            eprintln!("spawned {} tasks, then: {err}", tasks.len());
+            // Every task spawned runs up to its sleep: each got its stack.
+            curio::yield_now().unwrap();
+            assert!(tasks.iter().all(|t| t.state() == curio::State::TimeSleep));
+            for t in &tasks {
+                t.cancel_nowait();
+            }
+            for t in &tasks {
+                t.wait().unwrap();
+            }
+            drop(tasks);
+            let again = curio::spawn(|| 7);
+            assert_eq!(again.join().unwrap(), 7);
+            eprintln!("went on");
+        })
+        .unwrap();
+}
+
+#[test]
+fn running_out_of_stacks_for_tasks_not_yet_run_is_an_error_at_spawn() {
+    let out = run_test_in_child_with(
+        "out_of_maps_lazy_child",
+        MAPS_CHILD,
+        &[("CURIO_GUARD_PAGES", "mprotect")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child failed ({}):\n{stderr}",
+        out.status
+    );
+    assert!(stderr.contains("vm.max_map_count"), "{stderr}");
+    assert!(stderr.contains("spawned "), "{stderr}");
+    assert!(stderr.contains("went on"), "{stderr}");
+}
+
 #[test]
 fn running_out_of_mprotect_guarded_stacks_is_an_error_and_the_program_goes_on() {
     let out = run_test_in_child_with(
@@ -148,6 +206,45 @@ fn running_out_of_mprotect_guarded_stacks_is_an_error_and_the_program_goes_on() 
         spawned * 100 >= promised * 99 && spawned <= promised + 1024,
         "the warning promised about {promised} tasks, {spawned} were spawned:\n{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// A stack at first run
+// ---------------------------------------------------------------------------
+
+/// The address of a local of the running task: where on which stack it runs.
+#[inline(never)]
+fn where_my_frame_is() -> usize {
+    let x = 0u8;
+    std::hint::black_box(&x) as *const u8 as usize
+}
+
+/// Issue 11, item 9: a task takes its stack when it first runs, not when it
+/// is spawned. A batch spawned together and run one after another runs on
+/// the stack the task before it has just given back (still in cache), not
+/// on a thousand different ones.
+#[test]
+fn a_batch_of_tasks_run_one_after_another_reuses_one_stack() {
+    run_virtual(|| {
+        let tasks: Vec<_> = (0..1000).map(|_| curio::spawn(where_my_frame_is)).collect();
+        let mut frames: Vec<usize> = tasks.iter().map(|t| t.join().unwrap()).collect();
+        frames.dedup();
+        assert_eq!(frames.len(), 1, "the batch ran on {} stacks", frames.len());
+        // Tasks alive at once still each have their own.
+        let sleepers: Vec<_> = (0..10)
+            .map(|_| {
+                curio::spawn(|| {
+                    let at = where_my_frame_is();
+                    curio::sleep(Duration::from_millis(1)).unwrap();
+                    at
+                })
+            })
+            .collect();
+        let mut frames: Vec<usize> = sleepers.iter().map(|t| t.join().unwrap()).collect();
+        frames.sort_unstable();
+        frames.dedup();
+        assert_eq!(frames.len(), 10);
+    });
 }
 
 // ---------------------------------------------------------------------------

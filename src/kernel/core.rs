@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use super::Builder;
 use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
-use super::record::{AnyTask, Identity, State, TaskCell, TaskRecord};
-use super::switch::{self, Reply, TaskCoroutine, Trap};
+use super::record::{AnyTask, Identity, State, TaskBoxOf, TaskCell, TaskRecord};
+use super::switch::{self, Code, Reply, TaskCoroutine, Trap};
 use super::watch::{Answer, Query, Request, Shared, Watchdog};
 use crate::deadlines::{Arm, Block};
 use crate::error::{Error, ErrorKind, Result};
@@ -268,9 +268,14 @@ pub(super) struct Core {
     free_slots: RefCell<Vec<u32>>,
     /// Tasks to run, in order (thin pointers; their slots keep them alive).
     ready: ReadyQueue,
-    /// Free default-size stacks, kept by the kernel so spawning skips the
-    /// thread-local pool; returned to it when the kernel ends.
+    /// Free default-size stacks, kept by the kernel so tasks skip the
+    /// thread-local pool; returned to it when the kernel ends. The most
+    /// recently given back is last, and is the next one taken.
     stacks: RefCell<Vec<stack::PooledStack>>,
+    /// How many of `stacks` are promised to default-size tasks that have not
+    /// run yet (each takes one when it first runs). Invariant:
+    /// `promised <= stacks.len()`, so a spawned task always finds its stack.
+    promised: Cell<usize>,
     timers: RefCell<TimerHeap<TimerItem>>,
     clock: Clock,
     poller: RefCell<Poller>,
@@ -342,6 +347,7 @@ impl Core {
             free_slots: RefCell::new(Vec::new()),
             ready: ReadyQueue::new(),
             stacks: RefCell::new(Vec::new()),
+            promised: Cell::new(0),
             timers: RefCell::new(TimerHeap::new()),
             clock: Clock {
                 epoch: Instant::now(),
@@ -395,25 +401,32 @@ impl Core {
         self.unwinding.get()
     }
 
-    /// Adds a task whose header lives in `task` and whose code is `coro`, at the
-    /// back of the ready queue. Never switches.
-    pub(super) fn spawn(
-        &self,
-        task: Rc<AnyTask>,
-        make: impl FnOnce(stack::PooledStack) -> TaskCoroutine,
-    ) -> Result<()> {
+    /// Adds `task`, whose box holds its closure, at the back of the ready
+    /// queue. Never switches.
+    ///
+    /// A task of the kernel's stack size gets its stack when it first runs
+    /// ([`Core::start`]); here one is only promised, so that a spawn that
+    /// cannot have a stack fails now, not later. Another size takes its
+    /// stack now.
+    ///
+    /// # Safety
+    ///
+    /// Everything the task's closure borrows must outlive the task: its
+    /// closure is started or dropped, and its coroutine returns or is
+    /// unwound, before any such borrow ends.
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn spawn(&self, task: Rc<AnyTask>) -> Result<()> {
         let h = task.record();
-        let cached = if h.stack_size() == self.stack_size {
-            self.stacks.borrow_mut().pop()
+        if h.stack_size() == self.stack_size {
+            self.promise_stack()?;
+            *h.code().borrow_mut() = Code::Unstarted;
         } else {
-            None
-        };
-        let st = match cached {
-            Some(st) => st,
-            None => stack::take(h.stack_size())?,
-        };
-        h.set_stack(st.guard().0, st.size());
-        *h.coro().borrow_mut() = Some(make(st));
+            let st = stack::take(h.stack_size())?;
+            h.set_stack(st.guard().0, st.size());
+            // SAFETY: forwarded from this function's contract; the slot below
+            // keeps the box alive until the task has ended.
+            *h.code().borrow_mut() = Code::Started(unsafe { task.start(st) });
+        }
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(i) => {
                 self.slots.borrow_mut()[i as usize].task = Some(task.clone());
@@ -434,6 +447,43 @@ impl Core {
         Ok(())
     }
 
+    /// Promises one of the kernel's free stacks to a task that has not run
+    /// yet, taking one more from the thread's pool if every free one is
+    /// promised already.
+    #[inline]
+    fn promise_stack(&self) -> Result<()> {
+        let promised = self.promised.get();
+        let mut stacks = self.stacks.borrow_mut();
+        if stacks.len() == promised {
+            stacks.push(stack::take(self.stack_size)?);
+        }
+        self.promised.set(promised + 1);
+        Ok(())
+    }
+
+    /// A task runs for the first time: it takes the stack promised to it (the
+    /// one most recently given back, so likely still in cache) and its
+    /// coroutine is made there, from the closure in its box.
+    #[inline(never)]
+    fn start(&self, h: &TaskRecord, code: &mut Code) {
+        let promised = self.promised.get();
+        self.promised.set(promised - 1);
+        let st = self
+            .stacks
+            .borrow_mut()
+            .pop()
+            .expect("a stack is kept for every task that has not run (`promised`)");
+        h.set_stack(st.guard().0, st.size());
+        let slots = self.slots.borrow();
+        let task = slots[h.slot() as usize]
+            .task
+            .as_ref()
+            .expect("a task being run is in its slot");
+        // SAFETY: `spawn`'s contract covers what the closure borrows; the
+        // slot keeps the box alive until the task has ended.
+        *code = Code::Started(unsafe { task.start(st) });
+    }
+
     pub(super) fn spawn_main<F, T>(
         &self,
         main: F,
@@ -450,23 +500,26 @@ impl Core {
             is_main: true,
             stack_size: self.stack_size,
         });
-        let cell = Rc::new(TaskCell::<()>::new(record));
-        let hp: *const TaskRecord = cell.record();
+        // Main's panic goes to `out` (and from there out of `run`), never to
+        // the crash report: its closure catches it first.
         let body = move || {
             let r = panic::catch_unwind(AssertUnwindSafe(main));
             *out.borrow_mut() = Some(r);
         };
+        let cell = Rc::new(TaskBoxOf::new(record, body));
         #[allow(unsafe_code)]
-        self.spawn(cell.clone(), |st| {
-            // SAFETY: `run` does not return or unwind past its frame before this
-            // task has ended: it drives main to completion, shutdown ends every
-            // task, and `run`'s guard force-unwinds whatever is left (also when
-            // the kernel panics) before the borrowed `main` and `out` can go.
-            // A coroutine whose unwind failed is leaked, never run again. The
-            // header is kept alive by `cell`, which the slot holds until the
-            // task ends.
-            unsafe { switch::new_coroutine_unchecked(st, hp, body) }
-        })?;
+        // SAFETY: `run` does not return or unwind past its frame before this
+        // task has ended: it drives main to completion, shutdown ends every
+        // task, and `run`'s guard force-unwinds whatever is left (also when
+        // the kernel panics; an unstarted task's closure is dropped then)
+        // before the borrowed `main` and `out` can go. A coroutine whose
+        // unwind failed is leaked, never run again. Erasing the closure's
+        // lifetime in the box's type is covered by the same argument.
+        let (any, typed) = unsafe { super::traps::erase(cell) };
+        #[allow(unsafe_code)]
+        // SAFETY: as just above.
+        unsafe { self.spawn(any) }?;
+        let cell = typed;
         Ok(cell)
     }
 
@@ -477,8 +530,11 @@ impl Core {
     #[inline(always)]
     fn step(&self, h: &TaskRecord) {
         let result = {
-            let mut coro = h.coro().borrow_mut();
-            let Some(coro) = coro.as_mut() else { return }; // force-unwound already
+            let mut code = h.code().borrow_mut();
+            if let Code::Unstarted = &*code {
+                self.start(h, &mut code);
+            }
+            let Some(coro) = code.started() else { return }; // force-unwound already
             h.start_slice();
             set_task(Some(h));
             let result = coro.resume(());
@@ -507,8 +563,11 @@ impl Core {
         let Some(w) = &self.watch else { return };
         let beat = &w.shared.beat;
         let result = {
-            let mut coro = h.coro().borrow_mut();
-            let Some(coro) = coro.as_mut() else { return }; // force-unwound already
+            let mut code = h.code().borrow_mut();
+            if let Code::Unstarted = &*code {
+                self.start(h, &mut code);
+            }
+            let Some(coro) = code.started() else { return }; // force-unwound already
             h.start_slice();
             if HOOKS {
                 self.call_hooks(&w.switch_hooks, |hook| hook.running(&TaskInfo::new(h)));
@@ -810,12 +869,12 @@ impl Core {
                 format!("task {id} is being torn down; its stack cannot be shown")
             });
         }
-        let Ok(mut coro) = h.coro().try_borrow_mut() else {
+        let Ok(mut code) = h.code().try_borrow_mut() else {
             return Err(format!(
                 "task {id} is running; only a suspended task has a backtrace to show"
             ));
         };
-        let Some(coro) = coro.as_mut() else {
+        let Some(coro) = code.started() else {
             return Err(format!(
                 "task {id} is being torn down; its stack cannot be shown"
             ));
@@ -850,17 +909,24 @@ impl Core {
         if h.state() == State::Ready {
             self.ready.remove(h); // a forced unwind of a queued task
         }
-        if let Some(coro) = h.coro().borrow_mut().take() {
-            if coro.done() {
+        let code = std::mem::replace(&mut *h.code().borrow_mut(), Code::Empty);
+        match code {
+            Code::Started(coro) if coro.done() => {
                 let st = coro.into_stack();
                 if st.size() == self.stack_size {
                     self.stacks.borrow_mut().push(st);
                 } else {
                     stack::give(st);
                 }
-            } else {
-                leak_unfinished(h, coro);
             }
+            Code::Started(coro) => leak_unfinished(h, coro),
+            Code::Unstarted => {
+                self.promised.set(self.promised.get() - 1);
+                if let Some(msg) = task.drop_unstarted() {
+                    report_unstarted_drop_panic(h, &msg);
+                }
+            }
+            Code::Empty => {}
         }
         let slot = h.slot();
         self.slots.borrow_mut()[slot as usize].task = None;
@@ -1361,8 +1427,9 @@ impl Core {
     /// the memory of the rest back (the least recently used first).
     fn trim_stacks(&self) {
         let mut stacks = self.stacks.borrow_mut();
-        if stacks.len() > self.idle_stacks {
-            let excess = stacks.len() - self.idle_stacks;
+        let keep = self.idle_stacks.max(self.promised.get());
+        if stacks.len() > keep {
+            let excess = stacks.len() - keep;
             for st in stacks.drain(..excess) {
                 stack::give_released(st);
             }
@@ -1496,8 +1563,33 @@ impl Core {
         let was_unwinding = self.unwinding.replace(true);
         for t in self.live_tasks().iter().rev() {
             let h = t.record();
-            let coro = h.coro().borrow_mut().take();
-            let Some(mut coro) = coro else { continue };
+            let code = std::mem::replace(&mut *h.code().borrow_mut(), Code::Empty);
+            let mut coro = match code {
+                Code::Started(coro) => coro,
+                Code::Unstarted => {
+                    // Never run, so no stack to unwind: its closure is
+                    // dropped, as the running task (a destructor may call
+                    // curio, and gets an error: the task has no yielder).
+                    if h.state() == State::Ready {
+                        self.ready.remove(h);
+                    }
+                    self.promised.set(self.promised.get() - 1);
+                    h.set_state(State::Running);
+                    set_task(Some(h));
+                    let panicked = t.drop_unstarted();
+                    set_task(None);
+                    if let Some(msg) = panicked {
+                        report_unstarted_drop_panic(h, &msg);
+                    }
+                    if self.watch.is_some() {
+                        self.announce_new_tasks();
+                    }
+                    self.finish(t);
+                    self.note_terminated(h);
+                    continue;
+                }
+                Code::Empty => continue,
+            };
             // Out of every queue first: not parked (nothing can wake it) and
             // not in the ready queue (which must never hold a finished task).
             if h.wait_id() != 0 {
@@ -1518,7 +1610,7 @@ impl Core {
             if r.is_err() {
                 eprintln!("curio: task {} panicked while being unwound", h.id());
             }
-            *h.coro().borrow_mut() = Some(coro);
+            *h.code().borrow_mut() = Code::Started(coro);
             if self.watch.is_some() {
                 self.announce_new_tasks();
             }
@@ -1554,6 +1646,17 @@ impl Drop for Core {
             stack::give(st);
         }
     }
+}
+
+/// Dropping the closure of a task that never ran panicked: reported, never
+/// propagated (it would unwind the kernel).
+#[cold]
+#[inline(never)]
+fn report_unstarted_drop_panic(h: &TaskRecord, msg: &str) {
+    eprintln!(
+        "curio: dropping the closure of task {}, which never started, panicked: {msg}",
+        h.id()
+    );
 }
 
 /// Only a forced unwind that itself failed leaves a coroutine unfinished.

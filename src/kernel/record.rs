@@ -33,9 +33,10 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Weak;
 
-use super::switch::TaskCoroutine;
+use super::switch::{Body, Code, TaskBody, TaskCoroutine};
 use crate::deadlines::Deadlines;
 use crate::error::{Error, ErrorKind, Result};
+use crate::stack::PooledStack;
 use crate::wait::WaitQueue;
 
 // ---------------------------------------------------------------------------
@@ -201,8 +202,10 @@ pub(crate) struct TaskRecord {
     joiners: RefCell<WaitQueue>,
     /// What few tasks use, made on first use.
     cold: OnceCell<Box<Cold>>,
-    /// The task's coroutine, resumed in place by the kernel; taken out when it ends.
-    coro: RefCell<Option<TaskCoroutine>>,
+    /// The task's code: the closure that makes its coroutine until it first
+    /// runs, then the coroutine, resumed in place by the kernel; taken out
+    /// when it ends.
+    code: RefCell<Code>,
     /// The error the next resume delivers (`None`: `Ok`).
     reply: Cell<Option<Error>>,
     /// The task's corosensei yielder, recorded when it first runs; null while
@@ -256,7 +259,7 @@ impl TaskRecord {
             join_target: Cell::new(0),
             joiners: RefCell::new(WaitQueue::new()),
             cold: OnceCell::new(),
-            coro: RefCell::new(None),
+            code: RefCell::new(Code::Empty),
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
@@ -483,8 +486,8 @@ impl TaskRecord {
     }
 
     #[inline]
-    pub(super) fn coro(&self) -> &RefCell<Option<TaskCoroutine>> {
-        &self.coro
+    pub(super) fn code(&self) -> &RefCell<Code> {
+        &self.code
     }
 
     /// Leaves `reply` for the task's next resume.
@@ -542,41 +545,75 @@ impl TaskRecord {
 // The task box: the record and the task's value, in one allocation
 // ---------------------------------------------------------------------------
 
-/// A task's record and its result slot, in one allocation.
+/// A task's record, its result slot and (until it first runs) its closure,
+/// in one allocation.
 ///
-/// `S` is the slot: [`ResultSlot<T>`] in a typed [`TaskCell<T>`], and `dyn
-/// AnySlot` in the [`AnyTask`] the kernel holds. The record comes first and is
-/// sized, so reaching it from an `AnyTask` is a plain field access, not a
-/// virtual call.
+/// `S` is the rest: a [`Slot`] whose closure type is known in the box spawn
+/// makes ([`TaskBoxOf`]), erased to `dyn TaskBody<T>` in a typed
+/// [`TaskCell<T>`], and wholly erased to `dyn AnySlot` in the [`AnyTask`]
+/// the kernel holds. The record comes first and is sized, so reaching it from
+/// either is a plain field access, not a virtual call.
 pub(crate) struct TaskBox<S: ?Sized + AnySlot> {
     pub(crate) record: TaskRecord,
     result: S,
 }
 
+/// A task's result slot and its closure.
+pub(crate) struct Slot<T, B: ?Sized> {
+    value: ResultSlot<T>,
+    body: B,
+}
+
 /// Where a task's closure leaves its return value (or its panic).
 pub(crate) type ResultSlot<T> = RefCell<Option<std::thread::Result<T>>>;
 
+/// A task as spawn makes it: its closure's type `F` is known.
+pub(crate) type TaskBoxOf<T, F> = TaskBox<Slot<T, Body<F>>>;
+
 /// A task whose result type is known.
-pub(crate) type TaskCell<T> = TaskBox<ResultSlot<T>>;
+pub(crate) type TaskCell<T> = TaskBox<Slot<T, dyn TaskBody<T>>>;
 
 /// Any task, as the kernel holds it.
 pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
 
-/// Erases a task's result type (see [`TaskBox`]).
+/// Erases a task's result and closure types (see [`TaskBox`]).
 pub(crate) trait AnySlot {
     /// Drops the value or panic payload left in the slot, if any; returns the
     /// message of a panic that dropping it raised.
     fn drop_value(&mut self) -> Option<String>;
+
+    /// Makes the task's coroutine on `stack` ([`TaskBody::start`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`TaskBody::start`], with `rec` the record of this slot's box.
+    #[allow(unsafe_code)]
+    unsafe fn start(&self, rec: *const TaskRecord, stack: PooledStack) -> TaskCoroutine;
+
+    /// Drops the closure of a task that never ran ([`TaskBody::drop_unstarted`]).
+    fn drop_unstarted(&self) -> Option<String>;
 }
 
-impl<T> AnySlot for ResultSlot<T> {
+impl<T, B: ?Sized + TaskBody<T>> AnySlot for Slot<T, B> {
     #[inline]
     fn drop_value(&mut self) -> Option<String> {
-        let slot = self.get_mut();
+        let slot = self.value.get_mut();
         if slot.is_none() {
             return None; // joined: the usual case
         }
         drop_quietly(slot.take())
+    }
+
+    #[allow(unsafe_code)]
+    #[inline]
+    unsafe fn start(&self, rec: *const TaskRecord, stack: PooledStack) -> TaskCoroutine {
+        // SAFETY: forwarded from this function's contract; the slot is part
+        // of the same box as the record, so it lives as long.
+        unsafe { self.body.start(rec, &self.value, stack) }
+    }
+
+    fn drop_unstarted(&self) -> Option<String> {
+        self.body.drop_unstarted()
     }
 }
 
@@ -639,28 +676,51 @@ impl<S: ?Sized + AnySlot> TaskBox<S> {
     }
 }
 
-impl<T> TaskCell<T> {
+impl<T, F: FnOnce() -> T> TaskBoxOf<T, F> {
+    /// The box of a task that will run `f`.
     #[inline]
-    pub(crate) fn new(record: TaskRecord) -> Self {
-        TaskCell {
+    pub(crate) fn new(record: TaskRecord, f: F) -> Self {
+        TaskBox {
             record,
-            result: RefCell::new(None),
+            result: Slot {
+                value: RefCell::new(None),
+                body: Body::new(f),
+            },
         }
     }
+}
 
-    /// Where the task's closure leaves its value.
+impl<S: ?Sized + AnySlot> TaskBox<S> {
+    /// Makes the task's coroutine on `stack`, from the closure it was
+    /// spawned with.
+    ///
+    /// # Safety
+    ///
+    /// As [`TaskBody::start`]: everything the closure borrows, and this box,
+    /// must stay valid until the coroutine has returned or been dropped.
+    #[allow(unsafe_code)]
     #[inline]
-    pub(crate) fn result_slot(&self) -> &ResultSlot<T> {
-        &self.result
+    pub(crate) unsafe fn start(&self, stack: PooledStack) -> TaskCoroutine {
+        // SAFETY: forwarded; the record is this box's own.
+        unsafe { self.result.start(&self.record, stack) }
     }
 
+    /// Drops the closure of a task that never ran; returns the message of a
+    /// panic its drop raised.
+    #[inline]
+    pub(crate) fn drop_unstarted(&self) -> Option<String> {
+        self.result.drop_unstarted()
+    }
+}
+
+impl<T> TaskCell<T> {
     /// Takes the result of a terminated task.
     #[inline]
     pub(crate) fn take_result(&self) -> Result<T> {
         if self.record.is_terminated() {
             self.record.joined.set(true);
         }
-        match self.result.borrow_mut().take() {
+        match self.result.value.borrow_mut().take() {
             Some(Ok(v)) => Ok(v),
             Some(Err(payload)) => {
                 let msg = panic_message(&*payload);
@@ -687,7 +747,7 @@ impl<T> TaskCell<T> {
     /// The panic message, if the task panicked.
     #[inline]
     pub(crate) fn panic_text(&self) -> Option<String> {
-        match &*self.result.borrow() {
+        match &*self.result.value.borrow() {
             Some(Err(payload)) => Some(panic_message(&**payload)),
             _ => self.record.panic_message(),
         }
@@ -696,7 +756,7 @@ impl<T> TaskCell<T> {
     /// Looks at the result without taking it.
     #[inline]
     pub(crate) fn with_result<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        match &*self.result.borrow() {
+        match &*self.result.value.borrow() {
             Some(Ok(v)) => f(Some(v)),
             _ => f(None),
         }

@@ -26,16 +26,22 @@
 //!   recorded when the coroutine first runs, and cleared before the kernel
 //!   force-unwinds the task. [`suspend`] on a record with no yielder does not
 //!   switch; it returns `None` and the caller reports an error.
-//! - A coroutine's closure never unwinds into corosensei when dropped
-//!   unstarted ([`DropQuietly`]).
+//! - A task gets its stack when it first runs: until then its closure waits
+//!   in its task box ([`Body`]), and [`TaskBody::start`] makes the coroutine
+//!   on the stack it is given.
+//! - A task's closure never unwinds into corosensei or the kernel when
+//!   dropped unstarted ([`DropQuietly`], [`TaskBody::drop_unstarted`]).
 //! - A task resumed with an error reply while [`CAPTURE_FOR`] names it
 //!   (`where`) captures its backtrace and suspends again, before it returns
 //!   to its caller: its wait, and everything registered for it, is untouched.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+
 use corosensei::{Coroutine, Yielder};
 
-use super::record::TaskRecord;
+use super::record::{ResultSlot, TaskRecord};
 use crate::error::Error;
 use crate::stack::PooledStack;
 
@@ -186,6 +192,114 @@ pub(super) unsafe fn new_coroutine_unchecked(
     };
     // SAFETY: forwarded from this function's contract.
     unsafe { Coroutine::with_stack_unchecked(stack, f) }
+}
+
+/// A task's code, as its record holds it.
+pub(crate) enum Code {
+    /// None: the record is not spawned yet, or its task has ended.
+    Empty,
+    /// Spawned but never run: no stack yet. Its closure waits in its task
+    /// box ([`Body`]).
+    Unstarted,
+    /// Running or suspended, on its own stack.
+    Started(TaskCoroutine),
+}
+
+impl Code {
+    /// The coroutine, if the task has one.
+    #[inline(always)]
+    pub(super) fn started(&mut self) -> Option<&mut TaskCoroutine> {
+        match self {
+            Code::Started(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A task's closure, kept in its task box (beside its result slot) until the
+/// task first runs; then it moves onto the task's stack.
+///
+/// Discussion: a task takes its stack when it first runs, not when it is
+/// spawned (`arch-notes/stacks.md`, "A stack at first run"). A batch of
+/// tasks spawned together and run one after another then runs on the one
+/// stack the previous task has just given back, still in cache, instead of
+/// writing a first frame into a different cold stack per task at spawn and
+/// touching each again at run. Keeping the closure in the task box, not in a
+/// box of its own, costs no allocation.
+pub(crate) struct Body<F>(Cell<Option<F>>);
+
+impl<F> Body<F> {
+    pub(super) fn new(f: F) -> Body<F> {
+        Body(Cell::new(Some(f)))
+    }
+}
+
+/// What the kernel does with the closure of a task whose result type is `T`,
+/// without knowing the closure's type.
+pub(crate) trait TaskBody<T> {
+    /// Makes the task's coroutine on `stack`, moving the closure into it: it
+    /// runs the closure, reports a panic as a task crash, and leaves the
+    /// value or the panic in `out`.
+    ///
+    /// # Safety
+    ///
+    /// `rec`, `out` and everything the closure borrows must stay valid until
+    /// the coroutine has returned or been dropped (as
+    /// [`new_coroutine_unchecked`]). Called at most once.
+    unsafe fn start(
+        &self,
+        rec: *const TaskRecord,
+        out: *const ResultSlot<T>,
+        stack: PooledStack,
+    ) -> TaskCoroutine;
+
+    /// Drops the closure of a task that never ran (once); returns the
+    /// message of a panic its drop raised, which never propagates.
+    fn drop_unstarted(&self) -> Option<String>;
+}
+
+impl<T, F: FnOnce() -> T> TaskBody<T> for Body<F> {
+    unsafe fn start(
+        &self,
+        rec: *const TaskRecord,
+        out: *const ResultSlot<T>,
+        stack: PooledStack,
+    ) -> TaskCoroutine {
+        let f = self.0.take().expect("a task starts once");
+        let run = move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(f));
+            // SAFETY: the record and the slot outlive the coroutine (this
+            // function's contract); the slot is written once, here, by the
+            // task itself, and read only after the task has ended.
+            let (h, out) = unsafe { (&*rec, &*out) };
+            if let Err(payload) = &r {
+                super::crash::report_crash(h, &**payload);
+            }
+            *out.borrow_mut() = Some(r);
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { new_coroutine_unchecked(stack, rec, run) }
+    }
+
+    fn drop_unstarted(&self) -> Option<String> {
+        let f = self.0.take()?;
+        panic::catch_unwind(AssertUnwindSafe(move || drop(f)))
+            .err()
+            .map(|payload| super::record::panic_message(&*payload))
+    }
+}
+
+impl<F> Drop for Body<F> {
+    /// Normally empty by now: the task ran, or the kernel dropped its closure
+    /// when it unwound it unstarted ([`TaskBody::drop_unstarted`]). A spawn
+    /// that failed leaves the closure here; its drop must not panic out.
+    fn drop(&mut self) {
+        if let Some(f) = self.0.get_mut().take() {
+            if panic::catch_unwind(AssertUnwindSafe(move || drop(f))).is_err() {
+                eprintln!("curio: dropping the closure of a task that never started panicked");
+            }
+        }
+    }
 }
 
 /// Holds a task's body until it starts; if the task never starts, drops the

@@ -37,14 +37,17 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
-use std::panic::{self, AssertUnwindSafe};
+
 use std::rc::Rc;
 use std::time::Instant;
 
 use super::core::{in_task as core_in_task, try_with_core, with_core, with_current, with_running};
 use super::crash;
 use super::debug::{KernelHandle, Snapshot, Traceback};
-use super::record::{AnyTask, Identity, State, TaskCell, TaskRecord};
+use super::record::{
+    AnySlot, AnyTask, Identity, Slot, State, TaskBox, TaskBoxOf, TaskCell, TaskRecord,
+};
+use super::switch::TaskBody;
 use super::switch::{self, Trap};
 use crate::deadlines::Block;
 use crate::error::{Error, ErrorKind, Result};
@@ -369,7 +372,7 @@ pub(crate) struct SpawnOptions {
 pub(crate) unsafe fn spawn_unchecked<'a, F, T>(
     opts: SpawnOptions,
     f: F,
-) -> io::Result<Rc<TaskCell<T>>>
+) -> io::Result<(Rc<AnyTask>, Rc<TaskCell<T>>)>
 where
     F: FnOnce() -> T + 'a,
     T: 'static,
@@ -379,46 +382,67 @@ where
             Some(n) => Cow::Owned(n),
             None => Cow::Borrowed(std::any::type_name::<F>()),
         };
-        let cell = new_cell::<T>(Identity {
-            id: core.next_task_id(),
-            parent: Some(parent.id()),
-            name,
-            daemon: opts.daemon,
-            is_main: false,
-            stack_size: opts.stack_size.unwrap_or(core.default_stack_size()),
-        });
+        let cell = new_cell(
+            Identity {
+                id: core.next_task_id(),
+                parent: Some(parent.id()),
+                name,
+                daemon: opts.daemon,
+                is_main: false,
+                stack_size: opts.stack_size.unwrap_or(core.default_stack_size()),
+            },
+            f,
+        );
         parent.inherit_locals(cell.record());
-        let rec: *const TaskRecord = cell.record();
-        let c2 = cell.clone();
-        let body = move || {
-            let r = panic::catch_unwind(AssertUnwindSafe(f));
-            if let Err(payload) = &r {
-                crash::report_crash(c2.record(), &**payload);
-            }
-            *c2.result_slot().borrow_mut() = Some(r);
-        };
-        core.spawn(cell.clone(), |st| {
-            // SAFETY: the borrows of `body` are those of `f`, which the caller
-            // guarantees outlive the task; the record is kept alive by the
-            // kernel slot's Rc until the coroutine has returned.
-            unsafe { switch::new_coroutine_unchecked(st, rec, body) }
-        })
-        .map_err(io::Error::from)?;
-        Ok(cell)
+        // SAFETY: the borrows of `f` outlive the task (this function's
+        // contract): the kernel starts its closure, or drops it unstarted,
+        // and its coroutine returns or is unwound, before they end; the box
+        // is kept alive by the kernel slot's Rc until the task has ended.
+        let (any, typed) = unsafe { erase(cell) };
+        // SAFETY: as just above.
+        unsafe { core.spawn(any.clone()) }.map_err(io::Error::from)?;
+        Ok((any, typed))
     })
 }
 
-/// A task cell, built in place: `Rc::new(value)` builds the 400-byte cell on
+/// A task box, built in place: `Rc::new(value)` builds the 300-byte box on
 /// the stack and copies it into the allocation, about 6% of a spawn
 /// (arch-notes/benchmarks.md).
 #[allow(unsafe_code)]
-fn new_cell<T>(who: Identity) -> Rc<TaskCell<T>> {
-    let mut cell = Rc::<TaskCell<T>>::new_uninit();
+fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> Rc<TaskBoxOf<T, F>> {
+    let mut cell = Rc::<TaskBoxOf<T, F>>::new_uninit();
     Rc::get_mut(&mut cell)
         .expect("a new Rc has no other owner")
-        .write(TaskCell::new(TaskRecord::new(who)));
+        .write(TaskBoxOf::new(TaskRecord::new(who), f));
     // SAFETY: the `write` just above initialised the cell.
     unsafe { cell.assume_init() }
+}
+
+/// The two erased views of a new task box: the kernel's, and the typed one a
+/// [`Task`](crate::Task) keeps.
+///
+/// # Safety
+///
+/// The types claim the closure `F` is `'static`, which it need not be: the
+/// caller must see that it is started or dropped (which is all the kernel
+/// does with it) before anything it borrows ends. Once it is gone the box
+/// holds no `F` at all, only the empty `Option<F>` it left.
+#[allow(unsafe_code)]
+pub(super) unsafe fn erase<'a, T: 'static, F: FnOnce() -> T + 'a>(
+    cell: Rc<TaskBoxOf<T, F>>,
+) -> (Rc<AnyTask>, Rc<TaskCell<T>>) {
+    let any: Rc<TaskBox<dyn AnySlot + 'a>> = cell.clone();
+    let typed: Rc<TaskBox<Slot<T, dyn TaskBody<T> + 'a>>> = cell;
+    // SAFETY: only the trait objects' lifetime bounds change (same layout,
+    // same vtables); the caller's contract covers the lifetime.
+    unsafe {
+        (
+            std::mem::transmute::<Rc<TaskBox<dyn AnySlot + 'a>>, Rc<AnyTask>>(any),
+            std::mem::transmute::<Rc<TaskBox<Slot<T, dyn TaskBody<T> + 'a>>>, Rc<TaskCell<T>>>(
+                typed,
+            ),
+        )
+    }
 }
 
 /// Reports a failure of the current task that is not a panic (a server's

@@ -10,6 +10,8 @@
 //! profile rr [N]       two bare corosensei coroutines taking turns through a VecDeque, N yields
 //! profile queue [N]    two tasks ping-pong an item through two queues, N round trips
 //! profile event [N]    two tasks ping-pong through two events, N round trips
+//! profile tokio-spawn [N]  the peer: tokio current_thread, spawn a task and await it, N times
+//! profile tokio-batch [N]  the peer: tokio current_thread, batches of 10 000 spawned then awaited
 //! ```
 //!
 //! For callgrind, count only the measured loop with
@@ -54,6 +56,36 @@ fn run_event(n: u64) {
     loops::curio_event_pingpong(n);
 }
 
+/// The tokio peers run outside curio: the same loops as the criterion bench,
+/// a warm-up round first.
+fn tokio_peer(what: &str, n: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime");
+    let batch = what == "tokio-batch";
+    let f = |n: u64| {
+        rt.block_on(async move {
+            let mut tasks = Vec::with_capacity(10_000);
+            let mut done = 0;
+            while done < n {
+                let k = if batch { (n - done).min(10_000) } else { 1 };
+                for i in done..done + k {
+                    tasks.push(tokio::spawn(async move { i }));
+                }
+                for t in tasks.drain(..) {
+                    std::hint::black_box(t.await.expect("join"));
+                }
+                done += k;
+            }
+        })
+    };
+    f(n.min(10_000));
+    let start = Instant::now();
+    f(n);
+    let ns = start.elapsed().as_nanos() as f64 / n as f64;
+    println!("{what}: {n} operations, {ns:.1} ns each");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("switch", String::as_str).to_string();
@@ -61,6 +93,9 @@ fn main() {
         .get(2)
         .and_then(|s| s.replace('_', "").parse().ok())
         .unwrap_or(1_000_000);
+    if what.starts_with("tokio-") {
+        return tokio_peer(&what, n);
+    }
     let f: fn(u64) = match what.as_str() {
         "switch" => run_switch,
         "spawn" => run_spawn,
