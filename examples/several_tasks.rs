@@ -35,7 +35,7 @@
 //! Stack of Task(id=2, name='several_tasks::kid', state=TIME_SLEEP), most recent call first:
 //!   [in curio::time::sleep: 3 runtime frames folded]
 //!   several_tasks::kid
-//!       at examples/several_tasks.rs:47:11
+//!       at examples/several_tasks.rs:59:11
 //!   [the task's start: 9 runtime frames folded]
 //! curio > cancel 2
 //! Cancelling task 2

@@ -148,9 +148,9 @@ impl CpuClock {
 /// system (`malloc_trim(0)` on glibc; nothing elsewhere).
 ///
 /// Discussion: glibc keeps freed memory in its arenas; after a peak of a few
-/// hundred thousand task records (470 bytes each, interleaved with longer-lived
-/// allocations) almost none of it sits at the top of the heap, where glibc
-/// trims by itself. `malloc_trim` releases the free pages inside the heap too.
+/// hundred thousand task records (a few hundred bytes each, interleaved with
+/// longer-lived allocations) almost none of it sits at the top of the heap,
+/// where glibc trims by itself. `malloc_trim` releases the free pages inside the heap too.
 /// With another global allocator installed, glibc's heap is nearly empty and
 /// this costs next to nothing.
 pub(crate) fn trim_heap() {

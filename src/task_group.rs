@@ -8,11 +8,12 @@
 //!   running (daemons included) has been cancelled and driven to completion. The
 //!   waits of that clean-up run with cancellation masked, so they cannot be cut
 //!   short.
-//! - Dropping a group that was never joined joins it (inside a task), like
-//!   Curio's `async with`. [`TaskGroup::scope`] goes further: it is a function,
+//! - Dropping a group that was never joined (inside a task) cancels every
+//!   member still running, then joins it, like Curio's `async with` when its
+//!   body raises. [`TaskGroup::scope`] goes further: it is a function,
 //!   so it cannot be leaked, and its members may borrow from the caller's stack.
-//! - Members report their end through an exit hook the kernel calls; the group
-//!   keeps the completion order.
+//! - Members report their end through the group link the kernel calls when a
+//!   member terminates; the group keeps the completion order.
 //!
 //! # Example
 //!

@@ -765,8 +765,34 @@
 //!
 //! # Debugging
 //!
-//! curio's *monitor* (Curio's `ps`, `where` and `cancel` from another terminal)
-//! is coming: it is not in the crate yet. Meanwhile, three things help.
+//! curio's *monitor* is Curio's: run a program with it on
+//! ([`Builder::with_monitor`](crate::kernel::Builder::with_monitor), or
+//! `CURIO_MONITOR=1` in the environment) and, from another terminal,
+//! `cargo run --bin curio-monitor` (or `nc localhost 48802`). `ps` lists the
+//! tasks, `where` shows a suspended task's real stack without disturbing it,
+//! `cancel` cancels one. `cargo run --example several_tasks -- --monitor`
+//! replays the tutorial's session; while the kid plays:
+//!
+//! ```text
+//! curio > ps
+//! Task   State        Cycles     Timeout       CPU       Stack       Task
+//! ------ ------------ ---------- ------------- --------- ----------- --------------------------------------------------
+//! 1      TIME_SLEEP   1          sleep 3.19340 0.000     4K/256K     main
+//! 2      TIME_SLEEP   1          sleep 998.193 0.000     4K/256K     several_tasks::kid
+//! curio > where 2
+//! Stack of Task(id=2, name='several_tasks::kid', state=TIME_SLEEP), most recent call first:
+//!   [in curio::time::sleep: 1 runtime frame folded]
+//!   several_tasks::kid
+//!       at examples/several_tasks.rs:59:11
+//!   [the task's start: 7 runtime frames folded]
+//! curio > cancel 2
+//! Cancelling task 2
+//! ```
+//!
+//! and the kid says "Fine. Saving my work." The commands are in
+//! [`monitor`](crate::monitor); from code, [`TaskRef::traceback`](crate::TaskRef::traceback)
+//! gives a task's stack and [`debug::dump`](crate::debug::dump) every task's.
+//! Three more things help.
 //!
 //! **Tasks describe themselves.** A [`TaskRef`](crate::TaskRef) (what
 //! [`current_task`](crate::current_task) returns, and what a `Task` dereferences

@@ -836,11 +836,11 @@ impl Core {
 
     /// The backtrace of `task`, captured on its own stack without disturbing it.
     ///
-    /// A suspended task is resumed once, in place, with its record's capture
-    /// mark set and an error reply (which only the error path of
-    /// `switch::suspend` looks at); it captures its stack, leaves it in
-    /// `switch::CAPTURED` and suspends again with the same trap, which is
-    /// ignored here. Its wait id, state, registrations, timers and place in
+    /// A suspended task is resumed once, in place, with the thread's capture
+    /// mark (`switch::CAPTURE_FOR`) naming it and an error reply (which only
+    /// the error path of `switch::suspend` looks at); it captures its stack,
+    /// leaves it in `switch::CAPTURED` and suspends again (`Trap::Wait`, which
+    /// is ignored here). Its wait id, state, registrations, timers and place in
     /// the ready queue are never touched, its cycle count is not bumped, and
     /// the reply it was to get (a READY task's) is put back. Callable between
     /// slices, and from a task (which then resumes the other task from its

@@ -15,7 +15,7 @@
 //!
 //! - This module is the only code that mutates scheduler state (slots, ready
 //!   queue, timer heap, waits). Task-side modules call its functions through the
-//!   trap boundary (`trap.rs`); it never names a `Queue` or a socket.
+//!   trap boundary (`traps.rs`); it never names a `Queue` or a socket.
 //! - Spawning and waking never switch tasks: they only append to the ready queue.
 //! - A task is *parked* exactly when its header's `wait_id` is non-zero. Waking,
 //!   cancelling and timing out all clear it first, so each wait ends once.
