@@ -171,5 +171,8 @@ pub(super) fn report_crash(h: &TaskRecord, payload: &(dyn Any + Send)) {
 /// `what` on the next line: a failure that ends a task's work without a
 /// panic, reported as a crash is.
 pub(super) fn report_failure(h: &TaskRecord, what: &str) {
-    eprintln!("curio: task crash: {} failed:\n{what}", h.describe());
+    let report = format!("curio: task crash: {} failed:\n{what}", h.describe());
+    eprintln!("{report}");
+    // The debug hooks hear of it as of a panic (`Hook::crashed`).
+    with_core(|core| core.note_crash(h, &report));
 }

@@ -360,7 +360,17 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
                 state_from_u8(from),
                 None,
             );
-            hook.long_block(&report);
+            // A hook that panics must not end the watchdog (and with it CPU
+            // times and long-block reports): reported, and the watch goes on.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                hook.long_block(&report);
+            }));
+            if let Err(payload) = called {
+                eprintln!(
+                    "curio: a debug hook panicked in long_block (on the watchdog thread): {}",
+                    super::record::panic_message(&*payload)
+                );
+            }
         }
     }
 }
