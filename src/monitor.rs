@@ -440,8 +440,16 @@ impl<'a> Session<'a> {
     }
 
     fn where_(&self, id: u64, full: bool) -> String {
-        if let crate::debug::Activity::Task { id: busy, .. } = self.kernel().activity() {
-            if busy == id {
+        // A task that has held the kernel for a while will not suspend to be
+        // captured soon: say so at once. One merely in a short slice is
+        // captured as soon as it suspends (the kernel answers between slices).
+        if let crate::debug::Activity::Task {
+            id: busy,
+            running_for,
+            ..
+        } = self.kernel().activity()
+        {
+            if busy == id && running_for >= ASK {
                 return format!(
                     "Task {id} is running: {}; only a suspended task has a backtrace to show\n",
                     self.kernel().activity_text()

@@ -40,7 +40,7 @@ use super::Builder;
 use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
 use super::record::{AnyTask, Identity, State, TaskBoxOf, TaskCell, TaskRecord};
-use super::switch::{self, Code, Reply, TaskCoroutine, Trap};
+use super::switch::{self, Reply, TaskCoroutine, Trap};
 use super::watch::{Answer, Query, Request, Shared, Watchdog};
 use crate::deadlines::{Arm, Block};
 use crate::error::{Error, ErrorKind, Result};
@@ -418,14 +418,13 @@ impl Core {
     pub(super) unsafe fn spawn(&self, task: Rc<AnyTask>) -> Result<()> {
         let h = task.record();
         if h.stack_size() == self.stack_size {
-            self.promise_stack()?;
-            *h.code().borrow_mut() = Code::Unstarted;
+            self.promise_stack()?; // its coroutine stays `None` until `start`
         } else {
             let st = stack::take(h.stack_size())?;
             h.set_stack(st.guard().0, st.size());
             // SAFETY: forwarded from this function's contract; the slot below
             // keeps the box alive until the task has ended.
-            *h.code().borrow_mut() = Code::Started(unsafe { task.start(st) });
+            *h.coro().borrow_mut() = Some(unsafe { task.start(st) });
         }
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(i) => {
@@ -464,8 +463,14 @@ impl Core {
     /// A task runs for the first time: it takes the stack promised to it (the
     /// one most recently given back, so likely still in cache) and its
     /// coroutine is made there, from the closure in its box.
+    ///
+    /// False if the task has no code to run (force-unwound already).
+    #[cold]
     #[inline(never)]
-    fn start(&self, h: &TaskRecord, code: &mut Code) {
+    fn start(&self, h: &TaskRecord, code: &mut Option<TaskCoroutine>) -> bool {
+        if code.is_some() || h.has_stack() {
+            return false;
+        }
         let promised = self.promised.get();
         self.promised.set(promised - 1);
         let st = self
@@ -481,7 +486,8 @@ impl Core {
             .expect("a task being run is in its slot");
         // SAFETY: `spawn`'s contract covers what the closure borrows; the
         // slot keeps the box alive until the task has ended.
-        *code = Code::Started(unsafe { task.start(st) });
+        *code = Some(unsafe { task.start(st) });
+        true
     }
 
     pub(super) fn spawn_main<F, T>(
@@ -530,11 +536,13 @@ impl Core {
     #[inline(always)]
     fn step(&self, h: &TaskRecord) {
         let result = {
-            let mut code = h.code().borrow_mut();
-            if let Code::Unstarted = &*code {
-                self.start(h, &mut code);
+            let mut code = h.coro().borrow_mut();
+            // One test on the switch path: no coroutine takes the cold branch
+            // (its first run, or force-unwound already).
+            if code.is_none() && !self.start(h, &mut code) {
+                return;
             }
-            let Some(coro) = code.started() else { return }; // force-unwound already
+            let Some(coro) = code.as_mut() else { return };
             h.start_slice();
             set_task(Some(h));
             let result = coro.resume(());
@@ -559,23 +567,24 @@ impl Core {
     /// record kept (a few plain stores) and, with `HOOKS`, the hooks called
     /// around the slice.
     #[inline(always)]
-    fn step_watched<const HOOKS: bool>(&self, h: &TaskRecord) {
-        let Some(w) = &self.watch else { return };
+    fn step_watched<const HOOKS: bool>(&self, w: &Watch, h: &TaskRecord) {
         let beat = &w.shared.beat;
         let result = {
-            let mut code = h.code().borrow_mut();
-            if let Code::Unstarted = &*code {
-                self.start(h, &mut code);
+            let mut code = h.coro().borrow_mut();
+            // One test on the switch path: no coroutine takes the cold branch
+            // (its first run, or force-unwound already).
+            if code.is_none() && !self.start(h, &mut code) {
+                return;
             }
-            let Some(coro) = code.started() else { return }; // force-unwound already
+            let Some(coro) = code.as_mut() else { return };
             h.start_slice();
             if HOOKS {
                 self.call_hooks(&w.switch_hooks, |hook| hook.running(&TaskInfo::new(h)));
             }
             let n = w.switches.get() + 1;
             w.switches.set(n);
-            beat.resumed_from.store(h.suspended_in() as u8, Relaxed);
-            beat.switches.store(n, Relaxed);
+            beat.slice
+                .store(super::watch::Beat::pack(n, h.suspended_in()), Relaxed);
             beat.running.store(h.id(), Relaxed);
             set_task(Some(h));
             let result = coro.resume(());
@@ -583,7 +592,11 @@ impl Core {
             beat.running.store(0, Relaxed);
             result
         };
-        if self.next_task_id.get() != w.announced.get() {
+        // Hooks that follow every switch hear of new tasks right after the
+        // slice that made them, as Curio orders it (`created` before the
+        // parent's `suspended`); otherwise the loop announces them once per
+        // pass, before they can run.
+        if HOOKS && self.next_task_id.get() != w.announced.get() {
             self.announce_new_tasks();
         }
         match result {
@@ -609,11 +622,12 @@ impl Core {
         }
     }
 
-    /// Between two passes: if the watchdog reported a slice as a long block
+    /// When the loop looks outside (every `POLL_INTERVAL` slices, or when
+    /// nothing is ready): if the watchdog reported a slice as a long block
     /// since the last look, that slice has ended; report it once more, with
     /// how long it ran and where the task suspended (the watchdog measured
-    /// from when it first saw the slice; the end is seen here, at most a pass
-    /// late).
+    /// from when it first saw the slice; the end is seen here, at most
+    /// `POLL_INTERVAL` slices late, off the switch path).
     #[inline]
     fn check_long_block(&self) {
         let Some(w) = &self.watch else { return };
@@ -869,12 +883,12 @@ impl Core {
                 format!("task {id} is being torn down; its stack cannot be shown")
             });
         }
-        let Ok(mut code) = h.code().try_borrow_mut() else {
+        let Ok(mut code) = h.coro().try_borrow_mut() else {
             return Err(format!(
                 "task {id} is running; only a suspended task has a backtrace to show"
             ));
         };
-        let Some(coro) = code.started() else {
+        let Some(coro) = code.as_mut() else {
             return Err(format!(
                 "task {id} is being torn down; its stack cannot be shown"
             ));
@@ -909,9 +923,9 @@ impl Core {
         if h.state() == State::Ready {
             self.ready.remove(h); // a forced unwind of a queued task
         }
-        let code = std::mem::replace(&mut *h.code().borrow_mut(), Code::Empty);
+        let code = h.coro().borrow_mut().take();
         match code {
-            Code::Started(coro) if coro.done() => {
+            Some(coro) if coro.done() => {
                 let st = coro.into_stack();
                 if st.size() == self.stack_size {
                     self.stacks.borrow_mut().push(st);
@@ -919,14 +933,16 @@ impl Core {
                     stack::give(st);
                 }
             }
-            Code::Started(coro) => leak_unfinished(h, coro),
-            Code::Unstarted => {
+            Some(coro) => leak_unfinished(h, coro),
+            None if !h.has_stack() => {
+                // Ended without ever running (force-unwound unstarted): its
+                // promised stack goes back to the pool of unpromised ones.
                 self.promised.set(self.promised.get() - 1);
                 if let Some(msg) = task.drop_unstarted() {
                     report_unstarted_drop_panic(h, &msg);
                 }
             }
-            Code::Empty => {}
+            None => {}
         }
         let slot = h.slot();
         self.slots.borrow_mut()[slot as usize].task = None;
@@ -1297,6 +1313,8 @@ impl Core {
         &self,
         done: impl Fn() -> bool,
     ) -> Option<String> {
+        // The watch, looked up once (watched forms only).
+        let watch = if WATCHED { self.watch.as_ref() } else { None };
         if WATCHED {
             self.announce_new_tasks();
         }
@@ -1307,14 +1325,19 @@ impl Core {
         let mut since_poll = 0usize;
         loop {
             if batch == 0 {
-                if WATCHED {
-                    self.check_long_block();
+                // Tasks spawned in the pass just ended are named to the
+                // watchdog and the monitor before they first run.
+                if watch.is_some_and(|w| self.next_task_id.get() != w.announced.get()) {
+                    self.announce_new_tasks();
                 }
                 if done() {
                     return None;
                 }
                 batch = self.ready.len();
                 if batch == 0 || since_poll >= POLL_INTERVAL {
+                    if WATCHED {
+                        self.check_long_block();
+                    }
                     if let Err(report) = self.tick() {
                         return Some(report);
                     }
@@ -1332,10 +1355,9 @@ impl Core {
                 // finishes a popped task, and it uses no header after that.
                 #[allow(unsafe_code)]
                 let task = unsafe { task.as_ref() };
-                if WATCHED {
-                    self.step_watched::<HOOKS>(task);
-                } else {
-                    self.step(task);
+                match watch {
+                    Some(w) if WATCHED => self.step_watched::<HOOKS>(w, task),
+                    _ => self.step(task),
                 }
             }
         }
@@ -1563,18 +1585,17 @@ impl Core {
         let was_unwinding = self.unwinding.replace(true);
         for t in self.live_tasks().iter().rev() {
             let h = t.record();
-            let code = std::mem::replace(&mut *h.code().borrow_mut(), Code::Empty);
+            let code = h.coro().borrow_mut().take();
             let mut coro = match code {
-                Code::Started(coro) => coro,
-                Code::Unstarted => {
+                Some(coro) => coro,
+                None if !h.has_stack() => {
                     // Never run, so no stack to unwind: its closure is
                     // dropped, as the running task (a destructor may call
                     // curio, and gets an error: the task has no yielder).
                     if h.state() == State::Ready {
                         self.ready.remove(h);
                     }
-                    self.promised.set(self.promised.get() - 1);
-                    h.set_state(State::Running);
+                    h.set_state(State::Running); // `finish` releases its promised stack
                     set_task(Some(h));
                     let panicked = t.drop_unstarted();
                     set_task(None);
@@ -1588,7 +1609,7 @@ impl Core {
                     self.note_terminated(h);
                     continue;
                 }
-                Code::Empty => continue,
+                None => continue,
             };
             // Out of every queue first: not parked (nothing can wake it) and
             // not in the ready queue (which must never hold a finished task).
@@ -1610,7 +1631,7 @@ impl Core {
             if r.is_err() {
                 eprintln!("curio: task {} panicked while being unwound", h.id());
             }
-            *h.code().borrow_mut() = Code::Started(coro);
+            *h.coro().borrow_mut() = Some(coro);
             if self.watch.is_some() {
                 self.announce_new_tasks();
             }

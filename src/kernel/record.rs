@@ -33,7 +33,7 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Weak;
 
-use super::switch::{Body, Code, TaskBody, TaskCoroutine};
+use super::switch::{Body, TaskBody, TaskCoroutine};
 use crate::deadlines::Deadlines;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stack::PooledStack;
@@ -202,10 +202,10 @@ pub(crate) struct TaskRecord {
     joiners: RefCell<WaitQueue>,
     /// What few tasks use, made on first use.
     cold: OnceCell<Box<Cold>>,
-    /// The task's code: the closure that makes its coroutine until it first
-    /// runs, then the coroutine, resumed in place by the kernel; taken out
-    /// when it ends.
-    code: RefCell<Code>,
+    /// The task's coroutine, resumed in place by the kernel; none before its
+    /// first run (its closure waits in its task box, and it has no stack
+    /// yet: [`TaskRecord::has_stack`]); taken out when it ends.
+    coro: RefCell<Option<TaskCoroutine>>,
     /// The error the next resume delivers (`None`: `Ok`).
     reply: Cell<Option<Error>>,
     /// The task's corosensei yielder, recorded when it first runs; null while
@@ -259,7 +259,7 @@ impl TaskRecord {
             join_target: Cell::new(0),
             joiners: RefCell::new(WaitQueue::new()),
             cold: OnceCell::new(),
-            code: RefCell::new(Code::Empty),
+            coro: RefCell::new(None),
             reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
@@ -486,8 +486,16 @@ impl TaskRecord {
     }
 
     #[inline]
-    pub(super) fn code(&self) -> &RefCell<Code> {
-        &self.code
+    pub(super) fn coro(&self) -> &RefCell<Option<TaskCoroutine>> {
+        &self.coro
+    }
+
+    /// True once the task has been given its stack (at its first run, or at
+    /// spawn for a task with a stack size of its own). A task with no
+    /// coroutine and no stack has not started.
+    #[inline]
+    pub(super) fn has_stack(&self) -> bool {
+        self.guard.get() != 0
     }
 
     /// Leaves `reply` for the task's next resume.

@@ -194,30 +194,11 @@ pub(super) unsafe fn new_coroutine_unchecked(
     unsafe { Coroutine::with_stack_unchecked(stack, f) }
 }
 
-/// A task's code, as its record holds it.
-pub(crate) enum Code {
-    /// None: the record is not spawned yet, or its task has ended.
-    Empty,
-    /// Spawned but never run: no stack yet. Its closure waits in its task
-    /// box ([`Body`]).
-    Unstarted,
-    /// Running or suspended, on its own stack.
-    Started(TaskCoroutine),
-}
-
-impl Code {
-    /// The coroutine, if the task has one.
-    #[inline(always)]
-    pub(super) fn started(&mut self) -> Option<&mut TaskCoroutine> {
-        match self {
-            Code::Started(c) => Some(c),
-            _ => None,
-        }
-    }
-}
-
 /// A task's closure, kept in its task box (beside its result slot) until the
 /// task first runs; then it moves onto the task's stack.
+///
+/// Until then the task's record holds no coroutine, and no stack
+/// (`TaskRecord::has_stack`); that pair is what "not started" means.
 ///
 /// Discussion: a task takes its stack when it first runs, not when it is
 /// spawned (`arch-notes/stacks.md`, "A stack at first run"). A batch of

@@ -25,7 +25,7 @@
 //! # Example
 //!
 //! ```text
-//! kernel, per slice:   beat.switches = n; beat.running = id; resume; beat.running = 0
+//! kernel, per slice:   beat.slice = n|from; beat.running = id; resume; beat.running = 0
 //! watchdog, per 10 ms: same (switches, running) as last time? that slice has
 //!                      run since we first saw it; past the threshold: report it
 //! monitor:             ask(Snapshot, 50 ms) → answer, or "busy in task 7 for 3.1 s"
@@ -64,14 +64,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[repr(align(64))]
 #[derive(Default)]
 pub(crate) struct Beat {
-    /// Slices begun since the kernel started.
-    pub(crate) switches: AtomicU64,
+    /// The slice under way, in one word (one store per slice): slices begun
+    /// since the kernel started, shifted left by 8, with the state the
+    /// running task was resumed from (`State as u8`) in the low byte
+    /// ([`Beat::pack`]).
+    pub(crate) slice: AtomicU64,
     /// The task running now; 0 while the kernel runs its own code or waits.
     pub(crate) running: AtomicU64,
-    /// The state the running task was resumed from (`State as u8`).
-    pub(crate) resumed_from: AtomicU8,
     /// The kernel is blocked waiting for I/O, timers or the inbox.
     pub(crate) idle: AtomicBool,
+}
+
+impl Beat {
+    /// The word [`Beat::slice`] holds for slice number `n`, resumed from `from`.
+    #[inline(always)]
+    pub(crate) fn pack(n: u64, from: State) -> u64 {
+        (n << 8) | from as u64
+    }
+
+    /// The slice number and the resumed-from state, from a [`Beat::slice`] word.
+    pub(crate) fn unpack(v: u64) -> (u64, u8) {
+        (v >> 8, v as u8)
+    }
 }
 
 /// What another thread may ask the kernel.
@@ -227,7 +241,7 @@ impl Shared {
         if running == 0 {
             return None;
         }
-        let switches = self.beat.switches.load(Ordering::Relaxed);
+        let (switches, _) = Beat::unpack(self.beat.slice.load(Ordering::Relaxed));
         let slice = *lock(&self.slice);
         let ran = match slice.since {
             Some(since) if slice.number == switches && slice.task == running => since.elapsed(),
@@ -305,9 +319,8 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
             break;
         }
         let now = Instant::now();
-        let switches = s.beat.switches.load(Ordering::Relaxed);
+        let (switches, from) = Beat::unpack(s.beat.slice.load(Ordering::Relaxed));
         let running = s.beat.running.load(Ordering::Relaxed);
-        let from = s.beat.resumed_from.load(Ordering::Relaxed);
         // CPU time since the last sample goes to whoever runs now: a
         // sampling profiler's estimate (arch-notes/monitor.md).
         if let (Some(clock), Some(before)) = (&cpu_clock, last_cpu) {

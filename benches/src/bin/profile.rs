@@ -10,6 +10,7 @@
 //! profile rr [N]       two bare corosensei coroutines taking turns through a VecDeque, N yields
 //! profile queue [N]    two tasks ping-pong an item through two queues, N round trips
 //! profile event [N]    two tasks ping-pong through two events, N round trips
+//! profile switch-watched [N]  `switch` in a kernel with the monitor on (a watched kernel)
 //! profile tokio-spawn [N]  the peer: tokio current_thread, spawn a task and await it, N times
 //! profile tokio-batch [N]  the peer: tokio current_thread, batches of 10 000 spawned then awaited
 //! ```
@@ -97,7 +98,7 @@ fn main() {
         return tokio_peer(&what, n);
     }
     let f: fn(u64) = match what.as_str() {
-        "switch" => run_switch,
+        "switch" | "switch-watched" => run_switch,
         "spawn" => run_spawn,
         "batch" => run_batch,
         "floor" => run_floor,
@@ -109,12 +110,21 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let ns = curio::run(move || {
+    let body = move || {
         // One short round first, so the stack pool is warm as in the benches.
         f(n.min(10_000));
         let start = Instant::now();
         f(n);
         start.elapsed().as_nanos() as f64 / n as f64
-    });
+    };
+    let ns = if what == "switch-watched" {
+        curio::Kernel::builder()
+            .monitor_address("127.0.0.1:0".parse().expect("an address"))
+            .build()
+            .run(body)
+            .expect("the watched kernel runs")
+    } else {
+        curio::run(body)
+    };
     println!("{what}: {n} operations, {ns:.1} ns each");
 }
