@@ -158,6 +158,18 @@ fn initial_guard_mode() -> GuardMode {
     }
 }
 
+/// How deep a task stack has been touched: the bytes from the top of its
+/// memory (`size` usable bytes above the guard page at `guard`, and the
+/// colour span above them) down to the lowest resident page, in whole pages;
+/// `None` if that cannot be read.
+pub(crate) fn stack_depth(guard: usize, size: usize) -> Option<usize> {
+    let page = sys::page_size();
+    let lo = guard + page;
+    let pages = sys::resident_pages(lo, size + COLOR_SPAN).ok()?;
+    let lowest = pages.iter().position(|b| b & 1 != 0)?;
+    Some(pages.len().saturating_sub(lowest) * page)
+}
+
 /// Checks a requested stack size and rounds it up to whole pages.
 ///
 /// # Errors

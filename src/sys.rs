@@ -103,18 +103,6 @@ pub(crate) fn resident_pages(addr: usize, len: usize) -> io::Result<Vec<u8>> {
     Ok(vec)
 }
 
-/// How deep a task stack has been touched: the bytes from the top of its
-/// memory (`size` usable bytes above the guard page at `guard`, and the
-/// colour span above them: `stack.rs`) down to the lowest resident page, in
-/// whole pages; `None` if that cannot be read.
-pub(crate) fn stack_depth(guard: usize, size: usize) -> Option<usize> {
-    let page = page_size();
-    let lo = guard + page;
-    let pages = resident_pages(lo, size + crate::stack::COLOR_SPAN).ok()?;
-    let lowest = pages.iter().position(|b| b & 1 != 0)?;
-    Some(pages.len().saturating_sub(lowest) * page)
-}
-
 /// The CPU clock of one thread (`pthread_getcpuclockid(3)`), readable from
 /// any thread of the process while that thread lives.
 #[derive(Debug)]
@@ -799,6 +787,8 @@ pub(crate) fn poll_fd(
 /// # Safety
 ///
 /// `ptr` must be valid for writes of `len` bytes for the duration of the call.
+// SAFETY: callers keep the contract above; the system calls below write at
+// most `len` bytes to `ptr` and nothing else.
 unsafe fn read_raw(fd: std::os::fd::RawFd, ptr: *mut u8, len: usize, socket: bool) -> isize {
     if socket {
         // SAFETY: the caller guarantees `ptr` is writable for `len` bytes;

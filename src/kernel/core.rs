@@ -415,6 +415,8 @@ impl Core {
     /// closure is started or dropped, and its coroutine returns or is
     /// unwound, before any such borrow ends.
     #[allow(unsafe_code)]
+    // SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
+    // operations rely on.
     pub(super) unsafe fn spawn(&self, task: Rc<AnyTask>) -> Result<()> {
         let h = task.record();
         if h.stack_size() == self.stack_size {
@@ -525,8 +527,7 @@ impl Core {
         #[allow(unsafe_code)]
         // SAFETY: as just above.
         unsafe { self.spawn(any) }?;
-        let cell = typed;
-        Ok(cell)
+        Ok(typed)
     }
 
     /// Resumes task `h` once and executes the trap it suspends with.

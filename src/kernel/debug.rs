@@ -714,7 +714,7 @@ impl Snapshot {
         }
         for t in &mut self.tasks {
             if t.guard != 0 {
-                t.stack_used = crate::sys::stack_depth(t.guard, t.stack_size);
+                t.stack_used = crate::stack::stack_depth(t.guard, t.stack_size);
             }
         }
     }

@@ -596,6 +596,8 @@ pub(crate) trait AnySlot {
     ///
     /// As [`TaskBody::start`], with `rec` the record of this slot's box.
     #[allow(unsafe_code)]
+    // SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
+    // operations rely on.
     unsafe fn start(&self, rec: *const TaskRecord, stack: PooledStack) -> TaskCoroutine;
 
     /// Drops the closure of a task that never ran ([`TaskBody::drop_unstarted`]).
@@ -612,6 +614,8 @@ impl<T, B: ?Sized + TaskBody<T>> AnySlot for Slot<T, B> {
         drop_quietly(slot.take())
     }
 
+    // SAFETY: callers keep the contract of `AnySlot::start`, which the call
+    // below relies on.
     #[allow(unsafe_code)]
     #[inline]
     unsafe fn start(&self, rec: *const TaskRecord, stack: PooledStack) -> TaskCoroutine {
@@ -708,6 +712,8 @@ impl<S: ?Sized + AnySlot> TaskBox<S> {
     /// must stay valid until the coroutine has returned or been dropped.
     #[allow(unsafe_code)]
     #[inline]
+    // SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
+    // operations rely on.
     pub(crate) unsafe fn start(&self, stack: PooledStack) -> TaskCoroutine {
         // SAFETY: forwarded; the record is this box's own.
         unsafe { self.result.start(&self.record, stack) }

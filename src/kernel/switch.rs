@@ -227,6 +227,8 @@ pub(crate) trait TaskBody<T> {
     /// `rec`, `out` and everything the closure borrows must stay valid until
     /// the coroutine has returned or been dropped (as
     /// [`new_coroutine_unchecked`]). Called at most once.
+    // SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
+    // operations rely on.
     unsafe fn start(
         &self,
         rec: *const TaskRecord,
@@ -240,6 +242,8 @@ pub(crate) trait TaskBody<T> {
 }
 
 impl<T, F: FnOnce() -> T> TaskBody<T> for Body<F> {
+    // SAFETY: callers keep the contract of `TaskBody::start`, which this
+    // function's unsafe operations rely on.
     unsafe fn start(
         &self,
         rec: *const TaskRecord,

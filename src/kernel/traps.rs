@@ -428,6 +428,8 @@ fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> Rc<TaskBoxOf<T, F>> {
 /// does with it) before anything it borrows ends. Once it is gone the box
 /// holds no `F` at all, only the empty `Option<F>` it left.
 #[allow(unsafe_code)]
+// SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
+// operations rely on.
 pub(super) unsafe fn erase<'a, T: 'static, F: FnOnce() -> T + 'a>(
     cell: Rc<TaskBoxOf<T, F>>,
 ) -> (Rc<AnyTask>, Rc<TaskCell<T>>) {
