@@ -72,42 +72,45 @@ fn a_stack_size_out_of_range_is_an_error_not_a_crash() {
 
 const MAPS_CHILD: &str = "CURIO_TEST_MAPS_CHILD";
 
-/// In the child (with `CURIO_GUARD_PAGES=mprotect`): spawn sleeping tasks
-/// until spawning fails, then carry on: cancel them all and spawn again.
+/// Spawns sleeping tasks with `builder` until spawning fails, then carries
+/// on: every task spawned runs up to its sleep (each got its stack), all are
+/// cancelled, and spawning works again.
+fn exhaust_stacks_and_go_on(builder: impl Fn() -> curio::task::Builder) {
+    let mut tasks = Vec::new();
+    let err = loop {
+        match builder().spawn(|| curio::sleep(Duration::from_secs(3600))) {
+            Ok(t) => tasks.push(t),
+            Err(e) => break e,
+        }
+        if tasks.len() > 1_000_000 {
+            panic!("no limit reached");
+        }
+    };
+    eprintln!("spawned {} tasks, then: {err}", tasks.len());
+    curio::yield_now().unwrap();
+    assert!(tasks.iter().all(|t| t.state() == curio::State::TimeSleep));
+    for t in &tasks {
+        t.cancel_nowait();
+    }
+    for t in &tasks {
+        t.wait().unwrap();
+    }
+    drop(tasks);
+    // The stacks are free again: spawning works.
+    let again = curio::spawn(|| 7);
+    assert_eq!(again.join().unwrap(), 7);
+    eprintln!("went on");
+}
+
+/// In the child (with `CURIO_GUARD_PAGES=mprotect`): tasks with a stack size
+/// of their own, which take their stack at spawn.
 #[test]
 fn out_of_maps_child() {
     if !in_child(MAPS_CHILD) {
         return;
     }
     run_virtual(|| {
-        let mut tasks = Vec::new();
-        let err = loop {
-            match curio::task::Builder::new()
-                .stack_size(curio::MIN_STACK_SIZE)
-                .spawn(|| curio::sleep(Duration::from_secs(3600)))
-            {
-                Ok(t) => tasks.push(t),
-                Err(e) => break e,
-            }
-            if tasks.len() > 1_000_000 {
-                panic!("no limit reached");
-            }
-        };
-        eprintln!("spawned {} tasks, then: {err}", tasks.len());
-        // Every task runs up to its sleep: the program is healthy.
-        curio::yield_now().unwrap();
-        assert!(tasks.iter().all(|t| t.state() == curio::State::TimeSleep));
-        for t in &tasks {
-            t.cancel_nowait();
-        }
-        for t in &tasks {
-            t.wait().unwrap();
-        }
-        drop(tasks);
-        // The stacks are free again: spawning works.
-        let again = curio::spawn(|| 7);
-        assert_eq!(again.join().unwrap(), 7);
-        eprintln!("went on");
+        exhaust_stacks_and_go_on(|| curio::task::Builder::new().stack_size(curio::MIN_STACK_SIZE));
     });
 }
 
@@ -121,33 +124,7 @@ fn out_of_maps_lazy_child() {
     }
     let kernel = Kernel::builder().stack_size(curio::MIN_STACK_SIZE).build();
     kernel
-        .run(|| {
-            let mut tasks = Vec::new();
-            let err = loop {
-                match curio::task::Builder::new().spawn(|| curio::sleep(Duration::from_secs(3600)))
-                {
-                    Ok(t) => tasks.push(t),
-                    Err(e) => break e,
-                }
-                if tasks.len() > 1_000_000 {
-                    panic!("no limit reached");
-                }
-            };
-            eprintln!("spawned {} tasks, then: {err}", tasks.len());
-            // Every task spawned runs up to its sleep: each got its stack.
-            curio::yield_now().unwrap();
-            assert!(tasks.iter().all(|t| t.state() == curio::State::TimeSleep));
-            for t in &tasks {
-                t.cancel_nowait();
-            }
-            for t in &tasks {
-                t.wait().unwrap();
-            }
-            drop(tasks);
-            let again = curio::spawn(|| 7);
-            assert_eq!(again.join().unwrap(), 7);
-            eprintln!("went on");
-        })
+        .run(|| exhaust_stacks_and_go_on(curio::task::Builder::new))
         .unwrap();
 }
 
