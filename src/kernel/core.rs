@@ -100,17 +100,11 @@ pub(super) fn with_current<R>(f: impl FnOnce(&Core, &TaskRecord) -> R) -> R {
 /// thread-local read). Panics outside a task.
 #[inline(always)]
 pub(super) fn with_running<R>(f: impl FnOnce(&TaskRecord) -> R) -> R {
-    let task = TASK.with(|c| c.get());
-    if task.is_null() {
-        not_in_task();
-    }
-    // SAFETY: a non-null task pointer names the live record of the task the
-    // kernel is running (module invariants).
-    f(unsafe { &*task })
+    try_current_record(f).unwrap_or_else(|| not_in_task())
 }
 
 /// The running task's record, if a task is running on this thread.
-#[inline]
+#[inline(always)]
 pub(super) fn try_current_record<R>(f: impl FnOnce(&TaskRecord) -> R) -> Option<R> {
     let task = TASK.with(|c| c.get());
     if task.is_null() {
