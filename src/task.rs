@@ -27,10 +27,9 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::rc::Rc;
 
 use crate::error::{Error, Result};
-use crate::kernel::{AnyTask, State, TaskCell, TaskRecord};
+use crate::kernel::{AnyTask, State, TaskCell, TaskRc, TaskRecord};
 use crate::trap::{self, SpawnOptions};
 
 // ---------------------------------------------------------------------------
@@ -46,11 +45,11 @@ use crate::trap::{self, SpawnOptions};
 /// ```
 #[derive(Clone)]
 pub struct TaskRef {
-    task: Rc<AnyTask>,
+    task: TaskRc<AnyTask>,
 }
 
 impl TaskRef {
-    pub(crate) fn from_rc(task: Rc<AnyTask>) -> TaskRef {
+    pub(crate) fn from_rc(task: TaskRc<AnyTask>) -> TaskRef {
         TaskRef { task }
     }
 
@@ -252,7 +251,7 @@ impl fmt::Debug for TaskRef {
 /// untyped operations (`id`, `cancel`, `wait` …). Dropping it detaches the task.
 pub struct Task<T> {
     any: TaskRef,
-    cell: Rc<TaskCell<T>>,
+    cell: TaskRc<TaskCell<T>>,
 }
 
 impl<T> Task<T> {
@@ -322,7 +321,7 @@ impl<T> Task<T> {
         &self.any
     }
 
-    pub(crate) fn cell(&self) -> &Rc<TaskCell<T>> {
+    pub(crate) fn cell(&self) -> &TaskRc<TaskCell<T>> {
         &self.cell
     }
 }

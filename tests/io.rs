@@ -1246,13 +1246,15 @@ fn blocking_lends_a_handle_whose_calls_wait_while_the_socket_stays_non_blocking(
 fn a_panic_inside_blocking_leaves_the_socket_usable_and_non_blocking() {
     run_real(|| {
         // A std client on an OS thread: if the socket stayed in blocking mode
-        // the recv below would block the kernel until this late send, and the
-        // test fails on the result instead of hanging.
+        // the recv below would block the kernel until this late send (made
+        // only when the test says so, or after 10 s), and the test fails on
+        // the result instead of hanging.
         let listener = TcpListener::bind(any_port()).unwrap();
         let addr = listener.local_addr().unwrap();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
         let late = std::thread::spawn(move || {
             let mut c = std::net::TcpStream::connect(addr).unwrap();
-            std::thread::sleep(Duration::from_millis(1500));
+            let _ = go_rx.recv_timeout(Duration::from_secs(10));
             let _ = c.write_all(b"late");
             std::thread::sleep(Duration::from_millis(200));
         });
@@ -1293,6 +1295,7 @@ fn a_panic_inside_blocking_leaves_the_socket_usable_and_non_blocking() {
         assert!(st.get_ref().socket().nonblocking().unwrap());
         let r = curio::timeout_after(ms(50), || st.read_some(10));
         assert_eq!(outcome(&r), "Timeout");
+        go.send(()).unwrap();
         curio::run_in_thread(move || late.join().unwrap()).unwrap();
     });
 }

@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::Builder;
+use super::boxes::{self, TaskRc};
 use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
 use super::record::{AnyTask, Identity, State, TaskBoxOf, TaskCell, TaskRecord};
@@ -254,7 +255,7 @@ enum TimerItem {
 }
 
 struct Slot {
-    task: Option<Rc<AnyTask>>,
+    task: Option<TaskRc<AnyTask>>,
 }
 
 pub(super) struct Core {
@@ -411,7 +412,7 @@ impl Core {
     #[allow(unsafe_code)]
     // SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
     // operations rely on.
-    pub(super) unsafe fn spawn(&self, task: Rc<AnyTask>) -> Result<()> {
+    pub(super) unsafe fn spawn(&self, task: TaskRc<AnyTask>) -> Result<()> {
         let h = task.record();
         if h.stack_size() == self.stack_size {
             self.promise_stack()?; // its coroutine stays `None` until `start`
@@ -490,7 +491,7 @@ impl Core {
         &self,
         main: F,
         out: Rc<RefCell<Option<std::thread::Result<T>>>>,
-    ) -> Result<Rc<TaskCell<()>>>
+    ) -> Result<TaskRc<TaskCell<()>>>
     where
         F: FnOnce() -> T,
     {
@@ -508,7 +509,7 @@ impl Core {
             let r = panic::catch_unwind(AssertUnwindSafe(main));
             *out.borrow_mut() = Some(r);
         };
-        let cell = Rc::new(TaskBoxOf::new(record, body));
+        let cell = TaskRc::new_with(|| TaskBoxOf::new(record, body));
         #[allow(unsafe_code)]
         // SAFETY: `run` does not return or unwind past its frame before this
         // task has ended: it drives main to completion, shutdown ends every
@@ -785,7 +786,7 @@ impl Core {
     }
 
     /// The live task with id `id`.
-    pub(super) fn task_by_id(&self, id: u64) -> Option<Rc<AnyTask>> {
+    pub(super) fn task_by_id(&self, id: u64) -> Option<TaskRc<AnyTask>> {
         self.slots
             .borrow()
             .iter()
@@ -856,7 +857,7 @@ impl Core {
     /// own stack, and is the running task again afterwards).
     pub(super) fn capture_stack(
         &self,
-        task: &Rc<AnyTask>,
+        task: &TaskRc<AnyTask>,
     ) -> std::result::Result<Traceback, String> {
         let h = task.record();
         let id = h.id();
@@ -913,7 +914,7 @@ impl Core {
 
     /// Cleans up after a task whose coroutine has returned: wakes joiners, runs
     /// its exit hook, recycles its stack and slot.
-    fn finish(&self, task: &Rc<AnyTask>) {
+    fn finish(&self, task: &TaskRc<AnyTask>) {
         let h = task.record();
         if h.state() == State::Ready {
             self.ready.remove(h); // a forced unwind of a queued task
@@ -1026,7 +1027,7 @@ impl Core {
     }
 
     /// The task in `slot`, if any.
-    pub(super) fn task_at(&self, slot: u32) -> Option<Rc<AnyTask>> {
+    pub(super) fn task_at(&self, slot: u32) -> Option<TaskRc<AnyTask>> {
         self.slots
             .borrow()
             .get(slot as usize)
@@ -1034,7 +1035,7 @@ impl Core {
     }
 
     /// The running task `h`, as the kernel holds it.
-    pub(super) fn task_at_slot_of(&self, h: &TaskRecord) -> Rc<AnyTask> {
+    pub(super) fn task_at_slot_of(&self, h: &TaskRecord) -> TaskRc<AnyTask> {
         self.task_at(h.slot()).expect("a running task has a slot")
     }
 
@@ -1358,7 +1359,7 @@ impl Core {
         }
     }
 
-    pub(super) fn run_until_main_ends(&self, main: &Rc<TaskCell<()>>) -> Option<String> {
+    pub(super) fn run_until_main_ends(&self, main: &TaskRc<TaskCell<()>>) -> Option<String> {
         self.run_until(|| main.record().is_terminated())
     }
 
@@ -1407,6 +1408,7 @@ impl Core {
     /// The kernel is about to go idle: give memory back after a peak of tasks.
     fn trim_memory(&self) {
         self.trim_stacks();
+        boxes::trim();
         self.shrink_tables();
     }
 
@@ -1516,7 +1518,7 @@ impl Core {
         self.poller.borrow_mut().clear_ready(token, dir)
     }
 
-    pub(super) fn live_tasks(&self) -> Vec<Rc<AnyTask>> {
+    pub(super) fn live_tasks(&self) -> Vec<TaskRc<AnyTask>> {
         let mut v: Vec<_> = self
             .slots
             .borrow()

@@ -45,6 +45,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::stack::{self, DEFAULT_STACK_SIZE};
 use crate::sys;
 
+pub(crate) mod boxes;
 mod core;
 mod crash;
 pub mod debug;
@@ -55,6 +56,7 @@ pub(crate) mod traps;
 mod watch;
 
 use self::core::{Core, enter_kernel, leave_kernel, running_overflow_info};
+pub(crate) use boxes::TaskRc;
 pub use record::State;
 pub(crate) use record::{AnyTask, GroupLink, TaskCell, TaskRecord, panic_message};
 

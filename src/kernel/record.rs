@@ -172,6 +172,8 @@ pub(crate) trait GroupLink {
 /// made on first use, timeout blocks likewise (`Deadlines`), and a wait
 /// queue holds one waiter inline: 416 bytes became ~240 (`arch-notes/benchmarks.md`).
 pub(crate) struct TaskRecord {
+    /// The handles ([`TaskRc`](super::boxes::TaskRc)) on the box this record is in.
+    refs: Cell<u32>,
     id: u64,
     /// The spawning task's id; 0 for main.
     parent: u64,
@@ -237,9 +239,11 @@ pub(crate) struct Identity {
 }
 
 impl TaskRecord {
-    #[inline]
+    /// Always inlined: built in place in its task box (`boxes.rs`).
+    #[inline(always)]
     pub(crate) fn new(who: Identity) -> TaskRecord {
         TaskRecord {
+            refs: Cell::new(1),
             id: who.id,
             parent: who.parent.unwrap_or(0),
             name: who.name,
@@ -677,6 +681,13 @@ fn drop_task_data(h: &mut TaskRecord, value_panic: Option<String>) {
                 h.id, h.name
             );
         }
+    }
+}
+
+impl<S: ?Sized + AnySlot> super::boxes::Counted for TaskBox<S> {
+    #[inline(always)]
+    fn refs(&self) -> &Cell<u32> {
+        &self.record.refs
     }
 }
 

@@ -38,9 +38,9 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 
-use std::rc::Rc;
 use std::time::Instant;
 
+use super::boxes::TaskRc;
 use super::core::{in_task as core_in_task, try_with_core, with_core, with_current, with_running};
 use super::crash;
 use super::debug::{KernelHandle, Snapshot, Traceback};
@@ -372,7 +372,7 @@ pub(crate) struct SpawnOptions {
 pub(crate) unsafe fn spawn_unchecked<'a, F, T>(
     opts: SpawnOptions,
     f: F,
-) -> io::Result<(Rc<AnyTask>, Rc<TaskCell<T>>)>
+) -> io::Result<(TaskRc<AnyTask>, TaskRc<TaskCell<T>>)>
 where
     F: FnOnce() -> T + 'a,
     T: 'static,
@@ -405,17 +405,11 @@ where
     })
 }
 
-/// A task box, built in place: `Rc::new(value)` builds the 300-byte box on
-/// the stack and copies it into the allocation, about 6% of a spawn
-/// (arch-notes/benchmarks.md).
-#[allow(unsafe_code)]
-fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> Rc<TaskBoxOf<T, F>> {
-    let mut cell = Rc::<TaskBoxOf<T, F>>::new_uninit();
-    Rc::get_mut(&mut cell)
-        .expect("a new Rc has no other owner")
-        .write(TaskBoxOf::new(TaskRecord::new(who), f));
-    // SAFETY: the `write` just above initialised the cell.
-    unsafe { cell.assume_init() }
+/// A task box, built in place in a block from the thread's free lists
+/// (`boxes.rs`).
+#[inline(always)]
+fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> TaskRc<TaskBoxOf<T, F>> {
+    TaskRc::new_with(|| TaskBoxOf::new(TaskRecord::new(who), f))
 }
 
 /// The two erased views of a new task box: the kernel's, and the typed one a
@@ -431,18 +425,24 @@ fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> Rc<TaskBoxOf<T, F>> {
 // SAFETY: callers keep the `# Safety` contract above, which this function's unsafe
 // operations rely on.
 pub(super) unsafe fn erase<'a, T: 'static, F: FnOnce() -> T + 'a>(
-    cell: Rc<TaskBoxOf<T, F>>,
-) -> (Rc<AnyTask>, Rc<TaskCell<T>>) {
-    let any: Rc<TaskBox<dyn AnySlot + 'a>> = cell.clone();
-    let typed: Rc<TaskBox<Slot<T, dyn TaskBody<T> + 'a>>> = cell;
-    // SAFETY: only the trait objects' lifetime bounds change (same layout,
-    // same vtables); the caller's contract covers the lifetime.
+    cell: TaskRc<TaskBoxOf<T, F>>,
+) -> (TaskRc<AnyTask>, TaskRc<TaskCell<T>>) {
+    // SAFETY: each cast is the struct-tail unsizing of the same pointer
+    // (same box, same count; the vtables are `F`'s), and only the trait
+    // objects' lifetime bounds are then claimed longer, which the caller's
+    // contract covers.
     unsafe {
         (
-            std::mem::transmute::<Rc<TaskBox<dyn AnySlot + 'a>>, Rc<AnyTask>>(any),
-            std::mem::transmute::<Rc<TaskBox<Slot<T, dyn TaskBody<T> + 'a>>>, Rc<TaskCell<T>>>(
-                typed,
-            ),
+            cell.clone().unsize(|p| {
+                let p: *mut TaskBox<dyn AnySlot + 'a> = p;
+                std::mem::transmute::<*mut TaskBox<dyn AnySlot + 'a>, *mut AnyTask>(p)
+            }),
+            cell.unsize(|p| {
+                let p: *mut TaskBox<Slot<T, dyn TaskBody<T> + 'a>> = p;
+                std::mem::transmute::<*mut TaskBox<Slot<T, dyn TaskBody<T> + 'a>>, *mut TaskCell<T>>(
+                    p,
+                )
+            }),
         )
     }
 }
@@ -454,7 +454,7 @@ pub(crate) fn report_failure(what: &str) {
 }
 
 /// The running task, as the kernel holds it (Curio's `_get_current`).
-pub(crate) fn current() -> Rc<AnyTask> {
+pub(crate) fn current() -> TaskRc<AnyTask> {
     with_current(|core, h| core.task_at_slot_of(h))
 }
 
@@ -535,7 +535,7 @@ pub(crate) fn fd_ready(kernel: u64, token: mio::Token, dir: Direction) -> bool {
 ///
 /// [`ErrorKind::Usage`] for a task that has finished, has not started, is
 /// being torn down, or whose stack is too full to capture safely.
-pub(crate) fn traceback(target: &Rc<AnyTask>) -> Result<Traceback> {
+pub(crate) fn traceback(target: &TaskRc<AnyTask>) -> Result<Traceback> {
     with_core(|core| core.capture_stack(target)).map_err(Error::usage)
 }
 
