@@ -48,7 +48,14 @@ use std::ops::Deref;
 use std::ptr::{self, NonNull};
 
 /// A value that carries its own reference count (the task record does).
-pub(crate) trait Counted {
+///
+/// # Safety
+///
+/// `refs` must return the same cell for the whole life of the value, a cell
+/// that only [`TaskRc`] writes, starting at 1 when the value is made: a
+/// wrong count would free a box still in use.
+#[allow(unsafe_code)]
+pub(crate) unsafe trait Counted {
     /// The number of [`TaskRc`]s that point at this value.
     fn refs(&self) -> &Cell<u32>;
 }
@@ -360,7 +367,9 @@ mod tests {
         _pad: [u64; 20],
     }
 
-    impl Counted for Probe {
+    // SAFETY: `refs` is the probe's own count, written only by TaskRc.
+    #[allow(unsafe_code)]
+    unsafe impl Counted for Probe {
         fn refs(&self) -> &Cell<u32> {
             &self.refs
         }
@@ -427,7 +436,9 @@ mod tests {
     #[test]
     fn a_panicking_drop_still_frees_the_block() {
         struct Bad(Cell<u32>);
-        impl Counted for Bad {
+        // SAFETY: as for Probe.
+        #[allow(unsafe_code)]
+        unsafe impl Counted for Bad {
             fn refs(&self) -> &Cell<u32> {
                 &self.0
             }
@@ -444,6 +455,38 @@ mod tests {
         assert!(r.is_err());
         let kept = u32::from(keep_bytes() > 0);
         assert_eq!(FREE.with(|f| f.counts[class].get()), before + kept);
+    }
+
+    /// A batch of tasks leaves its boxes on the free list for the next batch;
+    /// once the kernel goes idle, all but a few go back to the allocator.
+    #[test]
+    fn a_kernel_going_idle_trims_the_boxes_of_a_batch() {
+        let total = || FREE.with(|f| f.counts.iter().map(Cell::get).sum::<u32>());
+        let (busy, idle) = crate::kernel::Kernel::builder()
+            .virtual_clock(true)
+            .build()
+            .run(move || {
+                let kids: Vec<_> = (0..2000u64).map(|i| crate::spawn(move || i)).collect();
+                for (i, kid) in kids.into_iter().enumerate() {
+                    assert_eq!(kid.join().unwrap(), i as u64);
+                }
+                let busy = total();
+                crate::sleep(std::time::Duration::from_secs(1)).unwrap(); // idle
+                (busy, total())
+            })
+            .unwrap();
+        if keep_bytes() == 0 {
+            assert_eq!((busy, idle), (0, 0));
+        } else {
+            assert!(
+                busy >= 2000,
+                "the batch's boxes are kept while busy: {busy}"
+            );
+            assert!(
+                idle <= KEEP_IDLE * CLASSES as u32,
+                "trimmed when idle: {idle}"
+            );
+        }
     }
 
     #[test]

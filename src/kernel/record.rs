@@ -684,7 +684,10 @@ fn drop_task_data(h: &mut TaskRecord, value_panic: Option<String>) {
     }
 }
 
-impl<S: ?Sized + AnySlot> super::boxes::Counted for TaskBox<S> {
+// SAFETY: `refs` is a field of the record, set to 1 by `TaskRecord::new` and
+// written by nothing but `TaskRc`; the record lives as long as its box.
+#[allow(unsafe_code)]
+unsafe impl<S: ?Sized + AnySlot> super::boxes::Counted for TaskBox<S> {
     #[inline(always)]
     fn refs(&self) -> &Cell<u32> {
         &self.record.refs
