@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! tls_load PORT --cert FILE [--mode MODE] [--conns N] [--warmup S] [--secs S]
-//!               [--bytes B] [--server-pid PID] [--cpu N]
+//!               [--bytes B] [--rate R] [--server-pid PID] [--cpu N]
 //!   --mode echo       N connections (default 100), each doing sequential
 //!                     64-byte round trips; counts round trips
 //!          handshake  N clients (default 16), each in a loop: connect, TLS 1.3
@@ -16,13 +16,22 @@
 //!                     server's close_notify
 //!   --warmup S, --secs S   echo and handshake: seconds of load before and while
 //!                          measuring (defaults 1 and 5)
-//!   --server-pid PID  read the server's CPU time (utime + stime) when the
+//!   --rate R          echo and handshake: paced load, at most R round trips
+//!                     (or handshakes) per second in all, so that servers are
+//!                     compared at equal load (default 0: as fast as the
+//!                     replies come). A pacer task hands out turns every
+//!                     millisecond; a connection takes one before each request
+//!                     (or connect). Turns still unclaimed a tick later are
+//!                     not banked beyond one millisecond's worth: a slow
+//!                     server gets a lower rate, never a burst
+//!   --server-pid PID  read the server's CPU time (utime + stime, and the
+//!                     scheduler's nanosecond sum over its threads) when the
 //!                     measured window opens and closes
 //!   --cpu N           pin this process to CPU N
 //! ```
 //!
 //! It prints one human line and one machine line:
-//! `result mode=M ops=K bytes=B secs=T server_ticks=S server_user_ticks=U load_ticks=L clk_tck=C`
+//! `result mode=M ops=K bytes=B secs=T server_ticks=S server_user_ticks=U server_ns=N load_ticks=L load_ns=LN clk_tck=C`
 //! (operations completed in the window: round trips, handshakes, or 1 for a
 //! bulk transfer of B bytes).
 
@@ -31,9 +40,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use curio_benches::echo::{
-    MSG_LEN, clock_ticks_per_sec, cpu_ticks, cpu_ticks_split, flag, pin_to_cpu, positional,
+    MSG_LEN, clock_ticks_per_sec, cpu_ns, cpu_ticks, cpu_ticks_split, flag, pin_to_cpu, positional,
     raise_nofile_limit,
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -49,15 +59,55 @@ async fn connect(addr: SocketAddr, connector: &TlsConnector) -> io::Result<Clien
     connector.connect(name, tcp).await
 }
 
+/// Paced load: turns to send a request (or open a connection), handed out at
+/// a fixed rate. `None`: unpaced.
+type Turns = Option<Arc<Semaphore>>;
+
+/// Waits for a turn; false once the pacer has stopped.
+async fn take_turn(turns: &Turns) -> bool {
+    match turns {
+        None => true,
+        Some(sem) => match sem.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        },
+    }
+}
+
+/// Hands out `rate` turns per second, every millisecond (or as soon after as
+/// the timer fires: the number handed out follows the clock, not the ticks),
+/// until `stop`; then closes the semaphore so that waiting connections end.
+/// Turns still unclaimed a tick later, beyond one millisecond's worth, are
+/// lost: a server that falls behind gets a lower rate, never a burst.
+async fn pacer(sem: Arc<Semaphore>, rate: f64, stop: Arc<AtomicBool>) {
+    let start = Instant::now();
+    let cap = (rate / 1000.0).ceil() as usize;
+    let mut released: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let stale = sem.available_permits().saturating_sub(cap);
+        sem.forget_permits(stale);
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        sem.add_permits((due - released) as usize);
+        released = due;
+    }
+    sem.close();
+}
+
 /// Sequential 64-byte round trips until `stop`.
-async fn echo_conn(c: Client, i: usize, done: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+async fn echo_conn(c: Client, i: usize, done: Arc<AtomicU64>, stop: Arc<AtomicBool>, turns: Turns) {
     let mut c = c;
     let mut request = [0u8; MSG_LEN];
     for (j, b) in request.iter_mut().enumerate() {
         *b = (i * 31 + j) as u8;
     }
     let mut reply = [0u8; MSG_LEN];
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && take_turn(&turns).await {
         c.write_all(&request).await.expect("write");
         c.flush().await.expect("flush");
         c.read_exact(&mut reply).await.expect("read the echo");
@@ -72,10 +122,11 @@ async fn handshake_loop(
     connector: TlsConnector,
     done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    turns: Turns,
 ) {
     let request = [7u8; MSG_LEN];
     let mut reply = [0u8; MSG_LEN];
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && take_turn(&turns).await {
         let mut c = connect(addr, &connector).await.expect("handshake");
         c.write_all(&request).await.expect("write");
         c.flush().await.expect("flush");
@@ -98,7 +149,7 @@ fn main() {
     let pos = positional(&args);
     let Some(port) = pos.first().and_then(|p| p.parse::<u16>().ok()) else {
         eprintln!(
-            "usage: tls_load PORT --cert FILE [--mode echo|handshake|sink|source] [--conns N] [--warmup S] [--secs S] [--bytes B] [--server-pid PID] [--cpu N]"
+            "usage: tls_load PORT --cert FILE [--mode echo|handshake|sink|source] [--conns N] [--warmup S] [--secs S] [--bytes B] [--rate R] [--server-pid PID] [--cpu N]"
         );
         std::process::exit(2);
     };
@@ -111,6 +162,7 @@ fn main() {
     let bytes: u64 = flag(&args, "--bytes", 1u64 << 30);
     let server_pid: i64 = flag(&args, "--server-pid", -1);
     let cpu: i64 = flag(&args, "--cpu", -1);
+    let rate: f64 = flag(&args, "--rate", 0.0);
     if cpu >= 0 {
         pin_to_cpu(cpu as usize).expect("pin to CPU");
     }
@@ -122,6 +174,14 @@ fn main() {
             (-1, -1)
         }
     };
+    let server_ns = || {
+        if server_pid > 0 {
+            cpu_ns(&server_pid.to_string()).map_or(-1, |n| n as i64)
+        } else {
+            -1
+        }
+    };
+    let own_ns = || cpu_ns("self").unwrap_or(0);
 
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&cert).expect("--cert: a PEM file") {
@@ -140,48 +200,51 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (ops, dt, s0, s1, l0, l1) = rt.block_on(async move {
+    // (server ticks, server ns, own ticks, own ns) when the window opens or closes.
+    let snap = || {
+        (
+            server_ticks(),
+            server_ns(),
+            cpu_ticks("self").unwrap_or(0),
+            own_ns(),
+        )
+    };
+    let (ops, dt, w0, w1) = rt.block_on(async move {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         match mode.as_str() {
             "echo" | "handshake" => {
+                let turns: Turns = (rate > 0.0).then(|| Arc::new(Semaphore::new(0)));
+                let pace = turns
+                    .clone()
+                    .map(|sem| tokio::spawn(pacer(sem, rate, stop.clone())));
                 let mut tasks = Vec::new();
                 for i in 0..conns {
-                    let (d, s) = (done.clone(), stop.clone());
+                    let (d, s, t) = (done.clone(), stop.clone(), turns.clone());
                     if mode == "echo" {
                         let c = connect(addr, &connector).await.expect("connect");
-                        tasks.push(tokio::spawn(echo_conn(c, i, d, s)));
+                        tasks.push(tokio::spawn(echo_conn(c, i, d, s, t)));
                     } else {
-                        tasks.push(tokio::spawn(handshake_loop(addr, connector.clone(), d, s)));
+                        let c = connector.clone();
+                        tasks.push(tokio::spawn(handshake_loop(addr, c, d, s, t)));
                     }
                 }
                 tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
-                let (n0, t0, s0, l0) = (
-                    done.load(Ordering::Relaxed),
-                    Instant::now(),
-                    server_ticks(),
-                    cpu_ticks("self").unwrap_or(0),
-                );
+                let (n0, t0, w0) = (done.load(Ordering::Relaxed), Instant::now(), snap());
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-                let (n1, t1, s1, l1) = (
-                    done.load(Ordering::Relaxed),
-                    Instant::now(),
-                    server_ticks(),
-                    cpu_ticks("self").unwrap_or(0),
-                );
+                let (n1, t1, w1) = (done.load(Ordering::Relaxed), Instant::now(), snap());
                 stop.store(true, Ordering::Relaxed);
+                if let Some(p) = pace {
+                    let _ = p.await;
+                }
                 for t in tasks {
                     let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
                 }
-                (n1 - n0, (t1 - t0).as_secs_f64(), s0, s1, l0, l1)
+                (n1 - n0, (t1 - t0).as_secs_f64(), w0, w1)
             }
             "sink" | "source" => {
                 let mut c = connect(addr, &connector).await.expect("connect");
-                let (t0, s0, l0) = (
-                    Instant::now(),
-                    server_ticks(),
-                    cpu_ticks("self").unwrap_or(0),
-                );
+                let (t0, w0) = (Instant::now(), snap());
                 if mode == "sink" {
                     let chunk = vec![0x5au8; 64 * 1024];
                     let mut left = bytes;
@@ -208,17 +271,16 @@ fn main() {
                     }
                     assert_eq!(got, bytes, "the server sent");
                 }
-                let (t1, s1, l1) = (
-                    Instant::now(),
-                    server_ticks(),
-                    cpu_ticks("self").unwrap_or(0),
-                );
-                (1, (t1 - t0).as_secs_f64(), s0, s1, l0, l1)
+                let (t1, w1) = (Instant::now(), snap());
+                (1, (t1 - t0).as_secs_f64(), w0, w1)
             }
             m => panic!("unknown --mode {m}"),
         }
     });
     let mode: String = flag(&args, "--mode", "echo".to_string());
+    let ((s0, sn0, l0, ln0), (s1, sn1, l1, ln1)) = (w0, w1);
+    let server_ns = if sn0 >= 0 && sn1 >= 0 { sn1 - sn0 } else { -1 };
+    let load_ns = ln1.saturating_sub(ln0);
     let (server_user, server_sys) = if s0.0 >= 0 && s1.0 >= 0 {
         (s1.0 - s0.0, s1.1 - s0.1)
     } else {
@@ -236,6 +298,6 @@ fn main() {
         ops as f64 / dt
     );
     println!(
-        "result mode={mode} ops={ops} bytes={bytes} secs={dt:.6} server_ticks={server} server_user_ticks={server_user} load_ticks={load} clk_tck={clk}"
+        "result mode={mode} ops={ops} bytes={bytes} secs={dt:.6} server_ticks={server} server_user_ticks={server_user} server_ns={server_ns} load_ticks={load} load_ns={load_ns} clk_tck={clk}"
     );
 }
