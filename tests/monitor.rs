@@ -385,6 +385,160 @@ fn a_long_block_is_reported_while_it_runs_and_when_it_suspends() {
     assert!(after.to_string().contains("ran for"), "{after}");
 }
 
+/// Long blocks with a short threshold (20 ms), counted.
+#[derive(Default)]
+struct ShortBlocks {
+    reports: Mutex<Vec<LongBlock>>,
+    seen_running: AtomicBool,
+}
+
+impl Hook for ShortBlocks {
+    fn switches(&self) -> bool {
+        false
+    }
+    fn long_block_threshold(&self) -> Option<Duration> {
+        Some(ms(20))
+    }
+    fn long_block(&self, r: &LongBlock) {
+        if r.still_running() {
+            self.seen_running.store(true, Ordering::Release);
+        }
+        self.reports.lock().unwrap().push(r.clone());
+    }
+}
+
+#[test]
+fn a_task_yielding_in_a_loop_is_many_slices_and_its_one_long_slice_is_reported() {
+    // The watchdog tells slices apart by (task, cycles): the kernel keeps
+    // running the same task, one slice after another, for 10 thresholds,
+    // and no long block is reported; then one slice of that task spins
+    // past the threshold, and that one is.
+    let blocks = Arc::new(ShortBlocks::default());
+    let b = blocks.clone();
+    let seen = watchdog(move || {
+        Kernel::builder()
+            .debug(b.clone())
+            .build()
+            .run(move || {
+                let kid = curio::task::Builder::new()
+                    .name("yielder")
+                    .spawn(move || {
+                        let start = Instant::now();
+                        while start.elapsed() < ms(200) {
+                            curio::yield_now().unwrap();
+                        }
+                        let quiet = b.reports.lock().unwrap().is_empty();
+                        let seen = spin_until(&b.seen_running, secs(5));
+                        // The kernel sees the end when it next looks outside.
+                        curio::sleep(ms(1)).unwrap();
+                        (quiet, seen)
+                    })
+                    .unwrap();
+                kid.join().unwrap()
+            })
+            .unwrap()
+    });
+    assert_eq!(
+        seen,
+        (true, true),
+        "(no report while it yielded, the spin seen)"
+    );
+    let reports = blocks.reports.lock().unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let (during, after) = (&reports[0], &reports[1]);
+    assert!(during.still_running() && !after.still_running());
+    assert_eq!((during.task_id(), during.name()), (2, "yielder"));
+    assert_eq!(during.resumed_from(), State::Ready);
+    assert_eq!(after.task_id(), 2);
+    assert!(after.ran() >= ms(20), "{after}");
+}
+
+/// Records `created` and `terminated` only (no switch hooks: the cheaper
+/// watched form of the loop).
+#[derive(Default)]
+struct Births(Mutex<Vec<String>>);
+
+impl Births {
+    fn created_ids(&self) -> Vec<u64> {
+        let v = self.0.lock().unwrap();
+        v.iter()
+            .filter_map(|e| e.strip_prefix("created ")?.parse().ok())
+            .collect()
+    }
+}
+
+impl Hook for Births {
+    fn switches(&self) -> bool {
+        false
+    }
+    fn created(&self, t: &TaskInfo<'_>) {
+        self.0.lock().unwrap().push(format!("created {}", t.id()));
+    }
+    fn terminated(&self, t: &TaskInfo<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("terminated {}", t.id()));
+    }
+}
+
+#[test]
+fn every_task_is_announced_before_it_first_runs_and_before_it_ends() {
+    let births = Arc::new(Births::default());
+    let b = births.clone();
+    let announced_first = watchdog(move || {
+        Kernel::builder()
+            .virtual_clock(true)
+            .debug(b.clone())
+            .build()
+            .run(move || {
+                let me = |b: Arc<Births>| {
+                    move || b.created_ids().contains(&curio::task::current_task().id())
+                };
+                // A task with a stack of its own (made at spawn: its first
+                // run has no cold path), alone; a task of the kernel's stack
+                // size (its stack comes at its first run), and one spawned
+                // by a task spawned in the same slice.
+                let own = curio::task::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(me(b.clone()))
+                    .unwrap();
+                let own = own.join();
+                let plain = curio::spawn(me(b.clone()));
+                let b2 = b.clone();
+                let parent = curio::spawn(move || {
+                    let kid = curio::spawn(me(b2.clone()));
+                    me(b2)() && kid.join().unwrap()
+                });
+                // Two that never run: the kernel ends first.
+                curio::task::Builder::new()
+                    .daemon(true)
+                    .spawn(|| curio::sleep(secs(1)))
+                    .unwrap();
+                curio::task::Builder::new()
+                    .daemon(true)
+                    .stack_size(128 * 1024)
+                    .spawn(|| curio::sleep(secs(1)))
+                    .unwrap();
+                [own, plain.join(), parent.join()]
+                    .into_iter()
+                    .all(|r| r.unwrap())
+            })
+            .unwrap()
+    });
+    assert!(announced_first, "a task ran before the hooks heard of it");
+    let events = births.0.lock().unwrap().clone();
+    for id in 1..=7 {
+        let created = events.iter().position(|e| *e == format!("created {id}"));
+        let ended = events.iter().position(|e| *e == format!("terminated {id}"));
+        match (created, ended) {
+            (Some(c), Some(t)) => assert!(c < t, "task {id}: {events:?}"),
+            _ => panic!("task {id} not created and terminated once each: {events:?}"),
+        }
+    }
+    assert_eq!(events.len(), 14, "{events:?}");
+}
+
 // ---------------------------------------------------------------------------
 // The monitor, over TCP
 // ---------------------------------------------------------------------------

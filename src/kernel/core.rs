@@ -314,8 +314,6 @@ struct Watch {
     switch_hooks: Vec<Arc<dyn Hook>>,
     /// The first task id not yet announced to the hooks as created.
     announced: Cell<u64>,
-    /// Slices begun (the beat's counter, kept here too to write it without reading).
-    switches: Cell<u64>,
     watchdog: RefCell<Option<Watchdog>>,
     /// The last long block whose end was reported (`Shared::flagged`).
     long_handled: Cell<u64>,
@@ -333,7 +331,6 @@ impl Core {
             switch_hooks: hooks.iter().filter(|h| h.switches()).cloned().collect(),
             hooks,
             announced: Cell::new(1),
-            switches: Cell::new(0),
             watchdog: RefCell::new(None),
             long_handled: Cell::new(0),
         });
@@ -422,6 +419,11 @@ impl Core {
             // SAFETY: forwarded from this function's contract; the slot below
             // keeps the box alive until the task has ended.
             *h.coro().borrow_mut() = Some(unsafe { task.start(st) });
+            // A watched kernel names new tasks before their first slice, on
+            // the cold path of a first run; this one has none.
+            if self.watch.is_some() {
+                self.announce_new_tasks(Some(h));
+            }
         }
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(i) => {
@@ -565,45 +567,66 @@ impl Core {
     #[inline(always)]
     fn step_watched<const HOOKS: bool>(&self, w: &Watch, h: &TaskRecord) {
         let beat = &w.shared.beat;
+        // `(id, cycles)` names the slice for the watchdog, so a task that
+        // yields in a loop starts a new slice each time. No store ends it:
+        // `running` keeps the id until the next slice, or until the kernel
+        // goes into code of its own beyond the switch (`Core::beat_kernel`).
+        // Stored before the coroutine is borrowed: a cold first run stores
+        // it again (`first_run_watched`); after the `running` hooks when
+        // there are some, so that their time is not the task's.
+        let begin = |cycles: u64| {
+            beat.slice.store(cycles, Relaxed);
+            beat.from.store(h.suspended_in() as u8, Relaxed);
+            beat.running.store(h.id(), Relaxed);
+        };
+        if !HOOKS {
+            begin(h.cycles());
+        }
         let result = {
             let mut code = h.coro().borrow_mut();
             // One test on the switch path: no coroutine takes the cold branch
             // (its first run, or force-unwound already).
-            if code.is_none() && !self.start(h, &mut code) {
+            let Some(coro) = code.as_mut() else {
+                drop(code);
+                self.first_run_watched::<HOOKS>(w, h);
                 return;
-            }
-            let Some(coro) = code.as_mut() else { return };
+            };
             h.start_slice();
             if HOOKS {
                 self.call_hooks(&w.switch_hooks, |hook| hook.running(&TaskInfo::new(h)));
+                begin(h.cycles() - 1);
             }
-            let n = w.switches.get() + 1;
-            w.switches.set(n);
-            beat.slice
-                .store(super::watch::Beat::pack(n, h.suspended_in()), Relaxed);
-            beat.running.store(h.id(), Relaxed);
             set_task(Some(h));
             let result = coro.resume(());
             set_task(None);
-            beat.running.store(0, Relaxed);
+            if HOOKS {
+                beat.running.store(0, Relaxed);
+            }
             result
         };
         // Hooks that follow every switch hear of new tasks right after the
         // slice that made them, as Curio orders it (`created` before the
-        // parent's `suspended`); otherwise the loop announces them once per
-        // pass, before they can run.
+        // parent's `suspended`); otherwise they hear of them before their
+        // first run (`first_run_watched`).
         if HOOKS && self.next_task_id.get() != w.announced.get() {
-            self.announce_new_tasks();
+            self.announce_new_tasks(None);
         }
+        // What the next slice is resumed from: a constant store after a
+        // yield, the wait's state after a wait.
         match result {
             corosensei::CoroutineResult::Yield(Trap::Yield) => {
                 h.set_state(State::Ready);
+                h.set_suspended_in(State::Ready);
                 self.ready.push(h);
             }
-            corosensei::CoroutineResult::Yield(Trap::Wait) => {}
+            corosensei::CoroutineResult::Yield(Trap::Wait) => {
+                h.set_suspended_in(h.state());
+            }
             corosensei::CoroutineResult::Return(()) => {
                 if HOOKS {
                     self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
+                } else {
+                    self.beat_kernel(w);
                 }
                 if let Some(task) = self.task_at(h.slot()) {
                     self.finish(&task);
@@ -612,10 +635,35 @@ impl Core {
                 return;
             }
         }
-        h.set_suspended_in(h.state());
         if HOOKS {
             self.call_hooks(&w.switch_hooks, |hook| hook.suspended(&TaskInfo::new(h)));
         }
+    }
+
+    /// A task with no coroutine is about to run in a watched kernel: its
+    /// first run (or it was force-unwound already, and does not run). The
+    /// tasks spawned since the last announcement, this one among them, are
+    /// announced first (`announce_new_tasks`), so every task is named
+    /// before its first slice at no cost to the others.
+    #[cold]
+    #[inline(never)]
+    fn first_run_watched<const HOOKS: bool>(&self, w: &Watch, h: &TaskRecord) {
+        self.beat_kernel(w);
+        self.announce_new_tasks(Some(h));
+        if self.start(h, &mut h.coro().borrow_mut()) {
+            self.step_watched::<HOOKS>(w, h);
+        }
+    }
+
+    /// The kernel goes into code of its own beyond the switch (looking
+    /// outside, announcing tasks, finishing one, calling hooks): the beat
+    /// stops naming the task whose slice ran last, so that time is the
+    /// kernel's, never a task's long block. Off the switch path: between two
+    /// slices of one pass the beat keeps naming the last task (the pop and
+    /// push of the ready queue, a few nanoseconds, count as its time).
+    #[inline(always)]
+    fn beat_kernel(&self, w: &Watch) {
+        w.shared.beat.running.store(0, Relaxed);
     }
 
     /// When the loop looks outside (every `POLL_INTERVAL` slices, or when
@@ -648,27 +696,48 @@ impl Core {
     }
 
     /// Tells the hooks (and the watchers' name table) about the tasks
-    /// spawned since the last call. They are all still in the ready queue:
-    /// a spawned task is queued at once and leaves the queue only by running.
+    /// spawned since the last call, in the order of their ids. They are all
+    /// still in the ready queue (a spawned task is queued at once and leaves
+    /// the queue only by running, or by a forced unwind, which announces
+    /// first), except `also`: a new task out of the queue, the one about to
+    /// run for the first time or being spawned.
+    ///
+    /// When: before a task's first slice (`Core::first_run_watched`), at the
+    /// spawn of a task with a stack of its own (its first run has no cold
+    /// path to hook), after each slice when hooks follow every switch
+    /// (Curio's order: `created` before the parent's `suspended`), and before
+    /// a forced unwind. Not per pass: every task is named before it runs,
+    /// and the switch pays nothing for it.
     #[cold]
     #[inline(never)]
-    fn announce_new_tasks(&self) {
+    fn announce_new_tasks(&self, also: Option<&TaskRecord>) {
         let Some(w) = &self.watch else { return };
         let (first, end) = (w.announced.get(), self.next_task_id.get());
+        if first == end {
+            return;
+        }
         w.announced.set(end);
         let mut slots = Vec::new();
         self.ready.slots_of_ids(first, end, &mut slots);
-        for (_, slot) in slots {
-            let Some(task) = self.task_at(slot) else {
-                continue;
-            };
-            let h = task.record();
+        let mut also = also.filter(|h| (first..end).contains(&h.id()));
+        let announce = |h: &TaskRecord| {
             w.shared
                 .names
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(h.id(), Arc::from(h.name()));
             self.call_hooks(&w.hooks, |hook| hook.created(&TaskInfo::new(h)));
+        };
+        for (id, slot) in slots {
+            if let Some(h) = also.take_if(|h| h.id() < id) {
+                announce(h);
+            }
+            if let Some(task) = self.task_at(slot) {
+                announce(task.record());
+            }
+        }
+        if let Some(h) = also {
+            announce(h);
         }
     }
 
@@ -1305,14 +1374,16 @@ impl Core {
     /// every kernel runs: nothing in it serves the debugging machinery),
     /// watched (the per-switch record kept around every slice), and watched
     /// with hooks that want every switch (`HOOKS`).
+    #[inline(never)]
     fn run_loop<const WATCHED: bool, const HOOKS: bool>(
         &self,
         done: impl Fn() -> bool,
     ) -> Option<String> {
         // The watch, looked up once (watched forms only).
         let watch = if WATCHED { self.watch.as_ref() } else { None };
-        if WATCHED {
-            self.announce_new_tasks();
+        if let Some(w) = watch {
+            self.beat_kernel(w);
+            self.announce_new_tasks(None);
         }
         // Tasks left in this pass (those that were ready when it began).
         let mut batch = 0usize;
@@ -1321,17 +1392,16 @@ impl Core {
         let mut since_poll = 0usize;
         loop {
             if batch == 0 {
-                // Tasks spawned in the pass just ended are named to the
-                // watchdog and the monitor before they first run.
-                if watch.is_some_and(|w| self.next_task_id.get() != w.announced.get()) {
-                    self.announce_new_tasks();
-                }
                 if done() {
+                    if let Some(w) = watch {
+                        self.beat_kernel(w);
+                    }
                     return None;
                 }
                 batch = self.ready.len();
                 if batch == 0 || since_poll >= POLL_INTERVAL {
-                    if WATCHED {
+                    if let Some(w) = watch {
+                        self.beat_kernel(w);
                         self.check_long_block();
                     }
                     if let Err(report) = self.tick() {
@@ -1580,6 +1650,11 @@ impl Core {
     /// call, without ever running.
     fn force_unwind_all(&self) {
         let was_unwinding = self.unwinding.replace(true);
+        // Tasks that never ran are named before they go.
+        if let Some(w) = &self.watch {
+            self.beat_kernel(w);
+            self.announce_new_tasks(None);
+        }
         for t in self.live_tasks().iter().rev() {
             let h = t.record();
             let code = h.coro().borrow_mut().take();
@@ -1600,7 +1675,7 @@ impl Core {
                         report_unstarted_drop_panic(h, &msg);
                     }
                     if self.watch.is_some() {
-                        self.announce_new_tasks();
+                        self.announce_new_tasks(None);
                     }
                     self.finish(t);
                     self.note_terminated(h);
@@ -1630,7 +1705,7 @@ impl Core {
             }
             *h.coro().borrow_mut() = Some(coro);
             if self.watch.is_some() {
-                self.announce_new_tasks();
+                self.announce_new_tasks(None);
             }
             self.finish(t);
             self.note_terminated(h);

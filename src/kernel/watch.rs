@@ -25,8 +25,9 @@
 //! # Example
 //!
 //! ```text
-//! kernel, per slice:   beat.slice = n|from; beat.running = id; resume; beat.running = 0
-//! watchdog, per 10 ms: same (switches, running) as last time? that slice has
+//! kernel, per slice:   beat.slice = cycles; beat.from = state; beat.running = id; resume
+//! kernel, own code:    beat.running = 0 (looking outside, finishing a task …)
+//! watchdog, per 10 ms: same (slice, running) as last time? that slice has
 //!                      run since we first saw it; past the threshold: report it
 //! monitor:             ask(Snapshot, 50 ms) → answer, or "busy in task 7 for 3.1 s"
 //! ```
@@ -59,33 +60,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The per-switch record: which task runs, and how many slices have begun.
-/// Written by the kernel thread with plain (relaxed) stores.
+/// The per-switch record: which task runs, and which of its slices.
+/// Written by the kernel thread with plain (relaxed) stores, three per
+/// slice and none when it ends (`arch-notes/monitor.md`).
+///
+/// Discussion: it fills a cache line of its own (`align(64)` and 64 bytes:
+/// nothing else in [`Shared`] shares the line), so the kernel's stores never
+/// contend with the fields other threads write (requests, names, CPU times);
+/// the watchdog's read every [`SAMPLE`] (and a monitor's `ps`) is the only
+/// other traffic on the line. The three words are not written at once: a
+/// reader that catches the kernel between them sees a slice that never
+/// was, which only makes the next sample see a new slice (a slice's length
+/// is known from below anyway).
 #[repr(align(64))]
 #[derive(Default)]
 pub(crate) struct Beat {
-    /// The slice under way, in one word (one store per slice): slices begun
-    /// since the kernel started, shifted left by 8, with the state the
-    /// running task was resumed from (`State as u8`) in the low byte
-    /// ([`Beat::pack`]).
+    /// The slice under way, or the last one: how many slices the running
+    /// task had run before it (`TaskRecord::cycles` as it began). With
+    /// [`Beat::running`] it names the slice: the pair changes with every
+    /// slice, also when one task runs several in a row (a task yielding in a
+    /// loop is not one long slice).
     pub(crate) slice: AtomicU64,
-    /// The task running now; 0 while the kernel runs its own code or waits.
+    /// The task whose slice runs now or ran last; 0 once the kernel runs
+    /// code of its own beyond the switch (it looks outside, announces or
+    /// finishes tasks, calls hooks) and while it waits. Between two slices
+    /// of one pass it still names the task that ran last: the switch's own
+    /// few nanoseconds count as that task's.
     pub(crate) running: AtomicU64,
+    /// The state the slice under way (or the last one) was resumed from
+    /// (`State as u8`).
+    pub(crate) from: AtomicU8,
     /// The kernel is blocked waiting for I/O, timers or the inbox.
     pub(crate) idle: AtomicBool,
-}
-
-impl Beat {
-    /// The word [`Beat::slice`] holds for slice number `n`, resumed from `from`.
-    #[inline(always)]
-    pub(crate) fn pack(n: u64, from: State) -> u64 {
-        (n << 8) | from as u64
-    }
-
-    /// The slice number and the resumed-from state, from a [`Beat::slice`] word.
-    pub(crate) fn unpack(v: u64) -> (u64, u8) {
-        (v >> 8, v as u8)
-    }
 }
 
 /// What another thread may ask the kernel.
@@ -118,8 +124,8 @@ pub(crate) struct Request {
 /// The watchdog's view of the slice under way.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Slice {
-    /// Its number (`Beat::switches`); 0 before the first sample.
-    pub(crate) number: u64,
+    /// Its [`Beat::slice`] word; 0 before the first sample.
+    pub(crate) word: u64,
     /// The task running it; 0 when the kernel was in its own code or idle.
     pub(crate) task: u64,
     /// When the watchdog first saw it.
@@ -143,8 +149,8 @@ pub(crate) struct Shared {
     pub(crate) kernel_cpu: AtomicU64,
     /// The slice the watchdog sees under way.
     pub(crate) slice: Mutex<Slice>,
-    /// The number of a slice the watchdog reported as a long block; the
-    /// kernel reports it once more when it ends.
+    /// How many slices the watchdog has reported as long blocks; the kernel
+    /// reports the last one once more when it ends.
     pub(crate) flagged: AtomicU64,
     /// When the flagged slice was first seen, in ns since `epoch`.
     pub(crate) flagged_since: AtomicU64,
@@ -235,16 +241,16 @@ impl Shared {
 
     /// What the kernel is doing, from the per-switch record and the
     /// watchdog's view: `(task id, how long its slice has run)` if a task
-    /// runs, `None` if the kernel is idle or between slices.
+    /// runs, `None` if the kernel is idle or in its own code.
     pub(crate) fn busy(&self) -> Option<(u64, Duration)> {
         let running = self.beat.running.load(Ordering::Relaxed);
         if running == 0 {
             return None;
         }
-        let (switches, _) = Beat::unpack(self.beat.slice.load(Ordering::Relaxed));
+        let word = self.beat.slice.load(Ordering::Relaxed);
         let slice = *lock(&self.slice);
         let ran = match slice.since {
-            Some(since) if slice.number == switches && slice.task == running => since.elapsed(),
+            Some(since) if slice.word == word && slice.task == running => since.elapsed(),
             _ => Duration::ZERO,
         };
         Some((running, ran))
@@ -313,14 +319,17 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
     let mut last_cpu = cpu_clock.as_ref().and_then(|c| c.read());
     // Which hooks have had their "still running" report for the current slice.
     let mut reported = vec![false; s.hooks.len()];
+    // Whether the current slice has been flagged (`Shared::flagged`).
+    let mut flagged = false;
     while s.alive.load(Ordering::Acquire) {
         thread::park_timeout(period);
         if !s.alive.load(Ordering::Acquire) {
             break;
         }
         let now = Instant::now();
-        let (switches, from) = Beat::unpack(s.beat.slice.load(Ordering::Relaxed));
         let running = s.beat.running.load(Ordering::Relaxed);
+        let word = s.beat.slice.load(Ordering::Relaxed);
+        let from = s.beat.from.load(Ordering::Relaxed);
         // CPU time since the last sample goes to whoever runs now: a
         // sampling profiler's estimate (arch-notes/monitor.md).
         if let (Some(clock), Some(before)) = (&cpu_clock, last_cpu) {
@@ -336,13 +345,14 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
         }
         let slice = {
             let mut slice = lock(&s.slice);
-            if slice.number != switches || slice.task != running {
+            if slice.word != word || slice.task != running {
                 *slice = Slice {
-                    number: switches,
+                    word,
                     task: running,
                     since: Some(now),
                 };
                 reported.iter_mut().for_each(|r| *r = false);
+                flagged = false;
             }
             *slice
         };
@@ -358,12 +368,13 @@ fn watch(s: &Shared, cpu_clock: Option<sys::CpuClock>, period: Duration) {
                 continue;
             }
             reported[i] = true;
-            if s.flagged.load(Ordering::Relaxed) != switches {
+            if !flagged {
+                flagged = true;
                 let since = slice.since.map_or(0, |t| (t - s.epoch).as_nanos() as u64);
                 s.flagged_since.store(since, Ordering::Relaxed);
                 s.flagged_task.store(running, Ordering::Relaxed);
                 s.flagged_from.store(from, Ordering::Relaxed);
-                s.flagged.store(switches, Ordering::Release);
+                s.flagged.fetch_add(1, Ordering::Release);
             }
             let report = LongBlock::new(
                 running,

@@ -3,10 +3,13 @@
 //! time of one `where`.
 //!
 //! ```text
-//! monitor_bench switch [ROUNDS]  ns per yield (two tasks taking turns, 2 000 000 yields a
-//!                                round): an unwatched kernel against one with the monitor on
-//!                                and a client asking `ps` every 100 ms, rounds alternating;
-//!                                prints each round and the medians
+//! monitor_bench switch [ROUNDS] [YIELDS]
+//!                                ns per yield (two tasks taking turns, YIELDS yields a round,
+//!                                default 10 000 000, so that a round sees a few `ps`): an
+//!                                unwatched kernel against one with the monitor on and a client
+//!                                asking `ps` every 100 ms, rounds alternating; prints each
+//!                                round and the medians, of wall time and of the kernel
+//!                                thread's CPU time (which a loaded machine disturbs less)
 //! monitor_bench ps [TASKS]       `ps` over TASKS sleeping tasks (default 100 000): the time a
 //!                                client waits for the table, and the kernel's share
 //! monitor_bench where [DEPTH]    `where` on a task blocked DEPTH frames deep (default 20):
@@ -23,19 +26,22 @@ use std::time::{Duration, Instant};
 
 use curio_benches::loops;
 
-const YIELDS: u64 = 2_000_000;
+const YIELDS: u64 = 10_000_000;
 const PROMPT: &[u8] = b"curio > ";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("switch", String::as_str);
     let n: Option<u64> = args.get(2).and_then(|s| s.replace('_', "").parse().ok());
+    let m: Option<u64> = args.get(3).and_then(|s| s.replace('_', "").parse().ok());
     match what {
-        "switch" => switch(n.unwrap_or(7) as usize),
+        "switch" => switch(n.unwrap_or(7) as usize, m.unwrap_or(YIELDS)),
         "ps" => ps(n.unwrap_or(100_000) as usize),
         "where" => where_(n.unwrap_or(20) as usize),
         _ => {
-            eprintln!("usage: monitor_bench [switch [ROUNDS] | ps [TASKS] | where [DEPTH]]");
+            eprintln!(
+                "usage: monitor_bench [switch [ROUNDS [YIELDS]] | ps [TASKS] | where [DEPTH]]"
+            );
             std::process::exit(2);
         }
     }
@@ -71,8 +77,22 @@ fn monitored() -> curio::Kernel {
         .build()
 }
 
-/// One round of the switch loop; with `poll`, a client asks `ps` every 100 ms meanwhile.
-fn switch_round(poll: bool) -> f64 {
+/// The calling thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // every Linux has.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One round of the switch loop, `yields` yields; with `poll`, a client asks
+/// `ps` every 100 ms meanwhile. Wall and kernel-thread CPU ns per yield.
+fn switch_round(poll: bool, yields: u64) -> (f64, f64) {
     let kernel = if poll {
         monitored()
     } else {
@@ -97,9 +117,10 @@ fn switch_round(poll: bool) -> f64 {
             });
             // Let the client connect first, so every round polls throughout.
             curio::sleep(Duration::from_millis(50)).expect("sleep");
-            let start = Instant::now();
-            loops::curio_switch(YIELDS, curio::yield_now);
-            let ns = start.elapsed().as_nanos() as f64 / YIELDS as f64;
+            let (start, cpu) = (Instant::now(), thread_cpu());
+            loops::curio_switch(yields, curio::yield_now);
+            let ns = start.elapsed().as_nanos() as f64 / yields as f64;
+            let cpu_ns = (thread_cpu() - cpu).as_nanos() as f64 / yields as f64;
             stop.store(true, Ordering::Release);
             // The client's last `ps` needs the kernel: wait in a cancellable sleep.
             if let Some(c) = client {
@@ -108,11 +129,11 @@ fn switch_round(poll: bool) -> f64 {
                 }
                 let polls = c.join().expect("client");
                 assert!(
-                    polls > 0 || ns * YIELDS as f64 <= 1e8,
+                    polls > 0 || ns * yields as f64 <= 1e8,
                     "the client never polled"
                 );
             }
-            ns
+            (ns, cpu_ns)
         })
         .expect("kernel")
 }
@@ -122,22 +143,28 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn switch(rounds: usize) {
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    switch_round(false); // warm-up: stacks mapped, code paged in
+fn switch(rounds: usize, yields: u64) {
+    let (mut off, mut on, mut off_cpu, mut on_cpu) = (vec![], vec![], vec![], vec![]);
+    switch_round(false, yields); // warm-up: stacks mapped, code paged in
     for r in 0..rounds {
-        let a = switch_round(false);
-        let b = switch_round(true);
+        let (a, a_cpu) = switch_round(false, yields);
+        let (b, b_cpu) = switch_round(true, yields);
         println!(
-            "round {r}: unwatched {a:.2} ns/yield, monitor on + ps every 100 ms {b:.2} ns/yield"
+            "round {r}: unwatched {a:.2} ns/yield (CPU {a_cpu:.2}), \
+             monitor on + ps every 100 ms {b:.2} ns/yield (CPU {b_cpu:.2})"
         );
         off.push(a);
         on.push(b);
+        off_cpu.push(a_cpu);
+        on_cpu.push(b_cpu);
     }
     let (a, b) = (median(&mut off), median(&mut on));
+    let (a_cpu, b_cpu) = (median(&mut off_cpu), median(&mut on_cpu));
     println!(
-        "median: unwatched {a:.2} ns/yield, watched {b:.2} ns/yield: {:+.1}%",
-        (b / a - 1.0) * 100.0
+        "median: unwatched {a:.2} ns/yield, watched {b:.2} ns/yield: {:+.1}%; \
+         kernel thread CPU {a_cpu:.2} against {b_cpu:.2} ns/yield: {:+.1}%",
+        (b / a - 1.0) * 100.0,
+        (b_cpu / a_cpu - 1.0) * 100.0
     );
 }
 
