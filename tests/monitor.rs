@@ -311,11 +311,21 @@ fn a_panicking_hook_is_reported_and_the_kernel_goes_on() {
 }
 
 /// Long blocks, as a hook hears them.
-#[derive(Default)]
 struct Blocks {
+    threshold: Duration,
     reports: Mutex<Vec<LongBlock>>,
     /// Set by the report made while the task runs; the task polls it.
     seen_running: AtomicBool,
+}
+
+impl Blocks {
+    fn new(threshold: Duration) -> Arc<Blocks> {
+        Arc::new(Blocks {
+            threshold,
+            reports: Mutex::default(),
+            seen_running: AtomicBool::new(false),
+        })
+    }
 }
 
 impl Hook for Blocks {
@@ -323,7 +333,7 @@ impl Hook for Blocks {
         false
     }
     fn long_block_threshold(&self) -> Option<Duration> {
-        Some(ms(100))
+        Some(self.threshold)
     }
     fn long_block(&self, r: &LongBlock) {
         if r.still_running() {
@@ -353,7 +363,7 @@ fn cruncher(b: Arc<Blocks>) -> bool {
 
 #[test]
 fn a_long_block_is_reported_while_it_runs_and_when_it_suspends() {
-    let blocks = Arc::new(Blocks::default());
+    let blocks = Blocks::new(ms(100));
     let b = blocks.clone();
     let seen = watchdog(move || {
         Kernel::builder()
@@ -385,35 +395,13 @@ fn a_long_block_is_reported_while_it_runs_and_when_it_suspends() {
     assert!(after.to_string().contains("ran for"), "{after}");
 }
 
-/// Long blocks with a short threshold (20 ms), counted.
-#[derive(Default)]
-struct ShortBlocks {
-    reports: Mutex<Vec<LongBlock>>,
-    seen_running: AtomicBool,
-}
-
-impl Hook for ShortBlocks {
-    fn switches(&self) -> bool {
-        false
-    }
-    fn long_block_threshold(&self) -> Option<Duration> {
-        Some(ms(20))
-    }
-    fn long_block(&self, r: &LongBlock) {
-        if r.still_running() {
-            self.seen_running.store(true, Ordering::Release);
-        }
-        self.reports.lock().unwrap().push(r.clone());
-    }
-}
-
 #[test]
 fn a_task_yielding_in_a_loop_is_many_slices_and_its_one_long_slice_is_reported() {
     // The watchdog tells slices apart by (task, cycles): the kernel keeps
     // running the same task, one slice after another, for 10 thresholds,
     // and no long block is reported; then one slice of that task spins
     // past the threshold, and that one is.
-    let blocks = Arc::new(ShortBlocks::default());
+    let blocks = Blocks::new(ms(20));
     let b = blocks.clone();
     let seen = watchdog(move || {
         Kernel::builder()

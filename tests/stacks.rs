@@ -128,38 +128,31 @@ fn out_of_maps_lazy_child() {
         .unwrap();
 }
 
-#[test]
-fn running_out_of_stacks_for_tasks_not_yet_run_is_an_error_at_spawn() {
-    let out = run_test_in_child_with(
-        "out_of_maps_lazy_child",
-        MAPS_CHILD,
-        &[("CURIO_GUARD_PAGES", "mprotect")],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+/// Runs the test `child` in a child process with mprotect-guarded stacks
+/// and few mappings allowed; checks it succeeded and hit the mapping limit;
+/// returns what it wrote to stderr.
+fn run_out_of_maps_child(child: &str) -> String {
+    let out = run_test_in_child_with(child, MAPS_CHILD, &[("CURIO_GUARD_PAGES", "mprotect")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
         "child failed ({}):\n{stderr}",
         out.status
     );
     assert!(stderr.contains("vm.max_map_count"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn running_out_of_stacks_for_tasks_not_yet_run_is_an_error_at_spawn() {
+    let stderr = run_out_of_maps_child("out_of_maps_lazy_child");
     assert!(stderr.contains("spawned "), "{stderr}");
     assert!(stderr.contains("went on"), "{stderr}");
 }
 
 #[test]
 fn running_out_of_mprotect_guarded_stacks_is_an_error_and_the_program_goes_on() {
-    let out = run_test_in_child_with(
-        "out_of_maps_child",
-        MAPS_CHILD,
-        &[("CURIO_GUARD_PAGES", "mprotect")],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child failed ({}):\n{stderr}",
-        out.status
-    );
-    assert!(stderr.contains("vm.max_map_count"), "{stderr}");
+    let stderr = run_out_of_maps_child("out_of_maps_child");
     assert!(
         stderr.contains("sysctl"),
         "the error says what to do:\n{stderr}"

@@ -55,6 +55,8 @@ use std::ptr::{self, NonNull};
 /// that only [`TaskRc`] writes, starting at 1 when the value is made: a
 /// wrong count would free a box still in use.
 #[allow(unsafe_code)]
+// SAFETY: implementors keep the `# Safety` contract above; `TaskRc` relies on
+// it for every free.
 pub(crate) unsafe trait Counted {
     /// The number of [`TaskRc`]s that point at this value.
     fn refs(&self) -> &Cell<u32>;
