@@ -72,7 +72,6 @@ impl Block {
 /// drive it through a shared reference to the task's record; no method calls
 /// out or holds a borrow past its return. The cancel point, on every switch,
 /// is two cell reads, as it was before this type existed.
-#[derive(Default)]
 pub(crate) struct Deadlines {
     pending: Cell<Option<Error>>,
     mask: Cell<u32>,
@@ -95,6 +94,14 @@ struct Blocks {
 /// `armed` when no deadline is armed. Never a real deadline: blocks with no
 /// deadline of their own ([`NO_DEADLINE`]) never arm.
 const NOT_ARMED: u64 = u64::MAX;
+
+impl Default for Deadlines {
+    /// Nothing pending, unmasked, nothing armed (not a derived default:
+    /// `armed` is [`NOT_ARMED`] when nothing is, not 0).
+    fn default() -> Deadlines {
+        Deadlines::new()
+    }
+}
 
 impl Deadlines {
     pub(crate) const fn new() -> Deadlines {

@@ -75,6 +75,12 @@ impl WaitQueue {
         }
     }
 
+    /// True if the queue holds no entry, live or stale.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.wait_id == 0
+    }
+
     #[inline]
     fn head(&self) -> Option<Waiter> {
         (self.head.wait_id != 0).then_some(self.head)

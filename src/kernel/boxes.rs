@@ -28,7 +28,8 @@
 //!   the count reaches zero, and never touched again).
 //! - Every block on a free list was allocated with `class_layout` of that
 //!   list's class, is not in use, and holds the next free block (or null) in
-//!   its first word.
+//!   its link word (`link`: the first word of its second line, or of its
+//!   only line).
 //! - The lists are per thread (`TaskRc` is neither `Send` nor `Sync`, so a
 //!   box is made and freed on one thread); at thread exit the lists' blocks
 //!   go back to the allocator, and a box freed after that goes there
@@ -249,15 +250,30 @@ struct FreeLists {
     counts: [Cell<u32>; CLASSES],
 }
 
+/// Where a free block of `class` keeps the next one: the first word of its
+/// second line when it has one, else its first word.
+///
+/// Discussion: a task box's first line is the task's identity, which
+/// dropping the box does not read (`record.rs`); its second line is always
+/// touched by the drop (the handle count). Linking a freed box there
+/// writes a line the drop has just brought into cache, not a cold one.
+#[inline(always)]
+fn link(block: NonNull<u8>, class: usize) -> *mut *mut u8 {
+    let offset = if class > 0 { LINE } else { 0 };
+    // A block of class > 0 is at least two lines long, so the word at LINE
+    // is inside it, and LINE-aligned plus LINE is word-aligned.
+    block.as_ptr().wrapping_add(offset).cast()
+}
+
 impl FreeLists {
     /// Takes the most recently freed block of `class`.
     #[inline(always)]
     fn pop(&self, class: usize) -> Option<NonNull<u8>> {
         let head = NonNull::new(self.heads[class].get())?;
-        // SAFETY: a listed block is free and holds the next one in its
-        // first word (invariants); it was allocated with LINE alignment.
+        // SAFETY: a listed block is free and holds the next one at its link
+        // word (invariants, `link`), which lies inside it and is aligned.
         #[allow(unsafe_code)]
-        let next = unsafe { head.cast::<*mut u8>().as_ptr().read() };
+        let next = unsafe { link(head, class).read() };
         self.heads[class].set(next);
         self.counts[class].set(self.counts[class].get() - 1);
         Some(head)
@@ -270,14 +286,11 @@ impl FreeLists {
         if (count as usize + 1) * (class + 1) * LINE > keep_bytes() {
             return false;
         }
-        // SAFETY: the block is free, of this class's layout, and at least
-        // one line long: its first word is ours to write.
+        // SAFETY: the block is free and of this class's layout: its link
+        // word (`link`), inside it and aligned, is ours to write.
         #[allow(unsafe_code)]
         unsafe {
-            block
-                .cast::<*mut u8>()
-                .as_ptr()
-                .write(self.heads[class].get());
+            link(block, class).write(self.heads[class].get());
         }
         self.heads[class].set(block.as_ptr());
         self.counts[class].set(count + 1);

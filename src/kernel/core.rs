@@ -40,16 +40,16 @@ use super::Builder;
 use super::boxes::{self, TaskRc};
 use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
-use super::record::{AnyTask, Identity, State, TaskBoxOf, TaskCell, TaskRecord};
+use super::record::{AnyTask, CoroBox, Identity, State, TaskBoxOf, TaskCell, TaskRecord};
 use super::switch::{self, Reply, TaskCoroutine, Trap};
 use super::watch::{Answer, Query, Request, Shared, Watchdog};
-use crate::deadlines::{Arm, Block};
+use crate::deadlines::{Arm, Block, Deadlines};
 use crate::error::{Error, ErrorKind, Result};
 use crate::poller::{Direction, InboxSender, Message, Poller};
 use crate::stack;
 use crate::sys;
 use crate::timer::TimerHeap;
-use crate::wait::Waiter;
+use crate::wait::{WaitQueue, Waiter};
 
 // ---------------------------------------------------------------------------
 // The thread's kernel and task
@@ -217,6 +217,9 @@ const WAIT_ID_BLOCK: u64 = 1 << 16;
 /// before an idle kernel shrinks them again (and trims the allocator).
 const SHRINK_AFTER: usize = 4096;
 
+/// Empty coroutine boxes a kernel keeps when it goes idle (64 bytes each).
+const IDLE_CORO_BOXES: usize = 64;
+
 /// When the virtual clock has tasks waiting on I/O or other threads, how long to
 /// wait for real before jumping to the next deadline.
 const AUTOJUMP_GRACE: Duration = Duration::from_millis(5);
@@ -271,6 +274,9 @@ pub(super) struct Core {
     /// run yet (each takes one when it first runs). Invariant:
     /// `promised <= stacks.len()`, so a spawned task always finds its stack.
     promised: Cell<usize>,
+    /// Empty coroutine boxes ([`CoroBox`]), the most recently given back
+    /// last: a task takes one when it first runs, so it is still in cache.
+    coro_boxes: RefCell<Vec<CoroBox>>,
     timers: RefCell<TimerHeap<TimerItem>>,
     clock: Clock,
     poller: RefCell<Poller>,
@@ -340,6 +346,7 @@ impl Core {
             ready: ReadyQueue::new(),
             stacks: RefCell::new(Vec::new()),
             promised: Cell::new(0),
+            coro_boxes: RefCell::new(Vec::new()),
             timers: RefCell::new(TimerHeap::new()),
             clock: Clock {
                 epoch: Instant::now(),
@@ -418,7 +425,8 @@ impl Core {
             h.set_stack(st.guard().0, st.size());
             // SAFETY: forwarded from this function's contract; the slot below
             // keeps the box alive until the task has ended.
-            *h.coro().borrow_mut() = Some(unsafe { task.start(st) });
+            let coro = unsafe { task.start(st) };
+            *h.coro().borrow_mut() = Some(self.coro_box(coro));
             // A watched kernel names new tasks before their first slice, on
             // the cold path of a first run; this one has none.
             if self.watch.is_some() {
@@ -466,7 +474,7 @@ impl Core {
     /// False if the task has no code to run (force-unwound already).
     #[cold]
     #[inline(never)]
-    fn start(&self, h: &TaskRecord, code: &mut Option<TaskCoroutine>) -> bool {
+    fn start(&self, h: &TaskRecord, code: &mut Option<CoroBox>) -> bool {
         if code.is_some() || h.has_stack() {
             return false;
         }
@@ -485,8 +493,29 @@ impl Core {
             .expect("a task being run is in its slot");
         // SAFETY: `spawn`'s contract covers what the closure borrows; the
         // slot keeps the box alive until the task has ended.
-        *code = Some(unsafe { task.start(st) });
+        let coro = unsafe { task.start(st) };
+        *code = Some(self.coro_box(coro));
         true
+    }
+
+    /// A box from the pool, holding `coro`.
+    #[inline]
+    fn coro_box(&self, coro: TaskCoroutine) -> CoroBox {
+        match self.coro_boxes.borrow_mut().pop() {
+            Some(mut b) => {
+                *b = Some(coro);
+                b
+            }
+            None => Box::new(Some(coro)),
+        }
+    }
+
+    /// Takes the coroutine out of its box, and the empty box into the pool.
+    #[inline]
+    fn open_coro_box(&self, mut b: CoroBox) -> TaskCoroutine {
+        let coro = b.take().expect("a record's coroutine box is never empty");
+        self.coro_boxes.borrow_mut().push(b);
+        coro
     }
 
     pub(super) fn spawn_main<F, T>(
@@ -540,7 +569,9 @@ impl Core {
             if code.is_none() && !self.start(h, &mut code) {
                 return;
             }
-            let Some(coro) = code.as_mut() else { return };
+            let Some(coro) = code.as_deref_mut().and_then(Option::as_mut) else {
+                return;
+            };
             h.start_slice();
             set_task(Some(h));
             let result = coro.resume(());
@@ -586,7 +617,7 @@ impl Core {
             let mut code = h.coro().borrow_mut();
             // One test on the switch path: no coroutine takes the cold branch
             // (its first run, or force-unwound already).
-            let Some(coro) = code.as_mut() else {
+            let Some(coro) = code.as_deref_mut().and_then(Option::as_mut) else {
                 drop(code);
                 self.first_run_watched::<HOOKS>(w, h);
                 return;
@@ -892,7 +923,7 @@ impl Core {
                     cycles: h.cycles(),
                     daemon: h.is_daemon(),
                     cancelled: h.is_cancelled(),
-                    timeout: h.deadlines().armed().map(left),
+                    timeout: h.deadlines().and_then(Deadlines::armed).map(left),
                     sleep: sleeps.get(&h.slot()).map(|&d| left(d)),
                     joining: (h.state() == State::TaskJoin && h.join_target() != 0)
                         .then(|| h.join_target()),
@@ -953,7 +984,7 @@ impl Core {
                 "task {id} is running; only a suspended task has a backtrace to show"
             ));
         };
-        let Some(coro) = code.as_mut() else {
+        let Some(coro) = code.as_deref_mut().and_then(Option::as_mut) else {
             return Err(format!(
                 "task {id} is being torn down; its stack cannot be shown"
             ));
@@ -988,7 +1019,7 @@ impl Core {
         if h.state() == State::Ready {
             self.ready.remove(h); // a forced unwind of a queued task
         }
-        let code = h.coro().borrow_mut().take();
+        let code = h.coro().borrow_mut().take().map(|b| self.open_coro_box(b));
         match code {
             Some(coro) if coro.done() => {
                 let st = coro.into_stack();
@@ -1014,9 +1045,11 @@ impl Core {
         self.free_slots.borrow_mut().push(slot);
         self.live.set(self.live.get() - 1);
         h.mark_terminated();
-        let mut joiners = std::mem::take(&mut *h.joiners().borrow_mut());
-        for w in joiners.drain() {
+        if let Some(w) = h.take_first_joiner() {
             self.wake(w, Ok(()));
+            if let Some(more) = h.take_more_joiners() {
+                self.wake_all(more);
+            }
         }
         if let Some(group) = h.group() {
             group.member_finished(h.id());
@@ -1028,32 +1061,37 @@ impl Core {
     /// Cancel point: returns the pending cancellation or timeout, if delivery is allowed.
     #[inline]
     pub(super) fn cancel_point(&self, h: &TaskRecord) -> Result<()> {
-        h.deadlines().cancel_point()
+        match h.deadlines() {
+            None => Ok(()),
+            Some(d) => d.cancel_point(),
+        }
     }
 
     /// `check_cancellation` for `h` (see [`crate::deadlines::Deadlines::check`]).
     pub(super) fn check_cancellation(&self, h: &TaskRecord) -> Result<()> {
-        h.deadlines().check()
+        h.deadlines().map_or(Ok(()), Deadlines::check)
     }
 
     /// Replaces `h`'s pending error; returns the old one.
     pub(super) fn set_cancellation(&self, h: &TaskRecord, err: Option<Error>) -> Option<Error> {
-        h.deadlines().replace_pending(err)
+        h.deadlines_mut().replace_pending(err)
     }
 
     /// Takes `h`'s pending error if it is of `kind`.
     pub(super) fn take_cancellation(&self, h: &TaskRecord, kind: ErrorKind) -> Option<Error> {
-        h.deadlines().take_pending_if(|e| e.kind() == kind)
+        h.deadlines()?.take_pending_if(|e| e.kind() == kind)
     }
 
     /// Enters a masked block.
     pub(super) fn mask(&self, h: &TaskRecord) {
-        h.deadlines().mask();
+        h.deadlines_mut().mask();
     }
 
     /// Leaves a masked block.
     pub(super) fn unmask(&self, h: &TaskRecord) {
-        h.deadlines().unmask();
+        if let Some(d) = h.deadlines() {
+            d.unmask();
+        }
     }
 
     /// A task that could not switch ends the wait it began (if any) and is
@@ -1123,6 +1161,14 @@ impl Core {
         self.wake_task(w, reply).is_some()
     }
 
+    /// Wakes every waiter of `queue`, oldest first.
+    #[cold]
+    fn wake_all(&self, mut queue: WaitQueue) {
+        while let Some(w) = queue.pop_any() {
+            self.wake(w, Ok(()));
+        }
+    }
+
     /// Like [`Core::wake`], returning the woken task's id.
     pub(super) fn wake_task(&self, w: Waiter, reply: Reply) -> Option<u64> {
         let task = self.task_at(w.slot)?;
@@ -1169,13 +1215,13 @@ impl Core {
         if !h.mark_cancelled() {
             return;
         }
-        h.deadlines().cancel();
+        h.deadlines_mut().cancel();
         self.deliver(h, err);
     }
 
     /// Raises `err` in the task now if it is parked and unmasked, else leaves it pending.
     fn deliver(&self, h: &TaskRecord, err: Error) {
-        if let Some(err) = h.deadlines().offer(err, h.wait_id() != 0) {
+        if let Some(err) = h.deadlines_mut().offer(err, h.wait_id() != 0) {
             self.abort_wait(h);
             self.make_ready(h, Err(err));
         }
@@ -1212,7 +1258,7 @@ impl Core {
     /// first cancel point.
     pub(super) fn enter_timeout_block(&self, h: &TaskRecord, deadline: Option<u64>) -> Block {
         let now = self.now();
-        let (block, arm) = h.deadlines().enter_block(deadline, now);
+        let (block, arm) = h.deadlines_mut().enter_block(deadline, now);
         self.apply(h, arm, now);
         block
     }
@@ -1230,7 +1276,7 @@ impl Core {
     /// stale, so its cost stays amortised O(1) per block.
     pub(super) fn exit_timeout_block(&self, h: &TaskRecord, block: Block) -> Vec<u64> {
         let now = self.now();
-        let (arm, stack) = h.deadlines().exit_block(block, now);
+        let (arm, stack) = h.deadlines_mut().exit_block(block, now);
         self.apply(h, arm, now);
         if block.pushed_entry() {
             self.timers
@@ -1267,7 +1313,7 @@ impl Core {
             TimerItem::Timeout { slot, task_id } => match self.task_at(slot) {
                 Some(t) => {
                     let h = t.record();
-                    h.id() == task_id && h.deadlines().is_live(deadline)
+                    h.id() == task_id && h.deadlines().is_some_and(|d| d.is_live(deadline))
                 }
                 None => false,
             },
@@ -1310,7 +1356,7 @@ impl Core {
                     match task {
                         Some(t)
                             if t.record().id() == task_id
-                                && t.record().deadlines().expire(deadline) =>
+                                && t.record().deadlines().is_some_and(|d| d.expire(deadline)) =>
                         {
                             self.deliver(
                                 t.record(),
@@ -1478,6 +1524,7 @@ impl Core {
     /// The kernel is about to go idle: give memory back after a peak of tasks.
     fn trim_memory(&self) {
         self.trim_stacks();
+        self.coro_boxes.borrow_mut().truncate(IDLE_CORO_BOXES);
         boxes::trim();
         self.shrink_tables();
     }
@@ -1657,7 +1704,7 @@ impl Core {
         }
         for t in self.live_tasks().iter().rev() {
             let h = t.record();
-            let code = h.coro().borrow_mut().take();
+            let code = h.coro().borrow_mut().take().map(|b| self.open_coro_box(b));
             let mut coro = match code {
                 Some(coro) => coro,
                 None if !h.has_stack() => {
@@ -1703,7 +1750,7 @@ impl Core {
             if r.is_err() {
                 eprintln!("curio: task {} panicked while being unwound", h.id());
             }
-            *h.coro().borrow_mut() = Some(coro);
+            *h.coro().borrow_mut() = Some(self.coro_box(coro));
             if self.watch.is_some() {
                 self.announce_new_tasks(None);
             }

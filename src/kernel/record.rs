@@ -37,7 +37,7 @@ use super::switch::{Body, TaskBody, TaskCoroutine};
 use crate::deadlines::Deadlines;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stack::PooledStack;
-use crate::wait::WaitQueue;
+use crate::wait::{WaitQueue, Waiter};
 
 // ---------------------------------------------------------------------------
 // States
@@ -165,64 +165,89 @@ pub(crate) trait GroupLink {
 
 /// Everything about a task that is not its result (see the module docs).
 ///
-/// Discussion: every task carries one, and spawning, running and ending a
-/// task touch it three times, so its size is memory traffic per task (a
-/// batch of 10 000 live tasks does not fit a 1 MiB cache). What most tasks
-/// never use (task-locals, a task group, a kept panic message) lives in a box
-/// made on first use, timeout blocks likewise (`Deadlines`), and a wait
-/// queue holds one waiter inline: 416 bytes became ~240 (`arch-notes/benchmarks.md`).
+/// Discussion: every task carries one, and a batch of 10 000 tasks spawned
+/// together, run, then joined touches each box three times, 10 000 boxes
+/// apart, so every cache line a phase touches is a miss once the batch
+/// outgrows the cache. The fields are laid out by who touches them
+/// (`repr(C)`, the box line-aligned, `boxes.rs`): the first line is the
+/// task's identity and its waits, written at spawn and then read only by
+/// tasks that wait and by reports; the hot part that follows (64 to 144)
+/// is all that running a task to its end and joining it touch, with the
+/// result slot right after it. What few tasks use (cancellation and
+/// timeouts, task-locals, a group, an owned name, a second joiner) lives in
+/// a box made on first use, the coroutine in a box from the kernel's pool.
+/// A task whose closure and value are small is three lines, of which
+/// running and joining touch two (`arch-notes/benchmarks.md`, "Task boxes
+/// by line").
+#[repr(C)]
 pub(crate) struct TaskRecord {
-    /// The handles ([`TaskRc`](super::boxes::TaskRc)) on the box this record is in.
-    refs: Cell<u32>,
+    // ----- the first line: identity and waits --------------------------------
     id: u64,
     /// The spawning task's id; 0 for main.
     parent: u64,
-    name: Cow<'static, str>,
-    daemon: bool,
-    is_main: bool,
+    /// Its name, unless an owned one is kept in the cold part.
+    name: &'static str,
+    /// Id of the wait the task is parked in; 0 when not parked.
+    wait_id: Cell<u64>,
+    /// For reports: the task this one joins.
+    join_target: Cell<u64>,
     /// Usable bytes of the stack it asked for (checked: at most 1 GiB).
     stack_size: u32,
-    /// Usable bytes of its stack once it has one.
-    stack_bytes: Cell<u32>,
+    daemon: bool,
+    is_main: bool,
+    /// The current wait can be ended from outside the kernel loop.
+    external: Cell<bool>,
+    /// The state its last slice ended in, kept by a watched kernel only (what
+    /// a long block was resumed from); `READY` before its first slice.
+    suspended_in: Cell<State>,
+    /// Keeps the hot part on a line of its own (checked in the tests).
+    _line: u64,
+    // ----- the hot part: running and joining ---------------------------------
+    /// The handles ([`TaskRc`](super::boxes::TaskRc)) on the box this record is in.
+    refs: Cell<u32>,
     /// Kernel slot, valid while the task lives.
     slot: Cell<u32>,
+    /// Slices run (wraps after 2^32; reports and the watchdog only).
+    cycles: Cell<u32>,
     state: Cell<State>,
-    cycles: Cell<u64>,
     /// Cancellation was requested (Curio's `cancelled`).
     cancelled: Cell<bool>,
     terminated: Cell<bool>,
     /// Its value (or panic) has been taken by `join` or `result` (Curio's `joined`).
     joined: Cell<bool>,
-    /// The pending error, the mask, the open timeout blocks (pure rules).
-    deadlines: Deadlines,
-    /// Id of the wait the task is parked in; 0 when not parked.
-    wait_id: Cell<u64>,
-    /// The current wait can be ended from outside the kernel loop.
-    external: Cell<bool>,
-    /// For reports: the task this one joins.
-    join_target: Cell<u64>,
-    joiners: RefCell<WaitQueue>,
-    /// What few tasks use, made on first use.
-    cold: OnceCell<Box<Cold>>,
-    /// The task's coroutine, resumed in place by the kernel; none before its
-    /// first run (its closure waits in its task box, and it has no stack
-    /// yet: [`TaskRecord::has_stack`]); taken out when it ends.
-    coro: RefCell<Option<TaskCoroutine>>,
-    /// The error the next resume delivers (`None`: `Ok`).
-    reply: Cell<Option<Error>>,
     /// The task's corosensei yielder, recorded when it first runs; null while
     /// the task cannot switch (not started yet, or being torn down).
     yielder: Cell<*const ()>,
     /// The lowest address of the task's stack guard page (0 before it has a stack).
     guard: Cell<usize>,
-    /// The state its last slice ended in, kept by a watched kernel only (what
-    /// a long block was resumed from); `READY` before its first slice.
-    suspended_in: Cell<State>,
+    /// The task's coroutine, resumed in place by the kernel; none before its
+    /// first run (its closure waits in its task box, and it has no stack
+    /// yet: [`TaskRecord::has_stack`]); taken out when it ends.
+    coro: RefCell<Option<CoroBox>>,
+    /// The error the next resume delivers (`None`: `Ok`).
+    reply: Cell<Option<Error>>,
+    /// What few tasks use, made on first use.
+    cold: OnceCell<Box<Cold>>,
+    /// The first task waiting for this one to end (`wait_id` 0: none); the
+    /// others wait in the cold part, behind it.
+    joiner: Cell<Waiter>,
 }
+
+/// A task's coroutine, in a box of its own that the kernel takes from its
+/// pool when the task first runs and gives back when it ends (`Core::start`,
+/// `Core::finish`), so that the box, reused most recently freed first, is
+/// still in cache. Always `Some` while a record holds it.
+pub(crate) type CoroBox = Box<Option<TaskCoroutine>>;
 
 /// The parts of a record most tasks never use.
 #[derive(Default)]
 struct Cold {
+    /// The pending error, the mask, the open timeout blocks.
+    deadlines: Deadlines,
+    /// The joiners after [`TaskRecord::joiner`], in order.
+    joiners: RefCell<WaitQueue>,
+    /// A name given as a `String`.
+    name: Option<String>,
     locals: RefCell<Locals>,
     group: RefCell<Option<Weak<dyn GroupLink>>>,
     panic_message: RefCell<Option<String>>,
@@ -242,32 +267,41 @@ impl TaskRecord {
     /// Always inlined: built in place in its task box (`boxes.rs`).
     #[inline(always)]
     pub(crate) fn new(who: Identity) -> TaskRecord {
+        let (name, cold) = match who.name {
+            Cow::Borrowed(name) => (name, OnceCell::new()),
+            Cow::Owned(owned) => (
+                "",
+                OnceCell::from(Box::new(Cold {
+                    name: Some(owned),
+                    ..Cold::default()
+                })),
+            ),
+        };
         TaskRecord {
-            refs: Cell::new(1),
             id: who.id,
             parent: who.parent.unwrap_or(0),
-            name: who.name,
+            name,
+            wait_id: Cell::new(0),
+            join_target: Cell::new(0),
+            stack_size: u32::try_from(who.stack_size).expect("stack sizes are checked"),
             daemon: who.daemon,
             is_main: who.is_main,
-            stack_size: u32::try_from(who.stack_size).expect("stack sizes are checked"),
-            stack_bytes: Cell::new(0),
+            external: Cell::new(false),
+            suspended_in: Cell::new(State::Ready),
+            _line: 0,
+            refs: Cell::new(1),
             slot: Cell::new(u32::MAX),
-            state: Cell::new(State::Ready),
             cycles: Cell::new(0),
+            state: Cell::new(State::Ready),
             cancelled: Cell::new(false),
             terminated: Cell::new(false),
             joined: Cell::new(false),
-            deadlines: Deadlines::new(),
-            wait_id: Cell::new(0),
-            external: Cell::new(false),
-            join_target: Cell::new(0),
-            joiners: RefCell::new(WaitQueue::new()),
-            cold: OnceCell::new(),
-            coro: RefCell::new(None),
-            reply: Cell::new(None),
             yielder: Cell::new(std::ptr::null()),
             guard: Cell::new(0),
-            suspended_in: Cell::new(State::Ready),
+            coro: RefCell::new(None),
+            reply: Cell::new(None),
+            cold,
+            joiner: Cell::new(Waiter::default()),
         }
     }
 
@@ -290,7 +324,10 @@ impl TaskRecord {
 
     #[inline]
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        match self.cold.get().and_then(|c| c.name.as_deref()) {
+            Some(owned) => owned,
+            None => self.name,
+        }
     }
 
     #[inline]
@@ -315,7 +352,7 @@ impl TaskRecord {
 
     #[inline]
     pub(crate) fn cycles(&self) -> u64 {
-        self.cycles.get()
+        u64::from(self.cycles.get())
     }
 
     #[inline]
@@ -343,7 +380,11 @@ impl TaskRecord {
     /// Usable bytes of its stack, and its guard page (0 before it has one).
     #[inline]
     pub(crate) fn stack_info(&self) -> (usize, usize) {
-        (self.stack_bytes.get() as usize, self.guard.get())
+        match self.guard.get() {
+            0 => (0, 0),
+            // A stack of the size class it asked for (`stack.rs`).
+            guard => (self.stack_size as usize, guard),
+        }
     }
 
     /// `Task(id=3, name='kid', state=TIME_SLEEP)`, as Curio prints tasks.
@@ -352,7 +393,7 @@ impl TaskRecord {
         format!(
             "Task(id={}, name='{}', state={})",
             self.id,
-            self.name,
+            self.name(),
             self.state.get()
         )
     }
@@ -431,7 +472,7 @@ impl TaskRecord {
     #[inline]
     pub(super) fn start_slice(&self) {
         self.state.set(State::Running);
-        self.cycles.set(self.cycles.get() + 1);
+        self.cycles.set(self.cycles.get().wrapping_add(1));
     }
 
     /// Marks cancellation requested; false if it already was (or the task ended).
@@ -449,13 +490,22 @@ impl TaskRecord {
         self.reply.set(None);
         self.state.set(State::Terminated);
         self.terminated.set(true);
-        self.deadlines.disarm();
+        if let Some(d) = self.deadlines() {
+            d.disarm();
+        }
     }
 
-    /// The cancellation and timeout state (the kernel drives it).
+    /// The cancellation and timeout state, if the task has any yet: none
+    /// means nothing pending, unmasked, no timeout block open.
     #[inline]
-    pub(super) fn deadlines(&self) -> &Deadlines {
-        &self.deadlines
+    pub(super) fn deadlines(&self) -> Option<&Deadlines> {
+        self.cold.get().map(|c| &c.deadlines)
+    }
+
+    /// The cancellation and timeout state, made on first use (to change it).
+    #[inline]
+    pub(super) fn deadlines_mut(&self) -> &Deadlines {
+        &self.cold().deadlines
     }
 
     #[inline]
@@ -483,14 +533,42 @@ impl TaskRecord {
         self.join_target.set(id);
     }
 
-    /// The tasks waiting for this one to end.
+    /// Adds `w` to the tasks waiting for this one to end, behind the others.
     #[inline]
-    pub(super) fn joiners(&self) -> &RefCell<WaitQueue> {
-        &self.joiners
+    pub(super) fn add_joiner(&self, w: Waiter, is_live: impl Fn(Waiter) -> bool) {
+        let first = self.joiner.get();
+        // The inline place is taken only while it holds the oldest joiner:
+        // an empty or stale one is reused only when no joiner waits behind it.
+        let behind = || {
+            self.cold
+                .get()
+                .is_some_and(|c| !c.joiners.borrow().is_empty())
+        };
+        if first.wait_id == 0 || (!is_live(first) && !behind()) {
+            self.joiner.set(w);
+        } else {
+            self.cold().joiners.borrow_mut().push(w, is_live);
+        }
+    }
+
+    /// Takes the oldest joiner, if any (the task has ended); the others,
+    /// if there are, are then taken by [`TaskRecord::take_more_joiners`].
+    #[inline]
+    pub(super) fn take_first_joiner(&self) -> Option<Waiter> {
+        let first = self.joiner.replace(Waiter::default());
+        (first.wait_id != 0).then_some(first)
+    }
+
+    /// Takes the joiners after the first, oldest first.
+    #[inline]
+    pub(super) fn take_more_joiners(&self) -> Option<WaitQueue> {
+        let cold = self.cold.get()?;
+        let more = std::mem::take(&mut *cold.joiners.borrow_mut());
+        (!more.is_empty()).then_some(more)
     }
 
     #[inline]
-    pub(super) fn coro(&self) -> &RefCell<Option<TaskCoroutine>> {
+    pub(super) fn coro(&self) -> &RefCell<Option<CoroBox>> {
         &self.coro
     }
 
@@ -536,9 +614,11 @@ impl TaskRecord {
 
     #[inline]
     pub(super) fn set_stack(&self, guard: usize, usable: usize) {
+        debug_assert_eq!(
+            usable, self.stack_size as usize,
+            "stacks come by exact size class"
+        );
         self.guard.set(guard);
-        self.stack_bytes
-            .set(u32::try_from(usable).unwrap_or(u32::MAX));
     }
 
     /// The group to tell that this task ended.
@@ -667,7 +747,8 @@ fn drop_task_data(h: &mut TaskRecord, value_panic: Option<String>) {
     if let Some(msg) = value_panic {
         eprintln!(
             "curio: dropping the value returned by task {} ('{}') panicked: {msg}",
-            h.id, h.name
+            h.id,
+            h.name()
         );
     }
     let locals = match h.cold.get_mut() {
@@ -678,7 +759,8 @@ fn drop_task_data(h: &mut TaskRecord, value_panic: Option<String>) {
         if let Some(msg) = drop_quietly(value) {
             eprintln!(
                 "curio: dropping a task-local value of task {} ('{}') panicked: {msg}",
-                h.id, h.name
+                h.id,
+                h.name()
             );
         }
     }
@@ -857,5 +939,26 @@ impl Locals {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// The layout the discussion on [`TaskRecord`] relies on: identity and
+    /// waits fill the first line, the hot part starts the second, and a task
+    /// with a small closure and value is three lines, two of them hot.
+    #[test]
+    fn the_hot_part_starts_the_second_line() {
+        assert_eq!(offset_of!(TaskRecord, refs), 64);
+        assert_eq!(size_of::<TaskRecord>(), 64 + 80);
+        let n = 7u64;
+        let f = move || n + 1;
+        fn size_of_box<T, F: FnOnce() -> T>(_: &F) -> usize {
+            size_of::<TaskBoxOf<T, F>>()
+        }
+        assert_eq!(size_of_box(&f), 3 * 64);
     }
 }

@@ -138,10 +138,7 @@ fn prepare_join(target: &TaskRecord) -> Result<()> {
         core.cancel_point(me)?;
         let w = core.begin_wait(me, State::TaskJoin, false);
         me.set_join_target(target.id());
-        target
-            .joiners()
-            .borrow_mut()
-            .push(w, |w| core.is_waiting(w));
+        target.add_joiner(w, |w| core.is_waiting(w));
         Ok(())
     })
 }
