@@ -44,6 +44,64 @@ fn wait_waits_for_the_end_without_taking_the_value() {
 }
 
 #[test]
+fn joiners_wake_in_the_order_they_began_even_after_one_gave_up() {
+    // The first joiner gives up (a timeout) while two more wait behind it;
+    // a fourth comes after it gave up. The kid's end wakes the three still
+    // waiting in the order they began to wait.
+    run_virtual(|| {
+        let log = Log::new();
+        let sw = Stopwatch::start();
+        let kid = curio::spawn(|| curio::sleep(secs(10)).unwrap());
+        let joiner = |name: &'static str, start: u64, patience: u64| {
+            let (l, k) = (log.clone(), kid.clone());
+            curio::spawn(move || {
+                curio::sleep(secs(start)).unwrap();
+                match curio::timeout_after(secs(patience), || k.wait()) {
+                    Ok(()) => l.at(&sw, format!("{name} saw the kid end")),
+                    Err(e) => l.at(&sw, format!("{name} gave up: {:?}", e.kind())),
+                }
+            })
+        };
+        let all = [
+            joiner("first", 1, 2),
+            joiner("second", 2, 100),
+            joiner("third", 3, 100),
+            joiner("fourth", 5, 100),
+        ];
+        for j in all {
+            j.join().unwrap();
+        }
+        log.assert_eq(&[
+            "3s first gave up: Timeout",
+            "10s second saw the kid end",
+            "10s third saw the kid end",
+            "10s fourth saw the kid end",
+        ]);
+    });
+}
+
+#[test]
+fn a_lone_joiner_that_gave_up_leaves_its_place_to_the_next() {
+    run_virtual(|| {
+        let log = Log::new();
+        let sw = Stopwatch::start();
+        let kid = curio::spawn(|| curio::sleep(secs(10)).unwrap());
+        for round in 0..3 {
+            let r = curio::timeout_after(secs(1), || kid.wait());
+            log.at(&sw, format!("round {round}: {}", outcome(&r)));
+        }
+        kid.wait().unwrap();
+        log.at(&sw, "the kid ended");
+        log.assert_eq(&[
+            "1s round 0: Timeout",
+            "2s round 1: Timeout",
+            "3s round 2: Timeout",
+            "10s the kid ended",
+        ]);
+    });
+}
+
+#[test]
 fn a_cloned_handle_shares_the_one_result() {
     run_virtual(|| {
         let kid = curio::spawn(|| 5);
