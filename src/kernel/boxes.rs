@@ -28,8 +28,8 @@
 //!   the count reaches zero, and never touched again).
 //! - Every block on a free list was allocated with `class_layout` of that
 //!   list's class, is not in use, and holds the next free block (or null) in
-//!   its link word (`link`: the first word of its second line, or of its
-//!   only line).
+//!   its link word (`link`: the word at `LINK_AT`, or its first word if it
+//!   is no longer than that).
 //! - The lists are per thread (`TaskRc` is neither `Send` nor `Sync`, so a
 //!   box is made and freed on one thread); at thread exit the lists' blocks
 //!   go back to the allocator, and a box freed after that goes there
@@ -250,18 +250,26 @@ struct FreeLists {
     counts: [Cell<u32>; CLASSES],
 }
 
-/// Where a free block of `class` keeps the next one: the first word of its
-/// second line when it has one, else its first word.
+/// Where a free block longer than this keeps the next one (a shorter block
+/// keeps it in its first word).
 ///
-/// Discussion: a task box's first line is the task's identity, which
-/// dropping the box does not read (`record.rs`); its second line is always
-/// touched by the drop (the handle count). Linking a freed box there
-/// writes a line the drop has just brought into cache, not a cold one.
+/// Discussion: a task box's first two lines are the task's identity and
+/// what only running it touches, which dropping the box does not read
+/// (`record.rs`); its third line starts with the handle count, which the
+/// drop has just brought into cache. Linking a freed box there writes a
+/// line already in cache, not a cold one.
+pub(crate) const LINK_AT: usize = 2 * LINE;
+
+/// The word of a free block of `class` that holds the next free block.
 #[inline(always)]
 fn link(block: NonNull<u8>, class: usize) -> *mut *mut u8 {
-    let offset = if class > 0 { LINE } else { 0 };
-    // A block of class > 0 is at least two lines long, so the word at LINE
-    // is inside it, and LINE-aligned plus LINE is word-aligned.
+    let offset = if (class + 1) * LINE > LINK_AT {
+        LINK_AT
+    } else {
+        0
+    };
+    // A block longer than LINK_AT has the word at LINK_AT inside it, and
+    // LINE-aligned plus LINK_AT is word-aligned.
     block.as_ptr().wrapping_add(offset).cast()
 }
 

@@ -30,6 +30,7 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Weak;
 
@@ -202,19 +203,11 @@ pub(crate) struct TaskRecord {
     suspended_in: Cell<State>,
     /// Keeps the hot part on a line of its own (checked in the tests).
     _line: u64,
-    // ----- the hot part: running and joining ---------------------------------
-    /// The handles ([`TaskRc`](super::boxes::TaskRc)) on the box this record is in.
-    refs: Cell<u32>,
+    // ----- the second line: running ------------------------------------------
     /// Kernel slot, valid while the task lives.
     slot: Cell<u32>,
     /// Slices run (wraps after 2^32; reports and the watchdog only).
     cycles: Cell<u32>,
-    state: Cell<State>,
-    /// Cancellation was requested (Curio's `cancelled`).
-    cancelled: Cell<bool>,
-    terminated: Cell<bool>,
-    /// Its value (or panic) has been taken by `join` or `result` (Curio's `joined`).
-    joined: Cell<bool>,
     /// The task's corosensei yielder, recorded when it first runs; null while
     /// the task cannot switch (not started yet, or being torn down).
     yielder: Cell<*const ()>,
@@ -222,15 +215,28 @@ pub(crate) struct TaskRecord {
     guard: Cell<usize>,
     /// The task's coroutine, resumed in place by the kernel; none before its
     /// first run (its closure waits in its task box, and it has no stack
-    /// yet: [`TaskRecord::has_stack`]); taken out when it ends.
-    coro: RefCell<Option<CoroBox>>,
-    /// The error the next resume delivers (`None`: `Ok`).
-    reply: Cell<Option<Error>>,
-    /// What few tasks use, made on first use.
-    cold: OnceCell<Box<Cold>>,
+    /// yet: [`TaskRecord::has_stack`]); taken out when it ends. Emptied by
+    /// `Core::finish`, so dropping a box reads it only for a task that never
+    /// ended (`TaskBox::drop`).
+    coro: ManuallyDrop<RefCell<Option<CoroBox>>>,
+    /// The error the next resume delivers (`None`: `Ok`); emptied when the
+    /// task ends, as `coro`.
+    reply: ManuallyDrop<Cell<Option<Error>>>,
     /// The first task waiting for this one to end (`wait_id` 0: none); the
     /// others wait in the cold part, behind it.
     joiner: Cell<Waiter>,
+    // ----- the third line: running and joining, then the result slot ------------
+    /// The handles ([`TaskRc`](super::boxes::TaskRc)) on the box this record
+    /// is in. A freed box is linked through this word (`boxes::LINK_AT`).
+    refs: Cell<u32>,
+    state: Cell<State>,
+    /// Cancellation was requested (Curio's `cancelled`).
+    cancelled: Cell<bool>,
+    terminated: Cell<bool>,
+    /// Its value (or panic) has been taken by `join` or `result` (Curio's `joined`).
+    joined: Cell<bool>,
+    /// What few tasks use, made on first use.
+    cold: OnceCell<Box<Cold>>,
 }
 
 /// A task's coroutine, in a box of its own that the kernel takes from its
@@ -289,19 +295,19 @@ impl TaskRecord {
             external: Cell::new(false),
             suspended_in: Cell::new(State::Ready),
             _line: 0,
-            refs: Cell::new(1),
             slot: Cell::new(u32::MAX),
             cycles: Cell::new(0),
+            yielder: Cell::new(std::ptr::null()),
+            guard: Cell::new(0),
+            coro: ManuallyDrop::new(RefCell::new(None)),
+            reply: ManuallyDrop::new(Cell::new(None)),
+            joiner: Cell::new(Waiter::default()),
+            refs: Cell::new(1),
             state: Cell::new(State::Ready),
             cancelled: Cell::new(false),
             terminated: Cell::new(false),
             joined: Cell::new(false),
-            yielder: Cell::new(std::ptr::null()),
-            guard: Cell::new(0),
-            coro: RefCell::new(None),
-            reply: Cell::new(None),
             cold,
-            joiner: Cell::new(Waiter::default()),
         }
     }
 
@@ -727,6 +733,16 @@ impl<S: ?Sized + AnySlot> Drop for TaskBox<S> {
     /// is reported, never propagated: it must not unwind the kernel loop.
     #[inline]
     fn drop(&mut self) {
+        let h = &mut self.record;
+        if h.terminated.get() {
+            // `Core::finish` took the coroutine and the reply: nothing to
+            // read on the record's second line.
+            debug_assert!(h.coro.get_mut().is_none() && h.reply.get_mut().is_none());
+        } else {
+            // Never ended (its spawn failed): drop whatever they hold.
+            drop(h.coro.get_mut().take());
+            drop(h.reply.take());
+        }
         let value_panic = self.result.drop_value();
         let has_locals = self
             .record
@@ -951,9 +967,11 @@ mod tests {
     /// waits fill the first line, the hot part starts the second, and a task
     /// with a small closure and value is three lines, two of them hot.
     #[test]
-    fn the_hot_part_starts_the_second_line() {
-        assert_eq!(offset_of!(TaskRecord, refs), 64);
-        assert_eq!(size_of::<TaskRecord>(), 64 + 80);
+    fn each_line_has_its_phase() {
+        assert_eq!(offset_of!(TaskRecord, slot), 64);
+        assert_eq!(offset_of!(TaskRecord, refs), 128);
+        assert_eq!(offset_of!(TaskRecord, refs), super::super::boxes::LINK_AT);
+        assert_eq!(size_of::<TaskRecord>(), 128 + 16);
         let n = 7u64;
         let f = move || n + 1;
         fn size_of_box<T, F: FnOnce() -> T>(_: &F) -> usize {
