@@ -26,10 +26,11 @@
 //! ```
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
 
 use crate::error::{Error, Result};
-use crate::kernel::{AnyTask, State, TaskCell, TaskRc, TaskRecord};
+use crate::kernel::{AnyTask, State, TaskRc, TaskRecord, Typed};
 use crate::trap::{self, SpawnOptions};
 
 // ---------------------------------------------------------------------------
@@ -251,7 +252,8 @@ impl fmt::Debug for TaskRef {
 /// untyped operations (`id`, `cancel`, `wait` …). Dropping it detaches the task.
 pub struct Task<T> {
     any: TaskRef,
-    cell: TaskRc<TaskCell<T>>,
+    /// The task's value, a `T`, is in the box `any` holds.
+    value: PhantomData<T>,
 }
 
 impl<T> Task<T> {
@@ -274,7 +276,7 @@ impl<T> Task<T> {
     pub fn join(&self) -> Result<T> {
         self.any.wait()?;
         self.any.leave_group();
-        self.cell.take_result()
+        self.cell().take_result()
     }
 
     /// The value of a task that has finished, without waiting (Curio's
@@ -292,7 +294,7 @@ impl<T> Task<T> {
             )));
         }
         self.any.leave_group();
-        self.cell.take_result()
+        self.cell().take_result()
     }
 
     /// How a finished task failed, without taking its value (Curio's
@@ -311,7 +313,7 @@ impl<T> Task<T> {
             )));
         }
         Ok(self
-            .cell
+            .cell()
             .panic_text()
             .map(|msg| Error::new(crate::ErrorKind::TaskPanicked, msg)))
     }
@@ -321,8 +323,14 @@ impl<T> Task<T> {
         &self.any
     }
 
-    pub(crate) fn cell(&self) -> &TaskRc<TaskCell<T>> {
-        &self.cell
+    /// The task's record and value, typed.
+    pub(crate) fn cell(&self) -> Typed<'_, T> {
+        // SAFETY: a `Task<T>` is made only by `Builder::spawn_unchecked`,
+        // from the box of a task whose closure returns `T`.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.any.task.typed()
+        }
     }
 }
 
@@ -359,7 +367,7 @@ impl<T> Clone for Task<T> {
     fn clone(&self) -> Self {
         Task {
             any: self.any.clone(),
-            cell: self.cell.clone(),
+            value: PhantomData,
         }
     }
 }
@@ -488,10 +496,10 @@ impl Builder {
             stack_size,
         };
         // SAFETY: forwarded from this function's contract.
-        let (any, cell) = unsafe { trap::spawn_unchecked(opts, f) }?;
+        let any = unsafe { trap::spawn_unchecked(opts, f) }?;
         Ok(Task {
             any: TaskRef::from_rc(any),
-            cell,
+            value: PhantomData,
         })
     }
 }

@@ -40,7 +40,7 @@ use super::Builder;
 use super::boxes::{self, TaskRc};
 use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
-use super::record::{AnyTask, CoroBox, Identity, State, TaskBoxOf, TaskCell, TaskRecord};
+use super::record::{AnyTask, CoroBox, Identity, State, TaskBoxOf, TaskRecord};
 use super::switch::{self, Reply, TaskCoroutine, Trap};
 use super::watch::{Answer, Query, Request, Shared, Watchdog};
 use crate::deadlines::{Arm, Block, Deadlines};
@@ -522,7 +522,7 @@ impl Core {
         &self,
         main: F,
         out: Rc<RefCell<Option<std::thread::Result<T>>>>,
-    ) -> Result<TaskRc<TaskCell<()>>>
+    ) -> Result<TaskRc<AnyTask>>
     where
         F: FnOnce() -> T,
     {
@@ -549,11 +549,11 @@ impl Core {
         // before the borrowed `main` and `out` can go. A coroutine whose
         // unwind failed is leaked, never run again. Erasing the closure's
         // lifetime in the box's type is covered by the same argument.
-        let (any, typed) = unsafe { super::traps::erase(cell) };
+        let any = unsafe { super::traps::erase(cell) };
         #[allow(unsafe_code)]
         // SAFETY: as just above.
-        unsafe { self.spawn(any) }?;
-        Ok(typed)
+        unsafe { self.spawn(any.clone()) }?;
+        Ok(any)
     }
 
     /// Resumes task `h` once and executes the trap it suspends with.
@@ -1475,7 +1475,7 @@ impl Core {
         }
     }
 
-    pub(super) fn run_until_main_ends(&self, main: &TaskRc<TaskCell<()>>) -> Option<String> {
+    pub(super) fn run_until_main_ends(&self, main: &TaskRc<AnyTask>) -> Option<String> {
         self.run_until(|| main.record().is_terminated())
     }
 

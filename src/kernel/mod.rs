@@ -58,7 +58,7 @@ mod watch;
 use self::core::{Core, enter_kernel, leave_kernel, running_overflow_info};
 pub(crate) use boxes::TaskRc;
 pub use record::State;
-pub(crate) use record::{AnyTask, GroupLink, TaskCell, TaskRecord, panic_message};
+pub(crate) use record::{AnyTask, GroupLink, TaskRecord, Typed, panic_message};
 
 // ---------------------------------------------------------------------------
 // Configuration

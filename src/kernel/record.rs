@@ -647,10 +647,10 @@ impl TaskRecord {
 /// in one allocation.
 ///
 /// `S` is the rest: a [`Slot`] whose closure type is known in the box spawn
-/// makes ([`TaskBoxOf`]), erased to `dyn TaskBody<T>` in a typed
-/// [`TaskCell<T>`], and wholly erased to `dyn AnySlot` in the [`AnyTask`]
-/// the kernel holds. The record comes first and is sized, so reaching it from
-/// either is a plain field access, not a virtual call.
+/// makes ([`TaskBoxOf`]), erased to `dyn AnySlot` in the [`AnyTask`] the
+/// kernel and every handle hold; a typed handle reads the value through
+/// [`AnyTask::typed`]. The record comes first and is sized, so reaching it
+/// is a plain field access, not a virtual call.
 pub(crate) struct TaskBox<S: ?Sized + AnySlot> {
     pub(crate) record: TaskRecord,
     result: S,
@@ -667,9 +667,6 @@ pub(crate) type ResultSlot<T> = RefCell<Option<std::thread::Result<T>>>;
 
 /// A task as spawn makes it: its closure's type `F` is known.
 pub(crate) type TaskBoxOf<T, F> = TaskBox<Slot<T, Body<F>>>;
-
-/// A task whose result type is known.
-pub(crate) type TaskCell<T> = TaskBox<Slot<T, dyn TaskBody<T>>>;
 
 /// Any task, as the kernel holds it.
 pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
@@ -692,6 +689,9 @@ pub(crate) trait AnySlot {
 
     /// Drops the closure of a task that never ran ([`TaskBody::drop_unstarted`]).
     fn drop_unstarted(&self) -> Option<String>;
+
+    /// The address of the slot's [`ResultSlot`], for [`AnyTask::typed`].
+    fn value_slot(&self) -> *const ();
 }
 
 impl<T, B: ?Sized + TaskBody<T>> AnySlot for Slot<T, B> {
@@ -716,6 +716,11 @@ impl<T, B: ?Sized + TaskBody<T>> AnySlot for Slot<T, B> {
 
     fn drop_unstarted(&self) -> Option<String> {
         self.body.drop_unstarted()
+    }
+
+    #[inline(always)]
+    fn value_slot(&self) -> *const () {
+        std::ptr::from_ref(&self.value).cast()
     }
 }
 
@@ -839,14 +844,44 @@ impl<S: ?Sized + AnySlot> TaskBox<S> {
     }
 }
 
-impl<T> TaskCell<T> {
+impl AnyTask {
+    /// The task's box seen with the type of its value.
+    ///
+    /// # Safety
+    ///
+    /// `T` must be the type the task's closure returns.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    // SAFETY: callers keep the `# Safety` contract above, which the cast
+    // below relies on.
+    pub(crate) unsafe fn typed<T>(&self) -> Typed<'_, T> {
+        // SAFETY: the slot of a task whose closure returns `T` is a
+        // `Slot<T, _>` (the caller's contract), whose `value_slot` is the
+        // address of its `ResultSlot<T>`; it lives as long as the box, which
+        // `&self` borrows.
+        let value = unsafe { &*self.result.value_slot().cast::<ResultSlot<T>>() };
+        Typed {
+            record: &self.record,
+            value,
+        }
+    }
+}
+
+/// A task's record and result slot, seen with the type of its value (what a
+/// typed handle, [`Task<T>`](crate::Task), reads).
+pub(crate) struct Typed<'a, T> {
+    record: &'a TaskRecord,
+    value: &'a ResultSlot<T>,
+}
+
+impl<T> Typed<'_, T> {
     /// Takes the result of a terminated task.
     #[inline]
     pub(crate) fn take_result(&self) -> Result<T> {
         if self.record.is_terminated() {
             self.record.joined.set(true);
         }
-        match self.result.value.borrow_mut().take() {
+        match self.value.borrow_mut().take() {
             Some(Ok(v)) => Ok(v),
             Some(Err(payload)) => {
                 let msg = panic_message(&*payload);
@@ -873,7 +908,7 @@ impl<T> TaskCell<T> {
     /// The panic message, if the task panicked.
     #[inline]
     pub(crate) fn panic_text(&self) -> Option<String> {
-        match &*self.result.value.borrow() {
+        match &*self.value.borrow() {
             Some(Err(payload)) => Some(panic_message(&**payload)),
             _ => self.record.panic_message(),
         }
@@ -882,7 +917,7 @@ impl<T> TaskCell<T> {
     /// Looks at the result without taking it.
     #[inline]
     pub(crate) fn with_result<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        match &*self.result.value.borrow() {
+        match &*self.value.borrow() {
             Some(Ok(v)) => f(Some(v)),
             _ => f(None),
         }

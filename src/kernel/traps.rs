@@ -44,10 +44,7 @@ use super::boxes::TaskRc;
 use super::core::{in_task as core_in_task, try_with_core, with_core, with_current, with_running};
 use super::crash;
 use super::debug::{KernelHandle, Snapshot, Traceback};
-use super::record::{
-    AnySlot, AnyTask, Identity, Slot, State, TaskBox, TaskBoxOf, TaskCell, TaskRecord,
-};
-use super::switch::TaskBody;
+use super::record::{AnySlot, AnyTask, Identity, State, TaskBox, TaskBoxOf, TaskRecord};
 use super::switch::{self, Trap};
 use crate::deadlines::Block;
 use crate::error::{Error, ErrorKind, Result};
@@ -369,7 +366,7 @@ pub(crate) struct SpawnOptions {
 pub(crate) unsafe fn spawn_unchecked<'a, F, T>(
     opts: SpawnOptions,
     f: F,
-) -> io::Result<(TaskRc<AnyTask>, TaskRc<TaskCell<T>>)>
+) -> io::Result<TaskRc<AnyTask>>
 where
     F: FnOnce() -> T + 'a,
     T: 'static,
@@ -395,10 +392,10 @@ where
         // contract): the kernel starts its closure, or drops it unstarted,
         // and its coroutine returns or is unwound, before they end; the box
         // is kept alive by the kernel slot's Rc until the task has ended.
-        let (any, typed) = unsafe { erase(cell) };
+        let any = unsafe { erase(cell) };
         // SAFETY: as just above.
         unsafe { core.spawn(any.clone()) }.map_err(io::Error::from)?;
-        Ok((any, typed))
+        Ok(any)
     })
 }
 
@@ -409,12 +406,12 @@ fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> TaskRc<TaskBoxOf<T, F>>
     TaskRc::new_with(|| TaskBoxOf::new(TaskRecord::new(who), f))
 }
 
-/// The two erased views of a new task box: the kernel's, and the typed one a
-/// [`Task`](crate::Task) keeps.
+/// A new task box as the kernel and every handle hold it: its closure and
+/// value types erased.
 ///
 /// # Safety
 ///
-/// The types claim the closure `F` is `'static`, which it need not be: the
+/// The type claims the closure `F` is `'static`, which it need not be: the
 /// caller must see that it is started or dropped (which is all the kernel
 /// does with it) before anything it borrows ends. Once it is gone the box
 /// holds no `F` at all, only the empty `Option<F>` it left.
@@ -423,24 +420,16 @@ fn new_cell<T, F: FnOnce() -> T>(who: Identity, f: F) -> TaskRc<TaskBoxOf<T, F>>
 // operations rely on.
 pub(super) unsafe fn erase<'a, T: 'static, F: FnOnce() -> T + 'a>(
     cell: TaskRc<TaskBoxOf<T, F>>,
-) -> (TaskRc<AnyTask>, TaskRc<TaskCell<T>>) {
-    // SAFETY: each cast is the struct-tail unsizing of the same pointer
-    // (same box, same count; the vtables are `F`'s), and only the trait
-    // objects' lifetime bounds are then claimed longer, which the caller's
-    // contract covers.
+) -> TaskRc<AnyTask> {
+    // SAFETY: the cast is the struct-tail unsizing of the same pointer (same
+    // box, same count; the vtable is `F`'s), and only the trait object's
+    // lifetime bound is then claimed longer, which the caller's contract
+    // covers.
     unsafe {
-        (
-            cell.clone().unsize(|p| {
-                let p: *mut TaskBox<dyn AnySlot + 'a> = p;
-                std::mem::transmute::<*mut TaskBox<dyn AnySlot + 'a>, *mut AnyTask>(p)
-            }),
-            cell.unsize(|p| {
-                let p: *mut TaskBox<Slot<T, dyn TaskBody<T> + 'a>> = p;
-                std::mem::transmute::<*mut TaskBox<Slot<T, dyn TaskBody<T> + 'a>>, *mut TaskCell<T>>(
-                    p,
-                )
-            }),
-        )
+        cell.unsize(|p| {
+            let p: *mut TaskBox<dyn AnySlot + 'a> = p;
+            std::mem::transmute::<*mut TaskBox<dyn AnySlot + 'a>, *mut AnyTask>(p)
+        })
     }
 }
 
