@@ -2,7 +2,10 @@
 //! small pure type: the pending error, the mask, the stack of open timeout
 //! blocks and the deadline armed among them.
 //!
-//! The kernel owns one per task (in its record) and drives it; this type
+//! The kernel keeps one per task that needs one (in the cold part of its
+//! record, made when the task is first cancelled, masked or opens a timeout
+//! block; a task without one has nothing pending, is unmasked and has no
+//! block open) and drives it; this type
 //! decides, the kernel acts: it says when a heap entry must be pushed, when a
 //! timeout fires at once, and when an error is to be raised in a parked task
 //! rather than left pending. It knows nothing of clocks, heaps or tasks, so

@@ -1,9 +1,11 @@
 //! The task record: what the kernel knows of one task, and the one owner of it.
 //!
 //! A task is one allocation, a [`TaskBox`]: its [`TaskRecord`] (identity,
-//! scheduling state, cancellation and timeouts, the coroutine itself) and the
-//! slot its closure leaves its value in. The kernel holds it type-erased
-//! ([`AnyTask`]) in its slot table; handles hold it typed ([`TaskCell<T>`]).
+//! scheduling state, the way to its coroutine, what few tasks use in a cold
+//! part) and the slot its closure leaves its value in, laid out so that each
+//! phase of a task's life touches as few cache lines as it can (see
+//! [`TaskRecord`]). The kernel and every handle hold it type-erased
+//! ([`AnyTask`]); a typed handle reads its value through [`AnyTask::typed`].
 //!
 //! # Invariants
 //!
