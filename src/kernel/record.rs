@@ -174,14 +174,14 @@ pub(crate) trait GroupLink {
 /// outgrows the cache. The fields are laid out by who touches them
 /// (`repr(C)`, the box line-aligned, `boxes.rs`): the first line is the
 /// task's identity and its waits, written at spawn and then read only by
-/// tasks that wait and by reports; the hot part that follows (64 to 144)
-/// is all that running a task to its end and joining it touch, with the
-/// result slot right after it. What few tasks use (cancellation and
-/// timeouts, task-locals, a group, an owned name, a second joiner) lives in
-/// a box made on first use, the coroutine in a box from the kernel's pool.
-/// A task whose closure and value are small is three lines, of which
-/// running and joining touch two (`arch-notes/benchmarks.md`, "Task boxes
-/// by line").
+/// tasks that wait and by reports; the second is what running it touches;
+/// the third (from 128) is what both running and joining it touch, and the
+/// result slot follows it. What few tasks use (cancellation and timeouts,
+/// task-locals, a group, an owned name, a second joiner) lives in a box made
+/// on first use, the coroutine in a box from the kernel's pool. A task whose
+/// closure and value are small is three lines: spawn writes three, its
+/// first run touches two, its join one (`arch-notes/benchmarks.md`, "Task
+/// boxes by line"; the layout is checked in the tests below).
 #[repr(C)]
 pub(crate) struct TaskRecord {
     // ----- the first line: identity and waits --------------------------------
@@ -1001,8 +1001,9 @@ mod tests {
     use std::mem::{offset_of, size_of};
 
     /// The layout the discussion on [`TaskRecord`] relies on: identity and
-    /// waits fill the first line, the hot part starts the second, and a task
-    /// with a small closure and value is three lines, two of them hot.
+    /// waits fill the first line, what running touches starts the second,
+    /// what joining touches starts the third (where a freed box is linked),
+    /// and a task with a small closure and value is three lines.
     #[test]
     fn each_line_has_its_phase() {
         assert_eq!(offset_of!(TaskRecord, slot), 64);
