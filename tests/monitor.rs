@@ -354,6 +354,24 @@ fn spin_until(flag: &AtomicBool, limit: Duration) -> bool {
     true
 }
 
+/// Runs `body` as one task named `name` in a kernel watched by `hooks`;
+/// returns what it returned.
+fn one_watched_task<T: 'static>(
+    hooks: Arc<Blocks>,
+    name: &str,
+    body: impl FnOnce() -> T + 'static,
+) -> T {
+    let name = name.to_string();
+    Kernel::builder()
+        .debug(hooks)
+        .build()
+        .run(move || {
+            let kid = curio::task::Builder::new().name(name).spawn(body).unwrap();
+            kid.join().unwrap()
+        })
+        .unwrap()
+}
+
 fn cruncher(b: Arc<Blocks>) -> bool {
     curio::sleep(ms(10)).unwrap();
     let seen = spin_until(&b.seen_running, secs(5));
@@ -365,19 +383,7 @@ fn cruncher(b: Arc<Blocks>) -> bool {
 fn a_long_block_is_reported_while_it_runs_and_when_it_suspends() {
     let blocks = Blocks::new(ms(100));
     let b = blocks.clone();
-    let seen = watchdog(move || {
-        Kernel::builder()
-            .debug(b.clone())
-            .build()
-            .run(move || {
-                let kid = curio::task::Builder::new()
-                    .name("cruncher")
-                    .spawn(move || cruncher(b))
-                    .unwrap();
-                kid.join().unwrap()
-            })
-            .unwrap()
-    });
+    let seen = watchdog(move || one_watched_task(b.clone(), "cruncher", move || cruncher(b)));
     assert!(seen, "the report made while it ran never came");
     let reports = blocks.reports.lock().unwrap();
     assert_eq!(reports.len(), 2, "{reports:?}");
@@ -404,27 +410,17 @@ fn a_task_yielding_in_a_loop_is_many_slices_and_its_one_long_slice_is_reported()
     let blocks = Blocks::new(ms(20));
     let b = blocks.clone();
     let seen = watchdog(move || {
-        Kernel::builder()
-            .debug(b.clone())
-            .build()
-            .run(move || {
-                let kid = curio::task::Builder::new()
-                    .name("yielder")
-                    .spawn(move || {
-                        let start = Instant::now();
-                        while start.elapsed() < ms(200) {
-                            curio::yield_now().unwrap();
-                        }
-                        let quiet = b.reports.lock().unwrap().is_empty();
-                        let seen = spin_until(&b.seen_running, secs(5));
-                        // The kernel sees the end when it next looks outside.
-                        curio::sleep(ms(1)).unwrap();
-                        (quiet, seen)
-                    })
-                    .unwrap();
-                kid.join().unwrap()
-            })
-            .unwrap()
+        one_watched_task(b.clone(), "yielder", move || {
+            let start = Instant::now();
+            while start.elapsed() < ms(200) {
+                curio::yield_now().unwrap();
+            }
+            let quiet = b.reports.lock().unwrap().is_empty();
+            let seen = spin_until(&b.seen_running, secs(5));
+            // The kernel sees the end when it next looks outside.
+            curio::sleep(ms(1)).unwrap();
+            (quiet, seen)
+        })
     });
     assert_eq!(
         seen,

@@ -39,6 +39,7 @@
 //!
 //! ```ignore
 //! let cell: TaskRc<TaskBoxOf<u64, F>> = TaskRc::new_with(|| TaskBoxOf::new(record, f));
+//! // SAFETY: the closure is the struct-tail unsizing of the same pointer.
 //! let any: TaskRc<AnyTask> = unsafe { cell.clone().unsize(|p| p) };
 //! ```
 

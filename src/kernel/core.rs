@@ -1074,7 +1074,7 @@ impl Core {
 
     /// Replaces `h`'s pending error; returns the old one.
     pub(super) fn set_cancellation(&self, h: &TaskRecord, err: Option<Error>) -> Option<Error> {
-        h.deadlines_mut().replace_pending(err)
+        h.make_deadlines().replace_pending(err)
     }
 
     /// Takes `h`'s pending error if it is of `kind`.
@@ -1084,7 +1084,7 @@ impl Core {
 
     /// Enters a masked block.
     pub(super) fn mask(&self, h: &TaskRecord) {
-        h.deadlines_mut().mask();
+        h.make_deadlines().mask();
     }
 
     /// Leaves a masked block.
@@ -1215,13 +1215,13 @@ impl Core {
         if !h.mark_cancelled() {
             return;
         }
-        h.deadlines_mut().cancel();
+        h.make_deadlines().cancel();
         self.deliver(h, err);
     }
 
     /// Raises `err` in the task now if it is parked and unmasked, else leaves it pending.
     fn deliver(&self, h: &TaskRecord, err: Error) {
-        if let Some(err) = h.deadlines_mut().offer(err, h.wait_id() != 0) {
+        if let Some(err) = h.make_deadlines().offer(err, h.wait_id() != 0) {
             self.abort_wait(h);
             self.make_ready(h, Err(err));
         }
@@ -1258,7 +1258,7 @@ impl Core {
     /// first cancel point.
     pub(super) fn enter_timeout_block(&self, h: &TaskRecord, deadline: Option<u64>) -> Block {
         let now = self.now();
-        let (block, arm) = h.deadlines_mut().enter_block(deadline, now);
+        let (block, arm) = h.make_deadlines().enter_block(deadline, now);
         self.apply(h, arm, now);
         block
     }
@@ -1276,7 +1276,7 @@ impl Core {
     /// stale, so its cost stays amortised O(1) per block.
     pub(super) fn exit_timeout_block(&self, h: &TaskRecord, block: Block) -> Vec<u64> {
         let now = self.now();
-        let (arm, stack) = h.deadlines_mut().exit_block(block, now);
+        let (arm, stack) = h.make_deadlines().exit_block(block, now);
         self.apply(h, arm, now);
         if block.pushed_entry() {
             self.timers

@@ -512,7 +512,7 @@ impl TaskRecord {
 
     /// The cancellation and timeout state, made on first use (to change it).
     #[inline]
-    pub(super) fn deadlines_mut(&self) -> &Deadlines {
+    pub(super) fn make_deadlines(&self) -> &Deadlines {
         &self.cold().deadlines
     }
 

@@ -242,8 +242,8 @@ pub(crate) trait TaskBody<T> {
 }
 
 impl<T, F: FnOnce() -> T> TaskBody<T> for Body<F> {
-    // SAFETY: callers keep the contract of `TaskBody::start`, which this
-    // function's unsafe operations rely on.
+    // SAFETY: callers keep the contract of `TaskBody::start`, which the
+    // operations of this function's body rely on.
     unsafe fn start(
         &self,
         rec: *const TaskRecord,
