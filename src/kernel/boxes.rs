@@ -254,12 +254,12 @@ struct FreeLists {
 /// Where a free block longer than this keeps the next one (a shorter block
 /// keeps it in its first word).
 ///
-/// Discussion: a task box's first two lines are the task's identity and
-/// what only running it touches, which dropping the box does not read
-/// (`record.rs`); its third line starts with the handle count, which the
-/// drop has just brought into cache. Linking a freed box there writes a
-/// line already in cache, not a cold one.
-pub(crate) const LINK_AT: usize = 2 * LINE;
+/// Discussion: a task box's first line is the task's identity and its
+/// waits, which dropping the box does not read (`record.rs`); its second
+/// line starts with the handle count, which the drop has just brought into
+/// cache. Linking a freed box there writes a line already in cache, not a
+/// cold one.
+pub(crate) const LINK_AT: usize = LINE;
 
 /// The word of a free block of `class` that holds the next free block.
 #[inline(always)]

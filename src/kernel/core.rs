@@ -40,7 +40,7 @@ use super::Builder;
 use super::boxes::{self, TaskRc};
 use super::debug::{Hook, KernelHandle, LongBlock, Snapshot, TaskInfo, TaskRow, Traceback};
 use super::ready::ReadyQueue;
-use super::record::{AnyTask, CoroBox, Identity, State, TaskBoxOf, TaskRecord};
+use super::record::{AnyTask, Identity, RunState, State, TaskBoxOf, TaskRecord};
 use super::switch::{self, Reply, TaskCoroutine, Trap};
 use super::watch::{Answer, Query, Request, Shared, Watchdog};
 use crate::deadlines::{Arm, Block, Deadlines};
@@ -274,9 +274,11 @@ pub(super) struct Core {
     /// run yet (each takes one when it first runs). Invariant:
     /// `promised <= stacks.len()`, so a spawned task always finds its stack.
     promised: Cell<usize>,
-    /// Empty coroutine boxes ([`CoroBox`]), the most recently given back
-    /// last: a task takes one when it first runs, so it is still in cache.
-    coro_boxes: RefCell<Vec<CoroBox>>,
+    /// Empty run states ([`RunState`]), the most recently given back last:
+    /// a task takes one when it first runs, so it is still in cache. Boxes,
+    /// not values: a record holds its run state by address.
+    #[allow(clippy::vec_box)]
+    coro_boxes: RefCell<Vec<Box<RunState>>>,
     timers: RefCell<TimerHeap<TimerItem>>,
     clock: Clock,
     poller: RefCell<Poller>,
@@ -422,11 +424,12 @@ impl Core {
             self.promise_stack()?; // its coroutine stays `None` until `start`
         } else {
             let st = stack::take(h.stack_size())?;
-            h.set_stack(st.guard().0, st.size());
+            h.set_stack(st.size());
+            let guard = st.guard().0;
             // SAFETY: forwarded from this function's contract; the slot below
             // keeps the box alive until the task has ended.
             let coro = unsafe { task.start(st) };
-            *h.coro().borrow_mut() = Some(self.coro_box(coro));
+            h.set_run(self.run_state(coro, guard));
             // A watched kernel names new tasks before their first slice, on
             // the cold path of a first run; this one has none.
             if self.watch.is_some() {
@@ -474,8 +477,8 @@ impl Core {
     /// False if the task has no code to run (force-unwound already).
     #[cold]
     #[inline(never)]
-    fn start(&self, h: &TaskRecord, code: &mut Option<CoroBox>) -> bool {
-        if code.is_some() || h.has_stack() {
+    fn start(&self, h: &TaskRecord) -> bool {
+        if h.has_stack() {
             return false;
         }
         let promised = self.promised.get();
@@ -485,7 +488,8 @@ impl Core {
             .borrow_mut()
             .pop()
             .expect("a stack is kept for every task that has not run (`promised`)");
-        h.set_stack(st.guard().0, st.size());
+        h.set_stack(st.size());
+        let guard = st.guard().0;
         let slots = self.slots.borrow();
         let task = slots[h.slot() as usize]
             .task
@@ -494,26 +498,38 @@ impl Core {
         // SAFETY: `spawn`'s contract covers what the closure borrows; the
         // slot keeps the box alive until the task has ended.
         let coro = unsafe { task.start(st) };
-        *code = Some(self.coro_box(coro));
+        drop(slots);
+        h.set_run(self.run_state(coro, guard));
         true
     }
 
-    /// A box from the pool, holding `coro`.
+    /// A run state from the pool, holding `coro`, on the stack whose guard
+    /// page starts at `guard`.
     #[inline]
-    fn coro_box(&self, coro: TaskCoroutine) -> CoroBox {
-        match self.coro_boxes.borrow_mut().pop() {
-            Some(mut b) => {
-                *b = Some(coro);
-                b
-            }
-            None => Box::new(Some(coro)),
-        }
+    fn run_state(&self, coro: TaskCoroutine, guard: usize) -> Box<RunState> {
+        let mut b = self
+            .coro_boxes
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Box::new(RunState::new()));
+        b.fill(coro, guard);
+        b
     }
 
-    /// Takes the coroutine out of its box, and the empty box into the pool.
+    /// Takes `h`'s run state back into the pool; returns the coroutine it
+    /// held, if any.
+    ///
+    /// The kernel calls it only between resumes of `h`, and keeps no
+    /// reference from [`TaskRecord::run`] across a call that could get here:
+    /// `step` drops its own before it finishes a task.
     #[inline]
-    fn open_coro_box(&self, mut b: CoroBox) -> TaskCoroutine {
-        let coro = b.take().expect("a record's coroutine box is never empty");
+    fn take_coroutine(&self, h: &TaskRecord) -> Option<TaskCoroutine> {
+        // SAFETY: no reference to `h`'s run state is alive (above): the ones
+        // the kernel takes live within one resume or one report, and a task
+        // reaches its own only from its own stack, which is not running.
+        #[allow(unsafe_code)]
+        let mut b = unsafe { h.take_run() }?;
+        let coro = b.empty();
         self.coro_boxes.borrow_mut().push(b);
         coro
     }
@@ -563,13 +579,15 @@ impl Core {
     #[inline(always)]
     fn step(&self, h: &TaskRecord) {
         let result = {
-            let mut code = h.coro().borrow_mut();
-            // One test on the switch path: no coroutine takes the cold branch
+            // One test on the switch path: no run state takes the cold branch
             // (its first run, or force-unwound already).
-            if code.is_none() && !self.start(h, &mut code) {
-                return;
-            }
-            let Some(coro) = code.as_deref_mut().and_then(Option::as_mut) else {
+            let run = match h.run() {
+                Some(run) => run,
+                None if self.start(h) => h.run().expect("a started task has a run state"),
+                None => return,
+            };
+            let mut code = run.coro.borrow_mut();
+            let Some(coro) = code.as_mut() else {
                 return;
             };
             h.start_slice();
@@ -614,12 +632,14 @@ impl Core {
             begin(h.cycles());
         }
         let result = {
-            let mut code = h.coro().borrow_mut();
-            // One test on the switch path: no coroutine takes the cold branch
+            // One test on the switch path: no run state takes the cold branch
             // (its first run, or force-unwound already).
-            let Some(coro) = code.as_deref_mut().and_then(Option::as_mut) else {
-                drop(code);
+            let Some(run) = h.run() else {
                 self.first_run_watched::<HOOKS>(w, h);
+                return;
+            };
+            let mut code = run.coro.borrow_mut();
+            let Some(coro) = code.as_mut() else {
                 return;
             };
             h.start_slice();
@@ -681,7 +701,7 @@ impl Core {
     fn first_run_watched<const HOOKS: bool>(&self, w: &Watch, h: &TaskRecord) {
         self.beat_kernel(w);
         self.announce_new_tasks(Some(h));
-        if self.start(h, &mut h.coro().borrow_mut()) {
+        if self.start(h) {
             self.step_watched::<HOOKS>(w, h);
         }
     }
@@ -979,12 +999,17 @@ impl Core {
                 format!("task {id} is being torn down; its stack cannot be shown")
             });
         }
-        let Ok(mut code) = h.coro().try_borrow_mut() else {
+        let Some(run) = h.run() else {
+            return Err(format!(
+                "task {id} is being torn down; its stack cannot be shown"
+            ));
+        };
+        let Ok(mut code) = run.coro.try_borrow_mut() else {
             return Err(format!(
                 "task {id} is running; only a suspended task has a backtrace to show"
             ));
         };
-        let Some(coro) = code.as_deref_mut().and_then(Option::as_mut) else {
+        let Some(coro) = code.as_mut() else {
             return Err(format!(
                 "task {id} is being torn down; its stack cannot be shown"
             ));
@@ -1019,8 +1044,7 @@ impl Core {
         if h.state() == State::Ready {
             self.ready.remove(h); // a forced unwind of a queued task
         }
-        let code = h.coro().borrow_mut().take().map(|b| self.open_coro_box(b));
-        match code {
+        match self.take_coroutine(h) {
             Some(coro) if coro.done() => {
                 let st = coro.into_stack();
                 if st.size() == self.stack_size {
@@ -1704,8 +1728,9 @@ impl Core {
         }
         for t in self.live_tasks().iter().rev() {
             let h = t.record();
-            let code = h.coro().borrow_mut().take().map(|b| self.open_coro_box(b));
-            let mut coro = match code {
+            // The coroutine comes out of its run state for the unwind (the
+            // state stays, so that `finish` finds the stack to give back).
+            let mut coro = match h.run().and_then(|r| r.coro.borrow_mut().take()) {
                 Some(coro) => coro,
                 None if !h.has_stack() => {
                     // Never run, so no stack to unwind: its closure is
@@ -1750,7 +1775,9 @@ impl Core {
             if r.is_err() {
                 eprintln!("curio: task {} panicked while being unwound", h.id());
             }
-            *h.coro().borrow_mut() = Some(self.coro_box(coro));
+            if let Some(run) = h.run() {
+                *run.coro.borrow_mut() = Some(coro);
+            }
             if self.watch.is_some() {
                 self.announce_new_tasks(None);
             }

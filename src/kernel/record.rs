@@ -32,7 +32,6 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
-use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Weak;
 
@@ -192,8 +191,6 @@ pub(crate) struct TaskRecord {
     name: &'static str,
     /// Id of the wait the task is parked in; 0 when not parked.
     wait_id: Cell<u64>,
-    /// For reports: the task this one joins.
-    join_target: Cell<u64>,
     /// Usable bytes of the stack it asked for (checked: at most 1 GiB).
     stack_size: u32,
     daemon: bool,
@@ -203,49 +200,103 @@ pub(crate) struct TaskRecord {
     /// The state its last slice ended in, kept by a watched kernel only (what
     /// a long block was resumed from); `READY` before its first slice.
     suspended_in: Cell<State>,
-    /// Keeps the hot part on a line of its own (checked in the tests).
-    _line: u64,
-    // ----- the second line: running ------------------------------------------
-    /// Kernel slot, valid while the task lives.
-    slot: Cell<u32>,
-    /// Slices run (wraps after 2^32; reports and the watchdog only).
-    cycles: Cell<u32>,
-    /// The task's corosensei yielder, recorded when it first runs; null while
-    /// the task cannot switch (not started yet, or being torn down).
-    yielder: Cell<*const ()>,
-    /// The lowest address of the task's stack guard page (0 before it has a stack).
-    guard: Cell<usize>,
-    /// The task's coroutine, resumed in place by the kernel; none before its
-    /// first run (its closure waits in its task box, and it has no stack
-    /// yet: [`TaskRecord::has_stack`]); taken out when it ends. Emptied by
-    /// `Core::finish`, so dropping a box reads it only for a task that never
-    /// ended (`TaskBox::drop`).
-    coro: ManuallyDrop<RefCell<Option<CoroBox>>>,
-    /// The error the next resume delivers (`None`: `Ok`); emptied when the
-    /// task ends, as `coro`.
-    reply: ManuallyDrop<Cell<Option<Error>>>,
-    /// The first task waiting for this one to end (`wait_id` 0: none); the
-    /// others wait in the cold part, behind it.
+    /// The first task waiting for this one to end (`wait_id` 0: none; the
+    /// flag [`HAS_JOINER`] says so on the hot line); the others wait in the
+    /// cold part, behind it.
     joiner: Cell<Waiter>,
-    // ----- the third line: running and joining, then the result slot ------------
+    // ----- the second line: running and joining, then the result slot ----------
     /// The handles ([`TaskRc`](super::boxes::TaskRc)) on the box this record
     /// is in. A freed box is linked through this word (`boxes::LINK_AT`).
     refs: Cell<u32>,
+    /// Kernel slot, valid while the task lives.
+    slot: Cell<u32>,
     state: Cell<State>,
-    /// Cancellation was requested (Curio's `cancelled`).
-    cancelled: Cell<bool>,
-    terminated: Cell<bool>,
-    /// Its value (or panic) has been taken by `join` or `result` (Curio's `joined`).
-    joined: Cell<bool>,
+    /// [`CANCELLED`], [`TERMINATED`], [`JOINED`], [`HAS_JOINER`], [`STARTED`].
+    flags: Cell<u8>,
+    /// Slices run (wraps after 2^32; reports and the watchdog only).
+    cycles: Cell<u32>,
+    /// What the task needs while it has a stack (its coroutine, yielder,
+    /// guard page, reply): a box from the kernel's pool, owned by the record
+    /// from the task's first run (or its spawn, for a stack size of its own)
+    /// until `Core::finish` gives it back. Null before and after.
+    run: Cell<*mut RunState>,
     /// What few tasks use, made on first use.
     cold: OnceCell<Box<Cold>>,
 }
 
-/// A task's coroutine, in a box of its own that the kernel takes from its
-/// pool when the task first runs and gives back when it ends (`Core::start`,
-/// `Core::finish`), so that the box, reused most recently freed first, is
-/// still in cache. Always `Some` while a record holds it.
-pub(crate) type CoroBox = Box<Option<TaskCoroutine>>;
+/// Cancellation was requested (Curio's `cancelled`).
+const CANCELLED: u8 = 1;
+/// The task has ended.
+const TERMINATED: u8 = 2;
+/// Its value (or panic) has been taken by `join` or `result` (Curio's `joined`).
+const JOINED: u8 = 4;
+/// A task waits in [`TaskRecord::joiner`].
+const HAS_JOINER: u8 = 8;
+/// The task has been given its stack (at its first run, or at spawn for a
+/// stack size of its own); with no [`RunState`] it has ended, or is being
+/// torn down.
+const STARTED: u8 = 16;
+
+/// What a task needs only while it has a stack, in a box of its own that the
+/// kernel takes from its pool when the task gets its stack and gives back
+/// when it ends (`Core::start`, `Core::finish`): the box, reused most
+/// recently freed first, is still in cache, and the task box keeps to the
+/// two lines spawn, the first run and the join must touch.
+pub(crate) struct RunState {
+    /// The task's coroutine, resumed in place by the kernel; taken out when
+    /// it ends (or is force-unwound).
+    pub(super) coro: RefCell<Option<TaskCoroutine>>,
+    /// The task's corosensei yielder, recorded when it first runs; null while
+    /// the task cannot switch (not started yet, or being torn down).
+    yielder: Cell<*const ()>,
+    /// The lowest address of the task's stack guard page.
+    guard: Cell<usize>,
+    /// The error the next resume delivers (`None`: `Ok`).
+    reply: Cell<Option<Error>>,
+    /// For reports: the task this one joins, 0 if none.
+    join_target: Cell<u64>,
+}
+
+impl RunState {
+    /// An empty one, for the kernel's pool.
+    pub(crate) fn new() -> RunState {
+        RunState {
+            coro: RefCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            guard: Cell::new(0),
+            reply: Cell::new(None),
+            join_target: Cell::new(0),
+        }
+    }
+
+    /// Fills an empty one for a task whose coroutine is `coro`, on the stack
+    /// whose guard page starts at `guard`.
+    pub(crate) fn fill(&mut self, coro: TaskCoroutine, guard: usize) {
+        *self.coro.get_mut() = Some(coro);
+        self.yielder.set(std::ptr::null());
+        self.guard.set(guard);
+        self.reply.set(None);
+        self.join_target.set(0);
+    }
+
+    /// The task's yielder; null while the task cannot switch.
+    #[inline(always)]
+    pub(super) fn yielder(&self) -> *const () {
+        self.yielder.get()
+    }
+
+    /// Takes the error the kernel left for this resume (`None`: `Ok`).
+    #[inline(always)]
+    pub(super) fn take_reply(&self) -> Option<Error> {
+        self.reply.take()
+    }
+
+    /// Empties it for the pool: takes its coroutine.
+    pub(crate) fn empty(&mut self) -> Option<TaskCoroutine> {
+        self.reply.set(None);
+        self.coro.get_mut().take()
+    }
+}
 
 /// The parts of a record most tasks never use.
 #[derive(Default)]
@@ -290,27 +341,31 @@ impl TaskRecord {
             parent: who.parent.unwrap_or(0),
             name,
             wait_id: Cell::new(0),
-            join_target: Cell::new(0),
             stack_size: u32::try_from(who.stack_size).expect("stack sizes are checked"),
             daemon: who.daemon,
             is_main: who.is_main,
             external: Cell::new(false),
             suspended_in: Cell::new(State::Ready),
-            _line: 0,
-            slot: Cell::new(u32::MAX),
-            cycles: Cell::new(0),
-            yielder: Cell::new(std::ptr::null()),
-            guard: Cell::new(0),
-            coro: ManuallyDrop::new(RefCell::new(None)),
-            reply: ManuallyDrop::new(Cell::new(None)),
             joiner: Cell::new(Waiter::default()),
             refs: Cell::new(1),
+            slot: Cell::new(u32::MAX),
             state: Cell::new(State::Ready),
-            cancelled: Cell::new(false),
-            terminated: Cell::new(false),
-            joined: Cell::new(false),
+            flags: Cell::new(0),
+            cycles: Cell::new(0),
+            run: Cell::new(std::ptr::null_mut()),
             cold,
         }
+    }
+
+    #[inline(always)]
+    fn flag(&self, flag: u8) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    #[inline(always)]
+    fn set_flag(&self, flag: u8, on: bool) {
+        let f = self.flags.get();
+        self.flags.set(if on { f | flag } else { f & !flag });
     }
 
     /// The cold part, made on first use.
@@ -365,30 +420,31 @@ impl TaskRecord {
 
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.get()
+        self.flag(CANCELLED)
     }
 
     #[inline]
     pub(crate) fn is_terminated(&self) -> bool {
-        self.terminated.get()
+        self.flag(TERMINATED)
     }
 
     /// True once its value (or panic) was taken by `join` or `result`.
     #[inline]
     pub(crate) fn is_joined(&self) -> bool {
-        self.joined.get()
+        self.flag(JOINED)
     }
 
     /// The task this one is joining, 0 if none (for reports).
     #[inline]
     pub(crate) fn join_target(&self) -> u64 {
-        self.join_target.get()
+        self.run().map_or(0, |r| r.join_target.get())
     }
 
-    /// Usable bytes of its stack, and its guard page (0 before it has one).
+    /// Usable bytes of its stack, and its guard page (0 when it has none:
+    /// before its first run, and after it ended).
     #[inline]
     pub(crate) fn stack_info(&self) -> (usize, usize) {
-        match self.guard.get() {
+        match self.run().map_or(0, |r| r.guard.get()) {
             0 => (0, 0),
             // A stack of the size class it asked for (`stack.rs`).
             guard => (self.stack_size as usize, guard),
@@ -448,15 +504,25 @@ impl TaskRecord {
         self.cold.get()?.group.borrow_mut().take()
     }
 
-    /// The panic message kept after a `join` took the panic out of the result.
+    /// The message of the panic the task's closure ended with, if it did.
     #[inline]
     pub(crate) fn panic_message(&self) -> Option<String> {
         self.cold.get()?.panic_message.borrow().clone()
     }
 
-    #[inline]
-    pub(crate) fn keep_panic_message(&self, msg: String) {
-        *self.cold().panic_message.borrow_mut() = Some(msg);
+    /// The task's closure panicked: keeps the panic's message (for every
+    /// `join`, `result` and report after) and drops its payload here, on the
+    /// task's own stack, reporting a panic raised by that drop.
+    #[cold]
+    pub(crate) fn keep_panic(&self, payload: Box<dyn Any + Send>) {
+        *self.cold().panic_message.borrow_mut() = Some(panic_message(&*payload));
+        if let Some(msg) = drop_quietly(payload) {
+            eprintln!(
+                "curio: dropping the panic payload of task {} ('{}') panicked: {msg}",
+                self.id,
+                self.name()
+            );
+        }
     }
 
     // ----- for the kernel: scheduling -----------------------------------------
@@ -486,18 +552,19 @@ impl TaskRecord {
     /// Marks cancellation requested; false if it already was (or the task ended).
     #[inline]
     pub(super) fn mark_cancelled(&self) -> bool {
-        if self.terminated.get() || self.cancelled.get() {
+        if self.flag(TERMINATED | CANCELLED) {
             return false;
         }
-        self.cancelled.set(true);
+        self.set_flag(CANCELLED, true);
         true
     }
 
+    /// The task has ended (its [`RunState`] already given back).
     #[inline]
     pub(super) fn mark_terminated(&self) {
-        self.reply.set(None);
+        debug_assert!(self.run.get().is_null(), "finish gave the run state back");
         self.state.set(State::Terminated);
-        self.terminated.set(true);
+        self.set_flag(TERMINATED, true);
         if let Some(d) = self.deadlines() {
             d.disarm();
         }
@@ -536,9 +603,12 @@ impl TaskRecord {
         self.external.replace(false)
     }
 
+    /// Notes, for reports, the task this running one joins (0: none).
     #[inline]
     pub(super) fn set_join_target(&self, id: u64) {
-        self.join_target.set(id);
+        if let Some(r) = self.run() {
+            r.join_target.set(id);
+        }
     }
 
     /// Adds `w` to the tasks waiting for this one to end, behind the others.
@@ -554,6 +624,7 @@ impl TaskRecord {
         };
         if first.wait_id == 0 || (!is_live(first) && !behind()) {
             self.joiner.set(w);
+            self.set_flag(HAS_JOINER, true);
         } else {
             self.cold().joiners.borrow_mut().push(w, is_live);
         }
@@ -563,6 +634,12 @@ impl TaskRecord {
     /// if there are, are then taken by [`TaskRecord::take_more_joiners`].
     #[inline]
     pub(super) fn take_first_joiner(&self) -> Option<Waiter> {
+        // The flag, on the hot line, spares the first line to a task no one
+        // joined before it ended.
+        if !self.flag(HAS_JOINER) {
+            return None;
+        }
+        self.set_flag(HAS_JOINER, false);
         let first = self.joiner.replace(Waiter::default());
         (first.wait_id != 0).then_some(first)
     }
@@ -575,38 +652,77 @@ impl TaskRecord {
         (!more.is_empty()).then_some(more)
     }
 
+    /// The task's [`RunState`], while it has a stack.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    pub(super) fn run(&self) -> Option<&RunState> {
+        let p = self.run.get();
+        // SAFETY: a non-null `run` came from `Box::into_raw` in `set_run`
+        // and is owned by this record until `take_run` (whose contract is
+        // that no reference this returned is alive then) or the record's
+        // drop; the box is never moved meanwhile, and `RunState`'s fields
+        // are cells (its coroutine in a `RefCell`), so shared references to
+        // it may coexist. The record is not `Sync`: all on one thread.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// Gives the task its [`RunState`] (it has none).
     #[inline]
-    pub(super) fn coro(&self) -> &RefCell<Option<CoroBox>> {
-        &self.coro
+    pub(super) fn set_run(&self, run: Box<RunState>) {
+        debug_assert!(self.run.get().is_null(), "one run state at a time");
+        self.run.set(Box::into_raw(run));
+    }
+
+    /// Takes the task's [`RunState`] back (to give it to the pool).
+    ///
+    /// # Safety
+    ///
+    /// No reference returned by [`TaskRecord::run`] (or to a field of the
+    /// state) may be alive: the box may be reused or freed at once.
+    #[allow(unsafe_code)]
+    #[inline]
+    // SAFETY: callers keep the `# Safety` contract above, which the
+    // `Box::from_raw` below relies on.
+    pub(super) unsafe fn take_run(&self) -> Option<Box<RunState>> {
+        let p = self.run.replace(std::ptr::null_mut());
+        // SAFETY: a non-null `run` came from `Box::into_raw` (`set_run`) and
+        // is owned by this record, which gives up its pointer here; no
+        // reference to it is alive (this function's contract).
+        (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
     }
 
     /// True once the task has been given its stack (at its first run, or at
     /// spawn for a task with a stack size of its own). A task with no
-    /// coroutine and no stack has not started.
+    /// run state and no stack has not started.
     #[inline]
     pub(super) fn has_stack(&self) -> bool {
-        self.guard.get() != 0
+        self.flag(STARTED)
     }
 
-    /// Leaves `reply` for the task's next resume.
+    /// Leaves `reply` for the task's next resume (dropped if the task has
+    /// no stack: nothing will resume it).
     #[inline]
     pub(super) fn set_reply(&self, reply: Option<Error>) {
-        self.reply.set(reply);
+        if let Some(r) = self.run() {
+            r.reply.set(reply);
+        }
     }
 
     #[inline]
     pub(super) fn take_reply(&self) -> Option<Error> {
-        self.reply.take()
+        self.run()?.reply.take()
     }
 
     #[inline]
     pub(super) fn yielder(&self) -> *const () {
-        self.yielder.get()
+        self.run().map_or(std::ptr::null(), |r| r.yielder.get())
     }
 
     #[inline]
     pub(super) fn set_yielder(&self, y: *const ()) {
-        self.yielder.set(y);
+        if let Some(r) = self.run() {
+            r.yielder.set(y);
+        }
     }
 
     /// The state its last slice ended in (watched kernels only).
@@ -620,13 +736,14 @@ impl TaskRecord {
         self.suspended_in.set(state);
     }
 
+    /// The task has been given its stack, of `usable` bytes.
     #[inline]
-    pub(super) fn set_stack(&self, guard: usize, usable: usize) {
+    pub(super) fn set_stack(&self, usable: usize) {
         debug_assert_eq!(
             usable, self.stack_size as usize,
             "stacks come by exact size class"
         );
-        self.guard.set(guard);
+        self.set_flag(STARTED, true);
     }
 
     /// The group to tell that this task ended.
@@ -664,8 +781,11 @@ pub(crate) struct Slot<T, B: ?Sized> {
     body: B,
 }
 
-/// Where a task's closure leaves its return value (or its panic).
-pub(crate) type ResultSlot<T> = RefCell<Option<std::thread::Result<T>>>;
+/// Where a task's closure leaves its return value. A panic's message goes to
+/// the record's cold part instead ([`TaskRecord::keep_panic`]), so the slot
+/// is no bigger than the value, and a `Cell`: it is only ever moved in and
+/// out, never borrowed (`Typed::with_result` takes it and puts it back).
+pub(crate) type ResultSlot<T> = Cell<Option<T>>;
 
 /// A task as spawn makes it: its closure's type `F` is known.
 pub(crate) type TaskBoxOf<T, F> = TaskBox<Slot<T, Body<F>>>;
@@ -675,8 +795,8 @@ pub(crate) type AnyTask = TaskBox<dyn AnySlot>;
 
 /// Erases a task's result and closure types (see [`TaskBox`]).
 pub(crate) trait AnySlot {
-    /// Drops the value or panic payload left in the slot, if any; returns the
-    /// message of a panic that dropping it raised.
+    /// Drops the value left in the slot, if any; returns the message of a
+    /// panic that dropping it raised.
     fn drop_value(&mut self) -> Option<String>;
 
     /// Makes the task's coroutine on `stack` ([`TaskBody::start`]).
@@ -699,11 +819,8 @@ pub(crate) trait AnySlot {
 impl<T, B: ?Sized + TaskBody<T>> AnySlot for Slot<T, B> {
     #[inline]
     fn drop_value(&mut self) -> Option<String> {
-        let slot = self.value.get_mut();
-        if slot.is_none() {
-            return None; // joined: the usual case
-        }
-        drop_quietly(slot.take())
+        let value = self.value.get_mut().take()?; // none: joined, the usual case
+        drop_quietly(value)
     }
 
     // SAFETY: callers keep the contract of `AnySlot::start`, which the call
@@ -740,15 +857,15 @@ impl<S: ?Sized + AnySlot> Drop for TaskBox<S> {
     /// is reported, never propagated: it must not unwind the kernel loop.
     #[inline]
     fn drop(&mut self) {
-        let h = &mut self.record;
-        if h.terminated.get() {
-            // `Core::finish` took the coroutine and the reply: nothing to
-            // read on the record's second line.
-            debug_assert!(h.coro.get_mut().is_none() && h.reply.get_mut().is_none());
-        } else {
-            // Never ended (its spawn failed): drop whatever they hold.
-            drop(h.coro.get_mut().take());
-            drop(h.reply.take());
+        // `Core::finish` gave the run state back; a task that never ended
+        // (its spawn failed) still holds it.
+        let run = *self.record.run.get_mut();
+        if !run.is_null() {
+            *self.record.run.get_mut() = std::ptr::null_mut();
+            // SAFETY: a non-null `run` is owned by the record (`set_run`), and
+            // `&mut self` means no reference from `TaskRecord::run` is alive.
+            #[allow(unsafe_code)]
+            drop(unsafe { Box::from_raw(run) });
         }
         let value_panic = self.result.drop_value();
         let has_locals = self
@@ -814,7 +931,7 @@ impl<T, F: FnOnce() -> T> TaskBoxOf<T, F> {
         TaskBox {
             record,
             result: Slot {
-                value: RefCell::new(None),
+                value: Cell::new(None),
                 body: Body::new(f),
             },
         }
@@ -881,15 +998,10 @@ impl<T> Typed<'_, T> {
     #[inline]
     pub(crate) fn take_result(&self) -> Result<T> {
         if self.record.is_terminated() {
-            self.record.joined.set(true);
+            self.record.set_flag(JOINED, true);
         }
-        match self.value.borrow_mut().take() {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(payload)) => {
-                let msg = panic_message(&*payload);
-                self.record.keep_panic_message(msg.clone());
-                Err(Error::new(ErrorKind::TaskPanicked, msg))
-            }
+        match self.value.take() {
+            Some(v) => Ok(v),
             None => match self.record.panic_message() {
                 Some(msg) => Err(Error::new(ErrorKind::TaskPanicked, msg)),
                 None if self.record.is_terminated() => Err(Error::new(ErrorKind::ResultTaken, "")),
@@ -901,7 +1013,7 @@ impl<T> Typed<'_, T> {
         }
     }
 
-    /// True if the task ended by panicking (or its result was taken after it did).
+    /// True if the task ended by panicking.
     #[inline]
     pub(crate) fn panicked(&self) -> bool {
         self.panic_text().is_some()
@@ -910,19 +1022,23 @@ impl<T> Typed<'_, T> {
     /// The panic message, if the task panicked.
     #[inline]
     pub(crate) fn panic_text(&self) -> Option<String> {
-        match &*self.value.borrow() {
-            Some(Err(payload)) => Some(panic_message(&**payload)),
-            _ => self.record.panic_message(),
-        }
+        self.record.panic_message()
     }
 
-    /// Looks at the result without taking it.
+    /// Looks at the result without taking it: takes it out of its `Cell`
+    /// for the call to `f` and puts it back after, even if `f` panics (a
+    /// nested look at the same task meanwhile sees none).
     #[inline]
     pub(crate) fn with_result<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
-        match &*self.value.borrow() {
-            Some(Ok(v)) => f(Some(v)),
-            _ => f(None),
+        /// Puts the value back when dropped.
+        struct PutBack<'a, T>(&'a ResultSlot<T>, Option<T>);
+        impl<T> Drop for PutBack<'_, T> {
+            fn drop(&mut self) {
+                self.0.set(self.1.take());
+            }
         }
+        let held = PutBack(self.value, self.value.take());
+        f(held.1.as_ref())
     }
 }
 
@@ -1001,20 +1117,20 @@ mod tests {
     use std::mem::{offset_of, size_of};
 
     /// The layout the discussion on [`TaskRecord`] relies on: identity and
-    /// waits fill the first line, what running touches starts the second,
-    /// what joining touches starts the third (where a freed box is linked),
-    /// and a task with a small closure and value is three lines.
+    /// waits fill the first line; what running and joining touch starts the
+    /// second (where a freed box is linked), and the result slot follows it
+    /// on the same line: a task with a small closure and value is two lines.
     #[test]
     fn each_line_has_its_phase() {
-        assert_eq!(offset_of!(TaskRecord, slot), 64);
-        assert_eq!(offset_of!(TaskRecord, refs), 128);
+        assert_eq!(offset_of!(TaskRecord, joiner), 48);
+        assert_eq!(offset_of!(TaskRecord, refs), 64);
         assert_eq!(offset_of!(TaskRecord, refs), super::super::boxes::LINK_AT);
-        assert_eq!(size_of::<TaskRecord>(), 128 + 16);
+        assert_eq!(size_of::<TaskRecord>(), 64 + 32);
         let n = 7u64;
         let f = move || n + 1;
         fn size_of_box<T, F: FnOnce() -> T>(_: &F) -> usize {
             size_of::<TaskBoxOf<T, F>>()
         }
-        assert_eq!(size_of_box(&f), 3 * 64);
+        assert_eq!(size_of_box(&f), 2 * 64);
     }
 }

@@ -72,7 +72,11 @@ type TaskYielder = Yielder<(), Trap>;
 /// caller (see `arch-notes/trap-flow.md`).
 #[inline(always)]
 pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
-    let y = rec.yielder();
+    // The run state is looked up once: it stays the record's until the task
+    // has ended (`Core::finish`), so it outlives this suspend, which the
+    // task can only come back from by being resumed or unwound.
+    let run = rec.run()?;
+    let y = run.yielder();
     if y.is_null() {
         // Being force-unwound, or never started and its closure being
         // dropped: there is no yielder to switch with.
@@ -90,7 +94,7 @@ pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
     // exactly what it was before `where` existed (one load, one test). A
     // backtrace request comes as an error reply with the record's capture
     // mark set, and only the error path, out of line, looks at the mark.
-    Some(match rec.take_reply() {
+    Some(match run.take_reply() {
         None => Ok(()),
         Some(e) => error_reply(rec, e),
     })
@@ -257,10 +261,13 @@ impl<T, F: FnOnce() -> T> TaskBody<T> for Body<F> {
             // function's contract); the slot is written once, here, by the
             // task itself, and read only after the task has ended.
             let (h, out) = unsafe { (&*rec, &*out) };
-            if let Err(payload) = &r {
-                super::crash::report_crash(h, &**payload);
+            match r {
+                Ok(value) => out.set(Some(value)),
+                Err(payload) => {
+                    super::crash::report_crash(h, &*payload);
+                    h.keep_panic(payload);
+                }
             }
-            *out.borrow_mut() = Some(r);
         };
         // SAFETY: forwarded from this function's contract.
         unsafe { new_coroutine_unchecked(stack, rec, run) }
