@@ -217,7 +217,7 @@ const WAIT_ID_BLOCK: u64 = 1 << 16;
 /// before an idle kernel shrinks them again (and trims the allocator).
 const SHRINK_AFTER: usize = 4096;
 
-/// Empty coroutine boxes a kernel keeps when it goes idle (64 bytes each).
+/// Empty run states ([`RunState`]) a kernel keeps when it goes idle (96 bytes each).
 const IDLE_CORO_BOXES: usize = 64;
 
 /// When the virtual clock has tasks waiting on I/O or other threads, how long to

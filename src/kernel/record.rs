@@ -172,15 +172,19 @@ pub(crate) trait GroupLink {
 /// apart, so every cache line a phase touches is a miss once the batch
 /// outgrows the cache. The fields are laid out by who touches them
 /// (`repr(C)`, the box line-aligned, `boxes.rs`): the first line is the
-/// task's identity and its waits, written at spawn and then read only by
-/// tasks that wait and by reports; the second is what running it touches;
-/// the third (from 128) is what both running and joining it touch, and the
-/// result slot follows it. What few tasks use (cancellation and timeouts,
-/// task-locals, a group, an owned name, a second joiner) lives in a box made
-/// on first use, the coroutine in a box from the kernel's pool. A task whose
-/// closure and value are small is three lines: spawn writes three, its
-/// first run touches two, its join one (`arch-notes/benchmarks.md`, "Task
-/// boxes by line"; the layout is checked in the tests below).
+/// task's identity and its waits (the first joiner among them), written at
+/// spawn and then read only by tasks that wait, by a task's end when a
+/// joiner waits ([`HAS_JOINER`]) and by reports; the second (from 64) is
+/// what both running and joining it touch, and the result slot follows it
+/// on the same line. What a task needs only while it has a stack (its
+/// coroutine, yielder, guard page, reply) is a [`RunState`] from the
+/// kernel's pool, still in cache when it is reused; what few tasks use
+/// (cancellation and timeouts, task-locals, a group, an owned name, a
+/// second joiner, a panic's message) lives in a box made on first use. A
+/// task whose closure and value are small is two lines: spawn writes two,
+/// its first run touches one, its join the same one
+/// (`arch-notes/benchmarks.md`, "Task boxes of two lines"; the layout is
+/// checked in the tests below).
 #[repr(C)]
 pub(crate) struct TaskRecord {
     // ----- the first line: identity and waits --------------------------------
