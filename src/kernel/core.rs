@@ -986,7 +986,8 @@ impl Core {
         }
         if try_current_record(|r| ptr::eq(r, h)) == Some(true) {
             // The task asks for its own stack: it is on it.
-            return switch::capture_here(h).map(|bt| Traceback::new(h.describe(), bt));
+            return switch::capture_here(h.stack_info().1)
+                .map(|bt| Traceback::new(h.describe(), bt));
         }
         let describe = h.describe();
         if h.yielder().is_null() {
@@ -1015,7 +1016,7 @@ impl Core {
             ));
         };
         let saved = h.take_reply();
-        switch::CAPTURE_FOR.with(|c| c.set(h));
+        switch::CAPTURE_FOR.with(|c| c.set(run));
         h.set_reply(Some(Error::usage("a backtrace request")));
         let previous = replace_task(h);
         let result = coro.resume(());
@@ -1223,7 +1224,11 @@ impl Core {
 
     fn make_ready(&self, h: &TaskRecord, reply: Reply) {
         debug_assert_ne!(h.state(), State::Ready, "a task is queued once");
-        h.set_reply(reply.err());
+        // A parked task's reply is empty (every resume takes it), so only an
+        // error needs storing: the usual wake-up leaves the run state alone.
+        if let Err(e) = reply {
+            h.set_reply(Some(e));
+        }
         h.set_state(State::Ready);
         self.ready.push(h);
     }

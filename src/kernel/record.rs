@@ -289,6 +289,12 @@ impl RunState {
         self.yielder.get()
     }
 
+    /// The lowest address of the task's stack guard page.
+    #[inline(always)]
+    pub(super) fn guard(&self) -> usize {
+        self.guard.get()
+    }
+
     /// Takes the error the kernel left for this resume (`None`: `Ok`).
     #[inline(always)]
     pub(super) fn take_reply(&self) -> Option<Error> {

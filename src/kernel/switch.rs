@@ -31,7 +31,7 @@
 //!   on the stack it is given.
 //! - A task's closure never unwinds into corosensei or the kernel when
 //!   dropped unstarted ([`DropQuietly`], [`TaskBody::drop_unstarted`]).
-//! - A task resumed with an error reply while [`CAPTURE_FOR`] names it
+//! - A task resumed with an error reply while [`CAPTURE_FOR`] names its run state
 //!   (`where`) captures its backtrace and suspends again, before it returns
 //!   to its caller: its wait, and everything registered for it, is untouched.
 #![allow(unsafe_code)]
@@ -41,7 +41,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use corosensei::{Coroutine, Yielder};
 
-use super::record::{ResultSlot, TaskRecord};
+use super::record::{ResultSlot, RunState, TaskRecord};
 use crate::error::Error;
 use crate::stack::PooledStack;
 
@@ -96,7 +96,7 @@ pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
     // mark set, and only the error path, out of line, looks at the mark.
     Some(match run.take_reply() {
         None => Ok(()),
-        Some(e) => error_reply(rec, e),
+        Some(e) => error_reply(run, e),
     })
 }
 
@@ -106,25 +106,25 @@ pub(super) fn suspend(rec: &TaskRecord, trap: Trap) -> Option<Reply> {
 /// in [`CAPTURED`]; the task then suspends again, in the same wait, and this
 /// returns what the resume after that brings.
 ///
-/// Discussion: it takes nothing but the record, which the hot path keeps
-/// anyway: anything else it needed (the yielder, the trap) would have to
+/// Discussion: it takes nothing but the run state, which the hot path keeps
+/// anyway: anything else it needed (the record, the trap) would have to
 /// survive the switch on every suspend, a spill and a reload on the path
-/// that matters. It suspends again with `Trap::Wait`, which the kernel's
+/// that matters (the record did, and cost two instructions a switch). It suspends again with `Trap::Wait`, which the kernel's
 /// capture ignores (it never acts on the trap of a capture's suspend).
 #[cold]
 #[inline(never)]
-fn error_reply(rec: &TaskRecord, mut e: Error) -> Reply {
-    while std::ptr::eq(CAPTURE_FOR.with(|c| c.get()), rec) {
+fn error_reply(run: &RunState, mut e: Error) -> Reply {
+    while std::ptr::eq(CAPTURE_FOR.with(|c| c.get()), run) {
         CAPTURE_FOR.with(|c| c.set(std::ptr::null()));
         drop(e);
-        let captured = capture_here(rec);
+        let captured = capture_here(run.guard());
         CAPTURED.with(|c| c.replace(Some(captured)));
         // SAFETY: as in `suspend`: the kernel resumed this task (to capture),
         // so its yielder is recorded and lives at the base of this stack,
         // which we are running on.
-        let yielder: &TaskYielder = unsafe { &*(rec.yielder() as *const TaskYielder) };
+        let yielder: &TaskYielder = unsafe { &*(run.yielder() as *const TaskYielder) };
         yielder.suspend(Trap::Wait);
-        match rec.take_reply() {
+        match run.take_reply() {
             None => return Ok(()),
             Some(next) => e = next,
         }
@@ -139,10 +139,9 @@ pub(super) const CAPTURE_STACK_NEED: usize = 12 * 1024;
 /// Captures the calling task's backtrace, unresolved (symbols are looked up
 /// later, by whoever prints it), if enough of its stack is free.
 #[inline(never)]
-pub(super) fn capture_here(rec: &TaskRecord) -> Captured {
+pub(super) fn capture_here(guard: usize) -> Captured {
     let here = 0u8;
     let sp = std::ptr::addr_of!(here) as usize;
-    let (_, guard) = rec.stack_info();
     if guard != 0 {
         let floor = guard + crate::sys::page_size();
         let free = sp.saturating_sub(floor);
@@ -163,7 +162,7 @@ pub(crate) type Captured = std::result::Result<backtrace::Backtrace, String>;
 thread_local! {
     /// The task the kernel resumes only to have it capture its backtrace
     /// (`where`), while it does; null otherwise.
-    pub(super) static CAPTURE_FOR: std::cell::Cell<*const TaskRecord> =
+    pub(super) static CAPTURE_FOR: std::cell::Cell<*const RunState> =
         const { std::cell::Cell::new(std::ptr::null()) };
     /// Where a task resumed for `where` leaves its backtrace for the kernel.
     pub(super) static CAPTURED: std::cell::Cell<Option<Captured>> =
