@@ -99,22 +99,7 @@ fn tokio_one(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
 }
 
 fn tokio_batch(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
-    rt.block_on(async move {
-        let mut tasks = Vec::with_capacity(BATCH as usize);
-        let start = Instant::now();
-        let mut done = 0;
-        while done < iters {
-            let n = (iters - done).min(BATCH);
-            for i in done..done + n {
-                tasks.push(tokio::spawn(async move { i }));
-            }
-            for t in tasks.drain(..) {
-                black_box(t.await.expect("join"));
-            }
-            done += n;
-        }
-        start.elapsed()
-    })
+    loops::tokio_spawn_batches_of(rt, iters, BATCH)
 }
 
 fn may_one(iters: u64) -> Duration {

@@ -102,15 +102,48 @@ pub fn curio_spawn_one(iters: u64) {
 /// Spawns [`BATCH`] tasks returning a number, then joins them all, until
 /// `iters` tasks have run.
 pub fn curio_spawn_batch(iters: u64) {
-    let mut tasks = Vec::with_capacity(BATCH as usize);
-    in_batches(iters, |first, n| {
-        for i in first..first + n {
+    curio_spawn_batches_of(iters, BATCH);
+}
+
+/// [`curio_spawn_batch`] with batches of `batch` tasks (`batch_sizes`).
+pub fn curio_spawn_batches_of(iters: u64, batch: u64) {
+    let mut tasks = Vec::with_capacity(batch as usize);
+    let mut done = 0;
+    while done < iters {
+        let n = (iters - done).min(batch);
+        for i in done..done + n {
             tasks.push(curio::spawn(move || i));
         }
         for t in tasks.drain(..) {
             black_box(t.join().expect("join"));
         }
-    });
+        done += n;
+    }
+}
+
+/// The peer: `iters` tokio tasks in batches of `batch`, each spawned then
+/// awaited, in `rt` (a `current_thread` runtime); the time from inside it.
+pub fn tokio_spawn_batches_of(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    batch: u64,
+) -> std::time::Duration {
+    rt.block_on(async move {
+        let mut tasks = Vec::with_capacity(batch as usize);
+        let start = std::time::Instant::now();
+        let mut done = 0;
+        while done < iters {
+            let n = (iters - done).min(batch);
+            for i in done..done + n {
+                tasks.push(tokio::spawn(async move { i }));
+            }
+            for t in tasks.drain(..) {
+                black_box(t.await.expect("join"));
+            }
+            done += n;
+        }
+        start.elapsed()
+    })
 }
 
 /// Two tasks hand control back and forth through two events, `n` round trips.

@@ -7,47 +7,18 @@
 //! batch_sizes [ROUNDS]   ROUNDS alternating rounds per size (default 7); medians
 //! ```
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use curio_benches::{curio_timed, tokio_runtime};
+use curio_benches::{curio_timed, loops, tokio_runtime};
 
 /// `iters` tasks in batches of `batch`, in a curio kernel.
 fn curio_batches(iters: u64, batch: u64) -> Duration {
-    curio_timed(|| {
-        let mut tasks = Vec::with_capacity(batch as usize);
-        let mut done = 0;
-        while done < iters {
-            let n = (iters - done).min(batch);
-            for i in done..done + n {
-                tasks.push(curio::spawn(move || i));
-            }
-            for t in tasks.drain(..) {
-                black_box(t.join().expect("join"));
-            }
-            done += n;
-        }
-    })
+    curio_timed(|| loops::curio_spawn_batches_of(iters, batch))
 }
 
 /// The same in tokio's `current_thread` runtime.
 fn tokio_batches(rt: &tokio::runtime::Runtime, iters: u64, batch: u64) -> Duration {
-    rt.block_on(async move {
-        let mut tasks = Vec::with_capacity(batch as usize);
-        let start = Instant::now();
-        let mut done = 0;
-        while done < iters {
-            let n = (iters - done).min(batch);
-            for i in done..done + n {
-                tasks.push(tokio::spawn(async move { i }));
-            }
-            for t in tasks.drain(..) {
-                black_box(t.await.expect("join"));
-            }
-            done += n;
-        }
-        start.elapsed()
-    })
+    loops::tokio_spawn_batches_of(rt, iters, batch)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
